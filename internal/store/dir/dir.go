@@ -1,0 +1,185 @@
+// Package dir is a chunk store in a local directory.
+//
+// # Layout
+//
+// A blob with ID h (64 hex digits) is the file ROOT/h[0:2]/h. The same
+// layout served by any static web server is a read-only http store
+// (docs/STORE-HTTP.md).
+//
+// # Atomicity and durability
+//
+// Put writes a temporary file in the shard directory and renames it into
+// place, so a reader sees either no blob or the whole blob, and racing
+// writers of one ID leave one complete file. Blobs are not synced one by
+// one (that would cost a disk flush per chunk); Sync, which Close calls,
+// flushes the whole filesystem once. A blob torn by a crash before Sync
+// fails its integrity check on Get, is removed, and is written again by the
+// next Put of the same chunk.
+package dir
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/zosgrid/zos/internal/chunk"
+	"github.com/zosgrid/zos/internal/digest"
+	"github.com/zosgrid/zos/internal/store"
+)
+
+// Store is a directory of blobs.
+type Store struct {
+	root string
+}
+
+var _ store.Store = (*Store)(nil)
+
+// New opens (creating if needed) a dir store at root.
+func New(root string) (*Store, error) {
+	if err := os.MkdirAll(root, 0o755); err != nil {
+		return nil, fmt.Errorf("dir store: %w", err)
+	}
+	abs, err := filepath.Abs(root)
+	if err != nil {
+		return nil, err
+	}
+	return &Store{root: abs}, nil
+}
+
+// Root returns the store's directory.
+func (s *Store) Root() string { return s.root }
+
+// Path returns the file that holds id.
+func (s *Store) Path(id digest.ID) string {
+	h := id.String()
+	return filepath.Join(s.root, h[:2], h)
+}
+
+func (s *Store) Get(ctx context.Context, id digest.ID) ([]byte, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	b, err := os.ReadFile(s.Path(id))
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("%s in %s: %w", id.Short(), s, store.ErrNotFound)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("dir store: %w", err)
+	}
+	if err := store.Verify(s, id, b); err != nil {
+		if errors.Is(err, chunk.ErrCorrupt) {
+			// A torn or rotten blob would otherwise block every future Put
+			// of this chunk (Put trusts present blobs); drop it.
+			os.Remove(s.Path(id))
+		}
+		return nil, err
+	}
+	return b, nil
+}
+
+func (s *Store) Has(ctx context.Context, id digest.ID) (bool, error) {
+	_, err := os.Lstat(s.Path(id))
+	if err == nil {
+		return true, nil
+	}
+	if errors.Is(err, fs.ErrNotExist) {
+		return false, nil
+	}
+	return false, fmt.Errorf("dir store: %w", err)
+}
+
+func (s *Store) Put(ctx context.Context, id digest.ID, blob []byte) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	p := s.Path(id)
+	if _, err := os.Lstat(p); err == nil {
+		return nil
+	}
+	dir := filepath.Dir(p)
+	f, err := os.CreateTemp(dir, ".tmp-")
+	if errors.Is(err, fs.ErrNotExist) {
+		if err = os.MkdirAll(dir, 0o755); err == nil {
+			f, err = os.CreateTemp(dir, ".tmp-")
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("dir store: %w", err)
+	}
+	_, err = f.Write(blob)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Chmod(f.Name(), 0o644)
+	}
+	if err == nil {
+		err = os.Rename(f.Name(), p)
+	}
+	if err != nil {
+		os.Remove(f.Name())
+		return fmt.Errorf("dir store: put %s: %w", id.Short(), err)
+	}
+	return nil
+}
+
+func (s *Store) Delete(ctx context.Context, id digest.ID) error {
+	err := os.Remove(s.Path(id))
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("dir store: %w", err)
+	}
+	return nil
+}
+
+func (s *Store) List(ctx context.Context, fn func(digest.ID) error) error {
+	shards, err := os.ReadDir(s.root)
+	if err != nil {
+		return fmt.Errorf("dir store: %w", err)
+	}
+	for _, sh := range shards {
+		if !sh.IsDir() || len(sh.Name()) != 2 {
+			continue
+		}
+		names, err := os.ReadDir(filepath.Join(s.root, sh.Name()))
+		if err != nil {
+			return fmt.Errorf("dir store: %w", err)
+		}
+		for _, n := range names {
+			if strings.HasPrefix(n.Name(), ".") {
+				continue
+			}
+			id, err := digest.Parse(n.Name())
+			if err != nil || !strings.HasPrefix(n.Name(), sh.Name()) {
+				continue // not ours
+			}
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+			if err := fn(id); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// Sync flushes every blob written so far to stable storage.
+func (s *Store) Sync() error {
+	f, err := os.Open(s.root)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	return unix.Syncfs(int(f.Fd()))
+}
+
+func (s *Store) String() string { return "dir://" + s.root }
+
+// Close syncs the store.
+func (s *Store) Close() error { return s.Sync() }

@@ -1,0 +1,55 @@
+package dir
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/zosgrid/zos/internal/digest"
+	"github.com/zosgrid/zos/internal/store"
+	"github.com/zosgrid/zos/internal/store/storetest"
+)
+
+func TestConformance(t *testing.T) {
+	storetest.Run(t, storetest.Harness{
+		New: func(t *testing.T) store.Store {
+			s, err := New(t.TempDir())
+			if err != nil {
+				t.Fatal(err)
+			}
+			return s
+		},
+		Corrupt: func(t *testing.T, s store.Store, id digest.ID, blob []byte) {
+			if err := os.WriteFile(s.(*Store).Path(id), blob, 0o644); err != nil {
+				t.Fatal(err)
+			}
+		},
+	})
+}
+
+func TestTornBlobIsReplaced(t *testing.T) {
+	ctx := context.Background()
+	s, err := New(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, id, blob := storetest.Blob("torn", 9000)
+	os.MkdirAll(filepath.Dir(s.Path(id)), 0o755)
+	os.WriteFile(s.Path(id), blob[:100], 0o644) // what a crash before Sync can leave
+	if _, err := s.Get(ctx, id); err == nil {
+		t.Fatal("torn blob served")
+	}
+	if err := s.Put(ctx, id, blob); err != nil {
+		t.Fatal(err)
+	}
+	got, err := s.Get(ctx, id)
+	if err != nil || len(got) != len(blob) {
+		t.Fatalf("after re-put: %d bytes, %v", len(got), err)
+	}
+	// No temporary files are left behind.
+	left, _ := filepath.Glob(filepath.Join(s.Root(), "*", ".tmp-*"))
+	if len(left) != 0 {
+		t.Fatalf("temporary files left: %v", left)
+	}
+}

@@ -1,0 +1,88 @@
+// Package store defines the contract every chunk store meets and the
+// functions that read chunks through it verified.
+//
+// # Store
+//
+// A Store maps chunk IDs (digest.ID) to sealed blobs (package chunk). It
+// knows nothing of keys or plaintext. Backends live in subpackages (dir,
+// http, s3, zdb, mem) and are opened by URL with Open; decorators (router,
+// cache) compose them. Every backend passes the conformance suite in
+// storetest.
+//
+// # Verification
+//
+// Get returns only blobs that pass chunk.Check for the ID asked for; a blob
+// that fails is reported as a *chunk.Invalid naming the store, never
+// returned. Fetch goes further and opens the blob against the fingerprint
+// the caller holds, so no unverified plaintext ever leaves this package.
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/zosgrid/zos/internal/chunk"
+	"github.com/zosgrid/zos/internal/digest"
+)
+
+// ErrNotFound is returned by Get when the store has no blob under the ID.
+var ErrNotFound = errors.New("chunk not found")
+
+// ErrReadOnly is returned by Put and Delete on a store that cannot be written.
+var ErrReadOnly = errors.New("store is read-only")
+
+// Store is the contract of a chunk store. Implementations are safe for
+// concurrent use.
+type Store interface {
+	// Get returns the blob stored under id. A missing blob is an error
+	// wrapping ErrNotFound; a blob that fails chunk.Check is a
+	// *chunk.Invalid and is not returned.
+	Get(ctx context.Context, id digest.ID) ([]byte, error)
+	// Has reports whether a blob is stored under id, without reading it.
+	Has(ctx context.Context, id digest.ID) (bool, error)
+	// Put stores blob under id. It is idempotent: putting an ID that is
+	// already present succeeds without rewriting it. A reader never sees a
+	// partially written blob.
+	Put(ctx context.Context, id digest.ID, blob []byte) error
+	// Delete removes the blob under id; deleting a missing ID succeeds.
+	Delete(ctx context.Context, id digest.ID) error
+	// List calls fn for every stored ID, in no particular order, stopping at
+	// the first error fn returns.
+	List(ctx context.Context, fn func(digest.ID) error) error
+	// String returns the store's URL with any secret removed.
+	String() string
+	// Close releases connections and files.
+	Close() error
+}
+
+// Verify runs chunk.Check on a blob that s served under id, naming s in the
+// error. Backends call it in Get before returning a blob.
+func Verify(s fmt.Stringer, id digest.ID, blob []byte) error {
+	if err := chunk.Check(id, blob); err != nil {
+		var inv *chunk.Invalid
+		if errors.As(err, &inv) && inv.Store == "" {
+			inv.Store = s.String()
+		}
+		return err
+	}
+	return nil
+}
+
+// Fetch reads the chunk ref names from s and returns its verified plaintext.
+func Fetch(ctx context.Context, s Store, c *chunk.Codec, ref chunk.Ref) ([]byte, error) {
+	id := chunk.ID(ref.Sum)
+	blob, err := s.Get(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	plain, err := c.Open(ref, blob)
+	if err != nil {
+		var inv *chunk.Invalid
+		if errors.As(err, &inv) && inv.Store == "" {
+			inv.Store = s.String()
+		}
+		return nil, err
+	}
+	return plain, nil
+}
