@@ -91,20 +91,23 @@ func StartMinIO(t testing.TB) (endpoint, access, secret string) {
 	return endpoint, access, secret
 }
 
-// need finds a program in $PATH, else in the file named by env, else at
-// fallback; if none exists it skips t, or fails it when CI=true.
+// need finds a program: the file named by $env when set (an explicit choice
+// wins), else name in $PATH, else fallback. If none is there it skips t, or
+// fails it when CI=true.
 func need(t testing.TB, name, env, fallback, install string) string {
 	t.Helper()
+	exe := func(p string) bool {
+		fi, err := os.Stat(p)
+		return p != "" && err == nil && fi.Mode().IsRegular() && fi.Mode()&0o111 != 0
+	}
+	if env != "" && exe(os.Getenv(env)) {
+		return os.Getenv(env)
+	}
 	if p, err := exec.LookPath(name); err == nil {
 		return p
 	}
-	for _, p := range []string{os.Getenv(env), fallback} {
-		if p == "" {
-			continue
-		}
-		if fi, err := os.Stat(p); err == nil && fi.Mode().IsRegular() && fi.Mode()&0o111 != 0 {
-			return p
-		}
+	if exe(fallback) {
+		return fallback
 	}
 	msg := fmt.Sprintf("%s not installed: %s", name, install)
 	if os.Getenv("CI") == "true" {
