@@ -1,0 +1,338 @@
+package httpstore
+
+import (
+	"bufio"
+	"context"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"golang.org/x/sync/errgroup"
+
+	"github.com/zosgrid/zos/internal/chunk"
+	"github.com/zosgrid/zos/internal/digest"
+	"github.com/zosgrid/zos/internal/key"
+	"github.com/zosgrid/zos/internal/store"
+)
+
+// HandlerOptions configures Handler.
+type HandlerOptions struct {
+	// Writers are the keys allowed to PUT and DELETE. None makes the
+	// handler read-only (writes answer 405).
+	Writers []key.Public
+	// Logger receives server-side failures and refused writes; nil discards.
+	Logger *slog.Logger
+}
+
+// Handler serves s with zos store protocol v1: public reads, missing and
+// list queries, and writes signed by one of opts.Writers. Mount it at the
+// store's base path (with http.StripPrefix when that is not the root): the
+// handler sees store paths.
+func Handler(s store.Store, opts HandlerOptions) http.Handler {
+	h := &handler{s: s, log: opts.Logger, writers: map[key.Public]bool{}, nonces: map[nonceKey]int64{}}
+	if h.log == nil {
+		h.log = slog.New(slog.DiscardHandler)
+	}
+	for _, k := range opts.Writers {
+		h.writers[k] = true
+	}
+	return h
+}
+
+type nonceKey struct {
+	key   key.Public
+	nonce string
+}
+
+type handler struct {
+	s       store.Store
+	log     *slog.Logger
+	writers map[key.Public]bool
+
+	mu        sync.Mutex
+	nonces    map[nonceKey]int64 // accepted nonces and when they leave the window (unix s)
+	lastPrune int64
+}
+
+// missinger is what a backing store offers when it can answer a batched
+// membership query more cheaply than one Has per ID (another http store).
+type missinger interface {
+	Missing(ctx context.Context, ids []digest.ID) ([]digest.ID, error)
+}
+
+func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set(protoHeader, protoVersion)
+	switch r.URL.Path {
+	case missingPath:
+		if r.Method != http.MethodPost {
+			notAllowed(w, http.MethodPost)
+			return
+		}
+		h.missing(w, r)
+		return
+	case listPath:
+		if r.Method != http.MethodGet && r.Method != http.MethodHead {
+			notAllowed(w, http.MethodGet, http.MethodHead)
+			return
+		}
+		h.list(w, r)
+		return
+	}
+	id, ok := parseBlobPath(r.URL.Path)
+	if !ok {
+		http.Error(w, "not a blob path", http.StatusNotFound)
+		return
+	}
+	switch r.Method {
+	case http.MethodGet:
+		h.get(w, r, id)
+	case http.MethodHead:
+		h.head(w, r, id)
+	case http.MethodPut, http.MethodDelete:
+		h.write(w, r, id)
+	default:
+		notAllowed(w, http.MethodGet, http.MethodHead, http.MethodPut, http.MethodDelete)
+	}
+}
+
+func notAllowed(w http.ResponseWriter, methods ...string) {
+	w.Header().Set("Allow", strings.Join(methods, ", "))
+	http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
+}
+
+// fail answers a backing store failure; it is the boundary, so it logs.
+func (h *handler) fail(w http.ResponseWriter, r *http.Request, err error) {
+	if r.Context().Err() != nil {
+		return // the client left; nobody reads the answer
+	}
+	h.log.Error("store request failed", "method", r.Method, "path", r.URL.Path, "err", err)
+	http.Error(w, "store failure", http.StatusInternalServerError)
+}
+
+func (h *handler) get(w http.ResponseWriter, r *http.Request, id digest.ID) {
+	blob, err := h.s.Get(r.Context(), id)
+	var inv *chunk.Invalid
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		http.Error(w, "not found", http.StatusNotFound)
+		return
+	case errors.As(err, &inv):
+		h.log.Error("stored blob fails its check", "id", id, "err", err)
+		w.Header().Set(errorHeader, errCorrupt)
+		http.Error(w, "stored blob is corrupt", http.StatusInternalServerError)
+		return
+	case err != nil:
+		h.fail(w, r, err)
+		return
+	}
+	w.Header().Set("Content-Type", "application/octet-stream")
+	w.Header().Set("Content-Length", strconv.Itoa(len(blob)))
+	w.Header().Set("Cache-Control", "public, max-age=31536000, immutable")
+	w.Write(blob)
+}
+
+func (h *handler) head(w http.ResponseWriter, r *http.Request, id digest.ID) {
+	ok, err := h.s.Has(r.Context(), id)
+	switch {
+	case err != nil:
+		h.fail(w, r, err)
+	case !ok:
+		w.WriteHeader(http.StatusNotFound)
+	default:
+		w.WriteHeader(http.StatusOK)
+	}
+}
+
+func (h *handler) write(w http.ResponseWriter, r *http.Request, id digest.ID) {
+	if len(h.writers) == 0 {
+		http.Error(w, "read-only store", http.StatusMethodNotAllowed)
+		return
+	}
+	if r.ContentLength > MaxBlobSize {
+		http.Error(w, "body too large", http.StatusRequestEntityTooLarge)
+		return
+	}
+	a, err := parseAuth(r.Header.Get("Authorization"))
+	if err == nil && !h.writers[a.key] {
+		err = fmt.Errorf("key %s may not write here", a.key)
+	}
+	if err == nil {
+		err = h.checkTime(a.ts)
+	}
+	if err != nil {
+		h.refuse(w, r, err)
+		return
+	}
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, MaxBlobSize))
+	if err != nil {
+		if _, ok := errors.AsType[*http.MaxBytesError](err); ok {
+			http.Error(w, "body too large", http.StatusRequestEntityTooLarge)
+			return
+		}
+		http.Error(w, "reading body: "+err.Error(), http.StatusBadRequest)
+		return
+	}
+	if !a.key.Verify(signDomain, message(r.Method, r.URL.Path, a.ts, a.nonce, digest.Sum(body)), a.sig) {
+		h.refuse(w, r, errors.New("signature does not verify"))
+		return
+	}
+	if err := h.useNonce(a); err != nil {
+		h.refuse(w, r, err)
+		return
+	}
+	if r.Method == http.MethodPut {
+		if err := chunk.Check(id, body); err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		err = h.s.Put(r.Context(), id, body)
+	} else {
+		err = h.s.Delete(r.Context(), id)
+	}
+	if errors.Is(err, store.ErrReadOnly) {
+		http.Error(w, "read-only store", http.StatusMethodNotAllowed)
+		return
+	}
+	if err != nil {
+		h.fail(w, r, err)
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+func (h *handler) refuse(w http.ResponseWriter, r *http.Request, why error) {
+	h.log.Debug("write refused", "method", r.Method, "path", r.URL.Path, "remote", r.RemoteAddr, "why", why)
+	w.Header().Set("WWW-Authenticate", authScheme)
+	http.Error(w, "unauthorized: "+why.Error(), http.StatusUnauthorized)
+}
+
+func (h *handler) checkTime(ts int64) error {
+	now := time.Now().Unix()
+	skew := int64(MaxSkew / time.Second)
+	if ts < now-skew || ts > now+skew {
+		return fmt.Errorf("timestamp %d is more than %v from the server's clock", ts, MaxSkew)
+	}
+	return nil
+}
+
+// useNonce records a's nonce, refusing one already seen. A nonce is kept
+// until its timestamp leaves the window; from then on checkTime refuses it.
+func (h *handler) useNonce(a auth) error {
+	now := time.Now().Unix()
+	k := nonceKey{a.key, a.nonce}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if now-h.lastPrune >= 60 {
+		for n, exp := range h.nonces {
+			if exp < now {
+				delete(h.nonces, n)
+			}
+		}
+		h.lastPrune = now
+	}
+	if _, seen := h.nonces[k]; seen {
+		return errors.New("nonce already used (replay)")
+	}
+	h.nonces[k] = a.ts + int64(MaxSkew/time.Second)
+	return nil
+}
+
+func (h *handler) missing(w http.ResponseWriter, r *http.Request) {
+	if r.ContentLength > maxMissingLen {
+		http.Error(w, "body too large", http.StatusRequestEntityTooLarge)
+		return
+	}
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxMissingLen))
+	if err != nil {
+		if _, ok := errors.AsType[*http.MaxBytesError](err); ok {
+			http.Error(w, "body too large", http.StatusRequestEntityTooLarge)
+			return
+		}
+		http.Error(w, "reading body: "+err.Error(), http.StatusBadRequest)
+		return
+	}
+	var ids []digest.ID
+	for line := range strings.Lines(string(body)) {
+		id, err := digest.Parse(strings.TrimSuffix(line, "\n"))
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		ids = append(ids, id)
+	}
+	if len(ids) > MaxMissingBatch {
+		http.Error(w, fmt.Sprintf("more than %d IDs", MaxMissingBatch), http.StatusBadRequest)
+		return
+	}
+	lack, err := h.lacking(r.Context(), ids)
+	if err != nil {
+		h.fail(w, r, err)
+		return
+	}
+	out := make([]byte, 0, len(lack)*(2*digest.Size+1))
+	for _, id := range lack {
+		out = append(hex.AppendEncode(out, id[:]), '\n')
+	}
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	w.Header().Set("Content-Length", strconv.Itoa(len(out)))
+	w.Write(out)
+}
+
+func (h *handler) lacking(ctx context.Context, ids []digest.ID) ([]digest.ID, error) {
+	if m, ok := h.s.(missinger); ok {
+		return m.Missing(ctx, ids)
+	}
+	have := make([]bool, len(ids))
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(16)
+	for i, id := range ids {
+		g.Go(func() error {
+			ok, err := h.s.Has(gctx, id)
+			have[i] = ok
+			return err
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return nil, err
+	}
+	var lack []digest.ID
+	for i, id := range ids {
+		if !have[i] {
+			lack = append(lack, id)
+		}
+	}
+	return lack, nil
+}
+
+func (h *handler) list(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	if r.Method == http.MethodHead {
+		return
+	}
+	bw := bufio.NewWriterSize(w, 32<<10)
+	var line [2*digest.Size + 1]byte
+	line[len(line)-1] = '\n'
+	err := h.s.List(r.Context(), func(id digest.ID) error {
+		hex.Encode(line[:], id[:])
+		_, err := bw.Write(line[:])
+		return err
+	})
+	if err != nil {
+		if r.Context().Err() != nil {
+			return
+		}
+		h.log.Error("listing failed", "err", err)
+		msg := strings.ReplaceAll(err.Error(), "\n", " ")
+		fmt.Fprintf(bw, "%s%s\n", listErrPrefix, msg)
+	} else {
+		bw.WriteString(listEnd + "\n")
+	}
+	bw.Flush()
+}
