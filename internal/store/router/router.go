@@ -1,0 +1,302 @@
+// Package router is a chunk store over several stores, chosen by the first
+// byte of the chunk ID, with replication where ranges overlap.
+//
+// # Route
+//
+// A Route sends the IDs whose first byte lies in [Lo, Hi] to one store.
+// Routes may overlap: an ID in several ranges is replicated to every store
+// whose range holds it, and read from them in route order. The routes of a
+// Router cover every first byte, so every ID has at least one home. On the
+// command line a route is written "00-7f=URL" (ParseRoute); a bare URL
+// means 00-ff.
+//
+// # Reads and failover
+//
+// Get asks the ID's stores in route order and returns the first good blob.
+// Any failure of one replica (unreachable, erroring, or serving a blob that
+// fails verification) moves on to the next. The error names every replica
+// that failed; it is store.ErrNotFound only when every replica said so.
+//
+// # Writes
+//
+// Put and Delete go to every store of the ID, concurrently, and succeed
+// only when all do; a failure names the store. Put is idempotent, so the
+// caller's retry repairs a partial write.
+package router
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"reflect"
+	"strconv"
+	"strings"
+	"sync"
+
+	"github.com/zosgrid/zos/internal/chunk"
+	"github.com/zosgrid/zos/internal/digest"
+	"github.com/zosgrid/zos/internal/store"
+)
+
+// Route sends IDs whose first byte is in [Lo, Hi] to Store.
+type Route struct {
+	Lo, Hi byte
+	Store  store.Store
+}
+
+func (r Route) String() string {
+	return fmt.Sprintf("%02x-%02x=%s", r.Lo, r.Hi, r.Store)
+}
+
+// Router is a store over routed stores. It is safe for concurrent use when
+// its stores are.
+type Router struct {
+	routes []Route
+	// byByte[b] are the indexes into stores of the stores for first byte b,
+	// in route order, each store once.
+	byByte [256][]int
+	stores []store.Store // distinct stores, in order of first appearance
+	// replicated is true when some byte has more than one store, so List
+	// must drop duplicates.
+	replicated bool
+}
+
+var _ store.Store = (*Router)(nil)
+
+// New returns a router over routes, which must cover every first byte.
+func New(routes []Route) (*Router, error) {
+	r := &Router{routes: append([]Route(nil), routes...)}
+	for i, rt := range routes {
+		if rt.Lo > rt.Hi {
+			return nil, fmt.Errorf("router: route %d: range %02x-%02x is empty", i, rt.Lo, rt.Hi)
+		}
+		if rt.Store == nil {
+			return nil, fmt.Errorf("router: route %d (%02x-%02x): no store", i, rt.Lo, rt.Hi)
+		}
+		si := r.index(rt.Store)
+		for b := int(rt.Lo); b <= int(rt.Hi); b++ {
+			if !contains(r.byByte[b], si) {
+				r.byByte[b] = append(r.byByte[b], si)
+			}
+		}
+	}
+	var gaps []string
+	for b := 0; b < 256; b++ {
+		if len(r.byByte[b]) == 0 {
+			lo := b
+			for b+1 < 256 && len(r.byByte[b+1]) == 0 {
+				b++
+			}
+			gaps = append(gaps, fmt.Sprintf("%02x-%02x", lo, b))
+		}
+		if len(r.byByte[b]) > 1 {
+			r.replicated = true
+		}
+	}
+	if len(gaps) > 0 {
+		return nil, fmt.Errorf("router: no route for IDs starting %s", strings.Join(gaps, ", "))
+	}
+	return r, nil
+}
+
+// index returns the index of s in r.stores, adding it if new. Stores are
+// the same when they are the same value (the same pointer, in practice).
+func (r *Router) index(s store.Store) int {
+	for i, t := range r.stores {
+		if same(s, t) {
+			return i
+		}
+	}
+	r.stores = append(r.stores, s)
+	return len(r.stores) - 1
+}
+
+// same compares two stores without panicking on uncomparable dynamic types.
+func same(a, b store.Store) bool {
+	ta := reflect.TypeOf(a)
+	return ta == reflect.TypeOf(b) && ta.Comparable() && a == b
+}
+
+func contains(s []int, v int) bool {
+	for _, x := range s {
+		if x == v {
+			return true
+		}
+	}
+	return false
+}
+
+// ParseRoute splits a command-line route "LO-HI=URL" (two hex digits each,
+// either case, LO <= HI) into its range and URL. A string that does not
+// start with a range is a URL for the whole range 00-ff.
+func ParseRoute(s string) (lo, hi byte, url string, err error) {
+	if len(s) >= 6 && s[2] == '-' && s[5] == '=' && isHex(s[:2]) && isHex(s[3:5]) {
+		l, _ := strconv.ParseUint(s[:2], 16, 8)
+		h, _ := strconv.ParseUint(s[3:5], 16, 8)
+		lo, hi, url = byte(l), byte(h), s[6:]
+		if lo > hi {
+			return 0, 0, "", fmt.Errorf("route %q: range %02x-%02x is empty", s, lo, hi)
+		}
+	} else {
+		lo, hi, url = 0x00, 0xff, s
+	}
+	if url == "" {
+		return 0, 0, "", fmt.Errorf("route %q: no store URL", s)
+	}
+	return lo, hi, url, nil
+}
+
+func isHex(s string) bool {
+	for i := 0; i < len(s); i++ {
+		c := s[i] | 0x20 // lower-case letters; digits are unchanged
+		if !('0' <= c && c <= '9' || 'a' <= c && c <= 'f') {
+			return false
+		}
+	}
+	return true
+}
+
+// Routes returns the router's routes.
+func (r *Router) Routes() []Route { return append([]Route(nil), r.routes...) }
+
+// of returns the stores for id, in route order.
+func (r *Router) of(id digest.ID) []int { return r.byByte[id[0]] }
+
+func (r *Router) Get(ctx context.Context, id digest.ID) ([]byte, error) {
+	var errs []error
+	notFound := 0
+	var invalid *chunk.Invalid
+	for _, si := range r.of(id) {
+		blob, err := r.stores[si].Get(ctx, id)
+		if err == nil {
+			return blob, nil
+		}
+		if ctx.Err() != nil {
+			return nil, err
+		}
+		var inv *chunk.Invalid
+		switch {
+		case errors.Is(err, store.ErrNotFound):
+			notFound++
+			continue
+		case errors.As(err, &inv) && invalid == nil:
+			invalid = inv
+		}
+		errs = append(errs, fmt.Errorf("%s: %w", r.stores[si], err))
+	}
+	switch {
+	case len(errs) == 0:
+		return nil, fmt.Errorf("%s in %s: %w", id.Short(), r, store.ErrNotFound)
+	case len(errs) == 1 && invalid != nil:
+		return nil, invalid // it names its store
+	}
+	return nil, fmt.Errorf("router: chunk %s: no replica served it (%d not found): %w",
+		id.Short(), notFound, errors.Join(errs...))
+}
+
+func (r *Router) Has(ctx context.Context, id digest.ID) (bool, error) {
+	var errs []error
+	for _, si := range r.of(id) {
+		ok, err := r.stores[si].Has(ctx, id)
+		if ok {
+			return true, nil
+		}
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", r.stores[si], err))
+		}
+	}
+	if len(errs) > 0 {
+		return false, fmt.Errorf("router: has %s: %w", id.Short(), errors.Join(errs...))
+	}
+	return false, nil
+}
+
+// each runs op on every store of id at once and joins the failures, each
+// naming its store.
+func (r *Router) each(id digest.ID, op func(store.Store) error) error {
+	sis := r.of(id)
+	if len(sis) == 1 {
+		s := r.stores[sis[0]]
+		if err := op(s); err != nil {
+			return fmt.Errorf("router: %s: %w", s, err)
+		}
+		return nil
+	}
+	errs := make([]error, len(sis))
+	var wg sync.WaitGroup
+	for i, si := range sis {
+		wg.Go(func() {
+			if err := op(r.stores[si]); err != nil {
+				errs[i] = fmt.Errorf("%s: %w", r.stores[si], err)
+			}
+		})
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("router: %w", err)
+	}
+	return nil
+}
+
+// Put writes blob to every store whose range holds id.
+func (r *Router) Put(ctx context.Context, id digest.ID, blob []byte) error {
+	return r.each(id, func(s store.Store) error { return s.Put(ctx, id, blob) })
+}
+
+// Delete removes id from every store whose range holds it.
+func (r *Router) Delete(ctx context.Context, id digest.ID) error {
+	return r.each(id, func(s store.Store) error { return s.Delete(ctx, id) })
+}
+
+// List lists every store once and reports each ID once. An ID a store holds
+// outside its ranges is not reported: Get would not look for it there.
+// With replicas, List remembers every ID it reported (32 bytes each).
+func (r *Router) List(ctx context.Context, fn func(digest.ID) error) error {
+	var seen map[digest.ID]struct{}
+	if r.replicated {
+		seen = map[digest.ID]struct{}{}
+	}
+	var fnErr error
+	for si, s := range r.stores {
+		err := s.List(ctx, func(id digest.ID) error {
+			if !contains(r.of(id), si) {
+				return nil
+			}
+			if seen != nil {
+				if _, dup := seen[id]; dup {
+					return nil
+				}
+				seen[id] = struct{}{}
+			}
+			fnErr = fn(id)
+			return fnErr
+		})
+		if fnErr != nil {
+			return fnErr
+		}
+		if err != nil {
+			return fmt.Errorf("router: %s: %w", s, err)
+		}
+	}
+	return nil
+}
+
+// String lists the routes in ParseRoute syntax.
+func (r *Router) String() string {
+	parts := make([]string, len(r.routes))
+	for i, rt := range r.routes {
+		parts[i] = rt.String()
+	}
+	return "router{" + strings.Join(parts, " ") + "}"
+}
+
+// Close closes every store once.
+func (r *Router) Close() error {
+	var errs []error
+	for _, s := range r.stores {
+		if err := s.Close(); err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", s, err))
+		}
+	}
+	return errors.Join(errs...)
+}

@@ -1,0 +1,265 @@
+package router
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"strings"
+	"testing"
+
+	"github.com/zosgrid/zos/internal/chunk"
+	"github.com/zosgrid/zos/internal/digest"
+	"github.com/zosgrid/zos/internal/store"
+	"github.com/zosgrid/zos/internal/store/dir"
+	"github.com/zosgrid/zos/internal/store/mem"
+	"github.com/zosgrid/zos/internal/store/storetest"
+)
+
+func must(t *testing.T, routes []Route) *Router {
+	t.Helper()
+	r, err := New(routes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+// corruptAll rots id in every mem store that routes hold it in.
+func corruptAll(t *testing.T, s store.Store, id digest.ID, blob []byte) {
+	for _, rt := range s.(*Router).Routes() {
+		if rt.Lo <= id[0] && id[0] <= rt.Hi {
+			rt.Store.(*mem.Store).Corrupt(id, blob)
+		}
+	}
+}
+
+func TestConformance(t *testing.T) {
+	for name, routes := range map[string]func(t *testing.T) []Route{
+		"single": func(t *testing.T) []Route { return []Route{{0x00, 0xff, mem.New()}} },
+		"split": func(t *testing.T) []Route {
+			return []Route{{0x00, 0x7f, mem.New()}, {0x80, 0xff, mem.New()}}
+		},
+		"replicated": func(t *testing.T) []Route {
+			return []Route{{0x00, 0xff, mem.New()}, {0x00, 0x7f, mem.New()}, {0x80, 0xff, mem.New()}}
+		},
+		"one store twice": func(t *testing.T) []Route {
+			m := mem.New()
+			return []Route{{0x00, 0x3f, m}, {0x40, 0xbf, mem.New()}, {0xc0, 0xff, m}}
+		},
+	} {
+		t.Run(name, func(t *testing.T) {
+			storetest.Run(t, storetest.Harness{
+				New:     func(t *testing.T) store.Store { return must(t, routes(t)) },
+				Corrupt: corruptAll,
+			})
+		})
+	}
+	t.Run("dir", func(t *testing.T) {
+		storetest.Run(t, storetest.Harness{New: func(t *testing.T) store.Store {
+			a, _ := dir.New(t.TempDir())
+			b, _ := dir.New(t.TempDir())
+			return must(t, []Route{{0x00, 0xff, a}, {0x00, 0xff, b}})
+		}})
+	})
+}
+
+func TestNewRefuses(t *testing.T) {
+	m := mem.New()
+	for _, tc := range []struct {
+		name   string
+		routes []Route
+		want   string
+	}{
+		{"none", nil, "00-ff"},
+		{"gap at the end", []Route{{0x00, 0x7f, m}}, "80-ff"},
+		{"gap in the middle", []Route{{0x00, 0x10, m}, {0x13, 0xff, m}}, "11-12"},
+		{"gap at 00", []Route{{0x01, 0xff, m}}, "00-00"},
+		{"empty range", []Route{{0x00, 0xff, m}, {0x80, 0x7f, m}}, "empty"},
+		{"nil store", []Route{{0x00, 0xff, nil}}, "no store"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := New(tc.routes)
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("New: %v, want an error mentioning %q", err, tc.want)
+			}
+		})
+	}
+}
+
+func TestParseRoute(t *testing.T) {
+	for _, tc := range []struct {
+		in     string
+		lo, hi byte
+		url    string
+		bad    bool
+	}{
+		{in: "00-7f=dir:///a", lo: 0x00, hi: 0x7f, url: "dir:///a"},
+		{in: "80-FF=http://h/x?a=b", lo: 0x80, hi: 0xff, url: "http://h/x?a=b"},
+		{in: "dir:///a", lo: 0x00, hi: 0xff, url: "dir:///a"},
+		{in: "https://u:p@h/c", lo: 0x00, hi: 0xff, url: "https://u:p@h/c"},
+		{in: "10-10=s3://b", lo: 0x10, hi: 0x10, url: "s3://b"},
+		{in: "/srv/00-7f=x", lo: 0x00, hi: 0xff, url: "/srv/00-7f=x"},
+		{in: "7f-00=dir:///a", bad: true},
+		{in: "00-7f=", bad: true},
+		{in: "", bad: true},
+	} {
+		lo, hi, url, err := ParseRoute(tc.in)
+		if tc.bad {
+			if err == nil {
+				t.Errorf("ParseRoute(%q) accepted", tc.in)
+			}
+			continue
+		}
+		if err != nil || lo != tc.lo || hi != tc.hi || url != tc.url {
+			t.Errorf("ParseRoute(%q) = %02x, %02x, %q, %v", tc.in, lo, hi, url, err)
+		}
+	}
+}
+
+var errDown = errors.New("replica down")
+
+// down is a store whose every operation fails, as an unreachable one would.
+type down struct{}
+
+func (down) Get(context.Context, digest.ID) ([]byte, error)    { return nil, errDown }
+func (down) Has(context.Context, digest.ID) (bool, error)      { return false, errDown }
+func (down) Put(context.Context, digest.ID, []byte) error      { return errDown }
+func (down) Delete(context.Context, digest.ID) error           { return errDown }
+func (down) List(context.Context, func(digest.ID) error) error { return errDown }
+func (down) String() string                                    { return "down:" }
+func (down) Close() error                                      { return nil }
+
+func TestFailover(t *testing.T) {
+	ctx := context.Background()
+	good := mem.New()
+	r := must(t, []Route{{0x00, 0xff, down{}}, {0x00, 0xff, good}})
+	_, id, blob := storetest.Blob("f", 1000)
+	_, absent, _ := storetest.Blob("absent", 10)
+	good.Put(ctx, id, blob)
+
+	if got, err := r.Get(ctx, id); err != nil || !bytes.Equal(got, blob) {
+		t.Fatalf("Get with first replica down: %v", err)
+	}
+	if ok, err := r.Has(ctx, id); !ok || err != nil {
+		t.Fatalf("Has with first replica down: %v, %v", ok, err)
+	}
+	// Absent from the live replica, unknown on the dead one: not "not found".
+	if _, err := r.Get(ctx, absent); err == nil || errors.Is(err, store.ErrNotFound) || !errors.Is(err, errDown) {
+		t.Fatalf("Get absent with a replica down: %v", err)
+	}
+	if _, err := r.Has(ctx, absent); !errors.Is(err, errDown) {
+		t.Fatalf("Has absent with a replica down: %v", err)
+	}
+	// A write must reach every replica; the error names the failing one.
+	_, id2, blob2 := storetest.Blob("g", 1000)
+	err := r.Put(ctx, id2, blob2)
+	if !errors.Is(err, errDown) || !strings.Contains(err.Error(), "down:") {
+		t.Fatalf("Put with a replica down: %v", err)
+	}
+	if ok, _ := good.Has(ctx, id2); !ok {
+		t.Fatal("Put did not reach the live replica")
+	}
+	if err := r.List(ctx, func(digest.ID) error { return nil }); !errors.Is(err, errDown) {
+		t.Fatalf("List with a replica down: %v", err)
+	}
+}
+
+func TestFailoverOnCorruptReplica(t *testing.T) {
+	ctx := context.Background()
+	_, id, blob := storetest.Blob("c", 4000)
+	bad := bytes.Clone(blob)
+	bad[len(bad)/2] ^= 1
+
+	a, b := mem.New(), mem.New()
+	r := must(t, []Route{{0x00, 0xff, a}, {0x00, 0xff, b}})
+	a.Corrupt(id, bad)
+	b.Put(ctx, id, blob)
+	if got, err := r.Get(ctx, id); err != nil || !bytes.Equal(got, blob) {
+		t.Fatalf("Get with first replica rotten: %v", err)
+	}
+
+	b.Delete(ctx, id) // now: rotten, missing
+	var inv *chunk.Invalid
+	if _, err := r.Get(ctx, id); !errors.As(err, &inv) || inv.Store != a.String() {
+		t.Fatalf("Get rotten + missing: %v, want *chunk.Invalid from %s", err, a)
+	}
+	b.Corrupt(id, bad[:10]) // rotten, rotten
+	if _, err := r.Get(ctx, id); !errors.As(err, &inv) || !errors.Is(err, chunk.ErrCorrupt) {
+		t.Fatalf("Get rotten + rotten: %v", err)
+	}
+}
+
+func TestNotFoundFromAll(t *testing.T) {
+	r := must(t, []Route{{0x00, 0xff, mem.New()}, {0x00, 0xff, mem.New()}})
+	_, id, _ := storetest.Blob("nf", 10)
+	if _, err := r.Get(context.Background(), id); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("Get: %v", err)
+	}
+}
+
+func TestReplication(t *testing.T) {
+	ctx := context.Background()
+	all, lo, hi := mem.New(), mem.New(), mem.New()
+	r := must(t, []Route{{0x00, 0xff, all}, {0x00, 0x7f, lo}, {0x80, 0xff, hi}})
+	var ids []digest.ID
+	for i := range 64 {
+		_, id, blob := storetest.Blob(strings.Repeat("r", i+1), 100)
+		ids = append(ids, id)
+		if err := r.Put(ctx, id, blob); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if all.Len() != 64 || lo.Len()+hi.Len() != 64 || lo.Len() == 0 || hi.Len() == 0 {
+		t.Fatalf("all %d, lo %d, hi %d", all.Len(), lo.Len(), hi.Len())
+	}
+	for _, id := range ids {
+		half := lo
+		if id[0] >= 0x80 {
+			half = hi
+		}
+		if ok, _ := half.Has(ctx, id); !ok {
+			t.Fatalf("%s not in its half", id.Short())
+		}
+	}
+	// Losing a whole replica loses nothing.
+	for _, id := range ids {
+		all.Delete(ctx, id)
+	}
+	for _, id := range ids {
+		if _, err := r.Get(ctx, id); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := r.Delete(ctx, ids[0]); err != nil {
+		t.Fatal(err)
+	}
+	if lo.Len()+hi.Len() != 63 {
+		t.Fatal("Delete did not reach the replica")
+	}
+}
+
+func TestListOnlyInRange(t *testing.T) {
+	ctx := context.Background()
+	lo, hi := mem.New(), mem.New()
+	r := must(t, []Route{{0x00, 0x7f, lo}, {0x80, 0xff, hi}})
+	var id digest.ID
+	var blob []byte
+	for i := 0; ; i++ { // find a chunk that belongs to hi
+		_, id, blob = storetest.Blob(strings.Repeat("x", i+1), 50)
+		if id[0] >= 0x80 {
+			break
+		}
+	}
+	lo.Put(ctx, id, blob) // misfiled: Get would never look for it in lo
+	n := 0
+	if err := r.List(ctx, func(digest.ID) error { n++; return nil }); err != nil || n != 0 {
+		t.Fatalf("List = %d ids, %v; want 0", n, err)
+	}
+}
+
+func TestString(t *testing.T) {
+	r := must(t, []Route{{0x00, 0x7f, mem.New()}, {0x80, 0xff, mem.New()}})
+	if got, want := r.String(), "router{00-7f=mem: 80-ff=mem:}"; got != want {
+		t.Fatalf("String = %q, want %q", got, want)
+	}
+}
