@@ -166,6 +166,13 @@ func (c *Codec) Seal(plain []byte) (sum, id digest.ID, blob []byte) {
 	}
 	sum = digest.Sum(plain)
 	id = ID(sum)
+	return sum, id, c.SealSum(plain, sum)
+}
+
+// SealSum is Seal for a caller that has already computed plain's
+// fingerprint (to skip sealing chunks a store already holds).
+func (c *Codec) SealSum(plain []byte, sum digest.ID) []byte {
+	id := ID(sum)
 	e := c.enc.Get().(*zstd.Encoder)
 	comp := e.EncodeAll(plain, make([]byte, 0, len(plain)/2+64))
 	c.enc.Put(e)
@@ -174,12 +181,12 @@ func (c *Codec) Seal(plain []byte) (sum, id digest.ID, blob []byte) {
 		method, payload = methodRaw, plain
 	}
 	g := aead(sum)
-	blob = make([]byte, headerSize, headerSize+len(payload)+g.Overhead()+checkSize)
+	blob := make([]byte, headerSize, headerSize+len(payload)+g.Overhead()+checkSize)
 	copy(blob, magic[:])
 	blob[4] = method
 	blob = g.Seal(blob, zeroNonce[:], payload, blob[:headerSize])
 	check := digest.Keyed(id, blob)
-	return sum, id, append(blob, check[:checkSize]...)
+	return append(blob, check[:checkSize]...)
 }
 
 // Open verifies blob as the chunk ref names and returns its plaintext. Any
