@@ -74,7 +74,10 @@ func StartMinIO(t testing.TB) (endpoint, access, secret string) {
 			"MINIO_BROWSER=off", "MINIO_UPDATE=off", "MINIO_CI_CD=1")
 		return cmd
 	}, func(ctx context.Context, addr string) error {
-		req, err := http.NewRequestWithContext(ctx, "GET", "http://"+addr+"/minio/health/ready", nil)
+		// The health endpoints answer before the object layer is up; an
+		// S3 request answers 503 (XMinioServerNotInitialized) until it is,
+		// and then 403, this one being unsigned.
+		req, err := http.NewRequestWithContext(ctx, "GET", "http://"+addr+"/", nil)
 		if err != nil {
 			return err
 		}
@@ -83,8 +86,8 @@ func StartMinIO(t testing.TB) (endpoint, access, secret string) {
 			return err
 		}
 		resp.Body.Close()
-		if resp.StatusCode != http.StatusOK {
-			return fmt.Errorf("health: %s", resp.Status)
+		if resp.StatusCode != http.StatusForbidden {
+			return fmt.Errorf("unsigned list buckets: %s", resp.Status)
 		}
 		return nil
 	})
