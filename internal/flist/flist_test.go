@@ -33,7 +33,7 @@ func sample() *Image {
 	dev := &Node{Name: "null", Entry: Entry{Mode: uint32(KindChar) | 0o666, Rdev: 0x103}}
 	fifo := &Node{Name: "fifo", Entry: Entry{Mode: uint32(KindFIFO) | 0o600, UID: 1000, GID: 1000}}
 	root := dir("", f1, dir("sub", f2, sym, link, dir("empty")), dir("dev", dev, fifo), file("zero", 0, 0))
-	entries := Flatten(root)
+	entries, _ := Flatten(root)
 	return &Image{
 		Entries: entries,
 		Chunks:  []Chunk{{Sum: digest.Sum([]byte("c0")), Size: 65536}, {Sum: digest.Sum([]byte("c1")), Size: 4564}},

@@ -9,13 +9,16 @@ type Node struct {
 	Name     string
 	Children []*Node // directories
 	LinkTo   *Node   // hard links: the node holding the content (must come earlier in the layout)
-	index    uint64
+	// Source is the packer's handle for the node (a path); Flatten ignores it.
+	Source string
+	index  uint64
 }
 
 // Flatten lays the tree out breadth-first with children sorted by name and
-// fills in the structural fields. Hard links whose target would come later
+// fills in the structural fields. It returns the entries and the nodes in
+// the same order. Hard links whose target would come later
 // in the layout are swapped so that the earlier name holds the content.
-func Flatten(root *Node) []Entry {
+func Flatten(root *Node) ([]Entry, []*Node) {
 	order := []*Node{root}
 	for i := 0; i < len(order); i++ {
 		n := order[i]
@@ -51,5 +54,5 @@ func Flatten(root *Node) []Entry {
 		}
 		out[i] = e
 	}
-	return out
+	return out, order
 }
