@@ -13,9 +13,10 @@
 #   ZOS=/tmp/zos  BUILD=1          build zos from this checkout into $ZOS first (BUILD=0: use as is)
 #   DESYNC=/var/cache/zos-bench/bin/desync
 #   WORKERS=$(nproc)               zos --workers
-#   SETS="min big family versions"  TOOLS="tarzstd zos desync casync mksquashfs"
+#   SETS="min big family versions"  TOOLS="tarzstd zos desync casync mksquashfs mksquashfs3"
 #   REPS=3                         runs per tool on min and big, interleaved; best wall time kept
-#                                  (mksquashfs runs once: at its default zstd level it is ~10 MB/s)
+#                                  (mksquashfs runs once: at its default zstd level, 15, it is slow;
+#                                  mksquashfs3 is the same at -Xcompression-level 3, the level of tar|zstd -3 and of zos)
 #   RESULTS=$OUT/results.tsv       raw measurements (one line per tool and set)
 set -euo pipefail
 
@@ -27,7 +28,7 @@ BUILD=${BUILD:-1}
 DESYNC=${DESYNC:-/var/cache/zos-bench/bin/desync}
 WORKERS=${WORKERS:-$(nproc)}
 SETS=${SETS:-"min big family versions"}
-TOOLS=${TOOLS:-"tarzstd zos desync casync mksquashfs"}
+TOOLS=${TOOLS:-"tarzstd zos desync casync mksquashfs mksquashfs3"}
 REPS=${REPS:-3}
 RESULTS=${RESULTS:-$OUT/results.tsv}
 
@@ -60,7 +61,7 @@ tool_ok() {
 	zos) [ -x "$ZOS" ] && "$ZOS" flist pack --help >/dev/null 2>&1 ;;
 	desync) [ -x "$DESYNC" ] ;;
 	casync) command -v casync >/dev/null ;;
-	mksquashfs) command -v mksquashfs >/dev/null ;;
+	mksquashfs | mksquashfs3) command -v mksquashfs >/dev/null ;;
 	tarzstd) command -v zstd >/dev/null && command -v tar >/dev/null ;;
 	esac
 }
@@ -74,6 +75,7 @@ run_tool() {
 	desync) "$DESYNC" tar --index -s "$dir/store" "$dir/meta/$name.caidx" "$src" ;;
 	casync) casync make --store="$dir/store" "$dir/meta/$name.caidx" "$src" ;;
 	mksquashfs) mksquashfs "$src" "$dir/store/$name.sqfs" -comp zstd -noappend -quiet -no-progress ;;
+	mksquashfs3) mksquashfs "$src" "$dir/store/$name.sqfs" -comp zstd -Xcompression-level 3 -noappend -quiet -no-progress ;;
 	tarzstd) tar -C "$src" -cf - . | zstd -3 -T2 -q >"$dir/store/$name.tar.zst" ;;
 	esac
 }
