@@ -35,6 +35,15 @@ func flistCmd() *cobra.Command {
 
 func isTerminal(f *os.File) bool { return term.IsTerminal(int(f.Fd())) }
 
+// newBar returns a byte progress bar on a terminal's stderr, or nil.
+func newBar(desc string) *progressbar.ProgressBar {
+	if !isTerminal(os.Stderr) {
+		return nil
+	}
+	return progressbar.NewOptions64(-1, progressbar.OptionSetWriter(os.Stderr), progressbar.OptionShowBytes(true),
+		progressbar.OptionSetDescription(desc), progressbar.OptionThrottle(100*time.Millisecond), progressbar.OptionClearOnFinish())
+}
+
 func readFlist(path string) (*flist.Reader, error) {
 	b, err := os.ReadFile(path)
 	if err != nil {
@@ -122,10 +131,10 @@ func packCmd() *cobra.Command {
 			}
 			opt := pack.Options{Workers: workers, Stores: recorded}
 			var bar *progressbar.ProgressBar
-			if isTerminal(os.Stderr) && !jsonOut {
-				bar = progressbar.NewOptions64(-1, progressbar.OptionSetWriter(os.Stderr), progressbar.OptionShowBytes(true),
-					progressbar.OptionSetDescription("packing"), progressbar.OptionThrottle(100*time.Millisecond),
-					progressbar.OptionClearOnFinish())
+			if !jsonOut {
+				bar = newBar("packing")
+			}
+			if bar != nil {
 				opt.Progress = func(s pack.Stats) {
 					bar.ChangeMax64(s.TotalBytes)
 					bar.Set64(s.Bytes)
@@ -190,10 +199,8 @@ func unpackCmd() *cobra.Command {
 			}
 			defer st.Close()
 			opt := unpack.Options{Workers: workers}
-			var bar *progressbar.ProgressBar
-			if isTerminal(os.Stderr) {
-				bar = progressbar.NewOptions64(-1, progressbar.OptionSetWriter(os.Stderr), progressbar.OptionShowBytes(true),
-					progressbar.OptionSetDescription("unpacking"), progressbar.OptionThrottle(100*time.Millisecond), progressbar.OptionClearOnFinish())
+			bar := newBar("unpacking")
+			if bar != nil {
 				opt.Progress = func(done, total int64) { bar.ChangeMax64(total); bar.Set64(done) }
 			}
 			start := time.Now()

@@ -136,31 +136,7 @@ func TestSign(t *testing.T) {
 func mutate(fn func(img *Image)) []byte {
 	img := sample()
 	fn(img)
-	var e enc
-	secs := [][]byte{encodeMeta(img.Meta), encodeEntries(img.Entries), encodeChunks(img.Chunks)}
-	e.b = append(e.b, magic[:]...)
-	e.u16(Version)
-	e.u16(0)
-	e.u16(nSections)
-	e.u16(0)
-	off := uint64(headerSize + nSections*sectionSize)
-	total := off
-	for _, s := range secs {
-		total += uint64(len(s))
-	}
-	e.u64(total)
-	for i, s := range secs {
-		e.u16(uint16(i + 1))
-		e.u16(0)
-		e.u32(0)
-		e.u64(off)
-		e.u64(uint64(len(s)))
-		off += uint64(len(s))
-	}
-	for _, s := range secs {
-		e.b = append(e.b, s...)
-	}
-	return e.b
+	return frame([][]byte{encodeMeta(img.Meta), encodeEntries(img.Entries), encodeChunks(img.Chunks)})
 }
 
 func find(img *Image, name string) *Entry {

@@ -24,18 +24,31 @@ func Encode(img *Image) ([]byte, error) {
 	sections[1] = encodeEntries(img.Entries)
 	sections[2] = encodeChunks(img.Chunks)
 
+	b := frame(sections[:])
+	r, err := Open(b)
+	if err != nil {
+		return nil, err
+	}
+	if err := r.Validate(); err != nil {
+		return nil, err
+	}
+	return b, nil
+}
+
+// frame writes the header and section table in front of the sections.
+func frame(sections [][]byte) []byte {
 	var e enc
 	e.b = append(e.b, magic[:]...)
 	e.u16(Version)
 	e.u16(0)
-	e.u16(nSections)
+	e.u16(uint16(len(sections)))
 	e.u16(0)
-	body := uint64(headerSize + nSections*sectionSize)
+	off := uint64(headerSize + len(sections)*sectionSize)
+	body := off
 	for _, s := range sections {
 		body += uint64(len(s))
 	}
 	e.u64(body)
-	off := uint64(headerSize + nSections*sectionSize)
 	for i, s := range sections {
 		e.u16(uint16(i + 1))
 		e.u16(0)
@@ -47,14 +60,7 @@ func Encode(img *Image) ([]byte, error) {
 	for _, s := range sections {
 		e.b = append(e.b, s...)
 	}
-	r, err := Open(e.b)
-	if err != nil {
-		return nil, err
-	}
-	if err := r.Validate(); err != nil {
-		return nil, err
-	}
-	return e.b, nil
+	return e.b
 }
 
 func encodeMeta(m map[string][]byte) []byte {
