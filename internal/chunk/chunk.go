@@ -106,9 +106,10 @@ func Check(id digest.ID, blob []byte) error {
 // Codec seals and opens chunks. It reuses zstd state between calls and is
 // safe for concurrent use.
 type Codec struct {
-	level zstd.EncoderLevel
-	enc   sync.Pool
-	dec   sync.Pool
+	level   zstd.EncoderLevel
+	enc     sync.Pool
+	dec     sync.Pool
+	scratch sync.Pool // *[]byte: compression output, reused
 }
 
 // NewCodec returns a codec compressing at level. The level changes sealed
@@ -124,6 +125,7 @@ func NewCodec(level zstd.EncoderLevel) *Codec {
 		}
 		return e
 	}
+	c.scratch.New = func() any { return new([]byte) }
 	c.dec.New = func() any {
 		d, err := zstd.NewReader(nil, zstd.WithDecoderConcurrency(1), zstd.WithDecoderMaxMemory(MaxSize),
 			zstd.WithDecoderMaxWindow(MaxSize))
@@ -171,19 +173,29 @@ func (c *Codec) Seal(plain []byte) (sum, id digest.ID, blob []byte) {
 
 // SealSum is Seal for a caller that has already computed plain's
 // fingerprint (to skip sealing chunks a store already holds).
-func (c *Codec) SealSum(plain []byte, sum digest.ID) []byte {
+func (c *Codec) SealSum(plain []byte, sum digest.ID) []byte { return c.SealTo(nil, plain, sum) }
+
+// SealTo is SealSum writing the blob into dst's storage (reusing it when it
+// is large enough), for callers that seal many chunks with one buffer.
+func (c *Codec) SealTo(dst, plain []byte, sum digest.ID) []byte {
 	id := ID(sum)
+	scratch := c.scratch.Get().(*[]byte)
+	defer c.scratch.Put(scratch)
 	e := c.enc.Get().(*zstd.Encoder)
-	comp := e.EncodeAll(plain, make([]byte, 0, len(plain)/2+64))
+	comp := e.EncodeAll(plain, (*scratch)[:0])
 	c.enc.Put(e)
+	*scratch = comp
 	method, payload := byte(methodZstd), comp
 	if len(comp) >= len(plain) {
 		method, payload = methodRaw, plain
 	}
 	g := aead(sum)
-	blob := make([]byte, headerSize, headerSize+len(payload)+g.Overhead()+checkSize)
-	copy(blob, magic[:])
-	blob[4] = method
+	need := headerSize + len(payload) + g.Overhead() + checkSize
+	if cap(dst) < need {
+		dst = make([]byte, 0, need)
+	}
+	blob := append(dst[:0], magic[:]...)
+	blob = append(blob, method)
 	blob = g.Seal(blob, zeroNonce[:], payload, blob[:headerSize])
 	check := digest.Keyed(id, blob)
 	return append(blob, check[:checkSize]...)

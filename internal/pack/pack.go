@@ -19,7 +19,6 @@
 package pack
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -73,7 +72,7 @@ const (
 
 type job struct {
 	idx  int
-	data []byte
+	data *[]byte // from the streamer's pool; the worker returns it
 }
 
 type result struct {
@@ -121,23 +120,25 @@ func Dir(ctx context.Context, root string, st store.Store, opt Options) ([]byte,
 	jobs := make(chan job, opt.Workers*4)
 	results := make(chan result, opt.Workers*4)
 	codec := chunk.NewCodec(opt.Level)
+	bufs := &sync.Pool{New: func() any { return new([]byte) }}
 
 	var wg sync.WaitGroup
 	for w := 0; w < opt.Workers; w++ {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
+			var blob []byte // reused for every chunk this worker seals
 			for j := range jobs {
-				sum := digest.Sum(j.data)
+				sum := digest.Sum(*j.data)
 				id := chunk.ID(sum)
-				r := result{idx: j.idx, ref: chunk.Ref{Sum: sum, Size: uint32(len(j.data))}}
+				r := result{idx: j.idx, ref: chunk.Ref{Sum: sum, Size: uint32(len(*j.data))}}
 				has, err := st.Has(ctx, id)
 				if err != nil {
 					cancel(fmt.Errorf("store %s: %w", st, err))
 					continue
 				}
 				if !has {
-					blob := codec.SealSum(j.data, sum)
+					blob = codec.SealTo(blob, *j.data, sum)
 					if err := st.Put(ctx, id, blob); err != nil {
 						cancel(fmt.Errorf("store %s: %w", st, err))
 						continue
@@ -146,6 +147,7 @@ func Dir(ctx context.Context, root string, st store.Store, opt Options) ([]byte,
 					newChunks.Add(1)
 					stored.Add(int64(len(blob)))
 				}
+				bufs.Put(j.data)
 				doneChunks.Add(1)
 				select {
 				case results <- r:
@@ -195,7 +197,7 @@ func Dir(ctx context.Context, root string, st store.Store, opt Options) ([]byte,
 		}
 	}()
 
-	s := streamer{ck: ck, jobs: jobs, ctx: ctx, read: &bytesRead}
+	s := streamer{ck: ck, jobs: jobs, ctx: ctx, read: &bytesRead, bufs: bufs}
 	serr := s.run(entries, nodes)
 	close(jobs)
 	wg.Wait()
@@ -234,20 +236,30 @@ func Dir(ctx context.Context, root string, st store.Store, opt Options) ([]byte,
 
 // streamer cuts the content stream. It owns the pending bytes and the
 // offset bookkeeping; it sets each regular entry's Offset.
+//
+// Its buffer is allocated once and reused: chunks are copied out into
+// pooled buffers that the workers give back, so packing allocates no
+// memory per file or per chunk once it is warm.
 type streamer struct {
 	ck   *chunker.Chunker
 	jobs chan<- job
 	ctx  context.Context
 	read *atomic.Int64
+	bufs *sync.Pool // *[]byte chunk copies handed to workers
 
-	buf  []byte // pending bytes, not yet cut
+	base []byte // the backing array, reused
+	buf  []byte // pending bytes, not yet cut: a window of base
 	pos  uint64 // stream offset of buf[0]
 	next int    // index of the next chunk
 	dups int
 }
 
+// readPiece is how much of a large file the streamer reads at once.
+const readPiece = 4 << 20
+
 func (s *streamer) emit(n int) error {
-	data := bytes.Clone(s.buf[:n])
+	data := s.bufs.Get().(*[]byte)
+	*data = append((*data)[:0], s.buf[:n]...)
 	select {
 	case s.jobs <- job{idx: s.next, data: data}:
 	case <-s.ctx.Done():
@@ -268,17 +280,34 @@ func (s *streamer) cut(final bool) error {
 			return err
 		}
 	}
-	if len(s.buf) == 0 {
-		s.buf = s.buf[:0:0] // drop the consumed backing array
-	} else if cap(s.buf) > 4*max {
-		s.buf = bytes.Clone(s.buf)
-	}
 	return nil
+}
+
+// compact moves the pending bytes to the start of the backing array.
+func (s *streamer) compact() {
+	n := copy(s.base, s.buf)
+	s.buf = s.base[:n]
+}
+
+// room makes sure at least n bytes can be appended to buf without moving it.
+func (s *streamer) room(n int) {
+	if cap(s.buf)-len(s.buf) >= n {
+		return
+	}
+	s.compact()
+	if cap(s.buf)-len(s.buf) >= n {
+		return
+	}
+	nb := make([]byte, len(s.buf), len(s.buf)+n+s.ck.Params().Max)
+	copy(nb, s.buf)
+	s.base = nb[:cap(nb)]
+	s.buf = nb
 }
 
 func (s *streamer) run(entries []flist.Entry, nodes []*flist.Node) error {
 	small := uint64(s.ck.Params().Avg)
 	seen := map[digest.ID]uint64{} // content of small files -> stream offset
+	s.room(readPiece)
 	for i := range entries {
 		e := &entries[i]
 		if e.IsLink() || e.Kind() != flist.KindRegular || e.Size == 0 {
@@ -286,23 +315,27 @@ func (s *streamer) run(entries []flist.Entry, nodes []*flist.Node) error {
 		}
 		path := nodes[i].Source
 		if e.Size < small {
-			b, err := os.ReadFile(path)
+			// Read straight into the pending buffer; drop it again if the
+			// content is already in the stream.
+			s.room(int(e.Size) + 1)
+			at := len(s.buf)
+			n, err := readSmall(path, s.buf[at:at+int(e.Size)+1])
 			if err != nil {
-				return fmt.Errorf("read %s: %w", path, err)
+				return err
 			}
-			if uint64(len(b)) != e.Size {
-				return fmt.Errorf("%s changed while packing (%d bytes, was %d): pack a quiescent tree or a snapshot", path, len(b), e.Size)
+			if uint64(n) != e.Size {
+				return fmt.Errorf("%s changed while packing (%d bytes, was %d): pack a quiescent tree or a snapshot", path, n, e.Size)
 			}
-			s.read.Add(int64(len(b)))
-			sum := digest.Sum(b)
+			s.read.Add(int64(n))
+			sum := digest.Sum(s.buf[at : at+n])
 			if off, ok := seen[sum]; ok {
 				e.Offset = off
 				s.dups++
 				continue
 			}
-			e.Offset = s.pos + uint64(len(s.buf))
+			e.Offset = s.pos + uint64(at)
 			seen[sum] = e.Offset
-			s.buf = append(s.buf, b...)
+			s.buf = s.buf[:at+n]
 			if err := s.cut(false); err != nil {
 				return err
 			}
@@ -327,6 +360,21 @@ func (s *streamer) run(entries []flist.Entry, nodes []*flist.Node) error {
 	return s.cut(true)
 }
 
+// readSmall reads the whole file at path into b, which has room for one
+// byte more than the file's expected size (to notice growth).
+func readSmall(path string, b []byte) (int, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return 0, fmt.Errorf("read %s: %w", path, err)
+	}
+	defer f.Close()
+	n, err := io.ReadFull(f, b)
+	if err != nil && !errors.Is(err, io.ErrUnexpectedEOF) && !errors.Is(err, io.EOF) {
+		return n, fmt.Errorf("read %s: %w", path, err)
+	}
+	return n, nil
+}
+
 func (s *streamer) readLarge(path string) (uint64, error) {
 	f, err := os.Open(path)
 	if err != nil {
@@ -334,13 +382,8 @@ func (s *streamer) readLarge(path string) (uint64, error) {
 	}
 	defer f.Close()
 	var total uint64
-	piece := 4 << 20
 	for {
-		if cap(s.buf)-len(s.buf) < piece {
-			nb := make([]byte, len(s.buf), len(s.buf)+piece+s.ck.Params().Max)
-			copy(nb, s.buf)
-			s.buf = nb
-		}
+		s.room(readPiece)
 		n, err := f.Read(s.buf[len(s.buf):cap(s.buf)])
 		s.buf = s.buf[:len(s.buf)+n]
 		total += uint64(n)

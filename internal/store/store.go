@@ -43,7 +43,8 @@ type Store interface {
 	Has(ctx context.Context, id digest.ID) (bool, error)
 	// Put stores blob under id. It is idempotent: putting an ID that is
 	// already present succeeds without rewriting it. A reader never sees a
-	// partially written blob.
+	// partially written blob. Put does not keep blob after it returns:
+	// callers reuse the buffer.
 	Put(ctx context.Context, id digest.ID, blob []byte) error
 	// Delete removes the blob under id; deleting a missing ID succeeds.
 	Delete(ctx context.Context, id digest.ID) error

@@ -24,7 +24,9 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
+	"sync/atomic"
 
 	"golang.org/x/sys/unix"
 
@@ -103,31 +105,54 @@ func (s *Store) Put(ctx context.Context, id digest.ID, blob []byte) error {
 		return nil
 	}
 	dir := filepath.Dir(p)
-	f, err := os.CreateTemp(dir, ".tmp-")
+	// A name no other writer uses: this process's ID and a counter (a
+	// leftover from a crashed writer is skipped by List and by O_EXCL).
+	tmp := filepath.Join(dir, fmt.Sprintf(".tmp-%d-%d", os.Getpid(), tmpSeq.Add(1)))
+	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
 	if errors.Is(err, fs.ErrNotExist) {
 		if err = os.MkdirAll(dir, 0o755); err == nil {
-			f, err = os.CreateTemp(dir, ".tmp-")
+			f, err = os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
 		}
 	}
 	if err != nil {
 		return fmt.Errorf("dir store: %w", err)
 	}
 	_, err = f.Write(blob)
+	if err == nil && umaskHidesBlobs {
+		// Blobs are public (a web server may serve the store): readable by all.
+		err = f.Chmod(0o644)
+	}
 	if cerr := f.Close(); err == nil {
 		err = cerr
 	}
 	if err == nil {
-		err = os.Chmod(f.Name(), 0o644)
-	}
-	if err == nil {
-		err = os.Rename(f.Name(), p)
+		err = os.Rename(tmp, p)
 	}
 	if err != nil {
-		os.Remove(f.Name())
+		os.Remove(tmp)
 		return fmt.Errorf("dir store: put %s: %w", id.Short(), err)
 	}
 	return nil
 }
+
+var tmpSeq atomic.Uint64
+
+// umaskHidesBlobs reports whether the process umask would make new blobs
+// unreadable to others (then Put fixes the mode; the usual 022 needs no
+// extra system call).
+var umaskHidesBlobs = func() bool {
+	b, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return true
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "Umask:"); ok {
+			m, err := strconv.ParseUint(strings.TrimSpace(v), 8, 32)
+			return err != nil || m&0o044 != 0
+		}
+	}
+	return true
+}()
 
 func (s *Store) Delete(ctx context.Context, id digest.ID) error {
 	err := os.Remove(s.Path(id))
