@@ -30,6 +30,7 @@ import (
 func flistCmd() *cobra.Command {
 	c := &cobra.Command{Use: "flist", Short: "Pack, unpack, inspect, verify and sign flist images"}
 	c.AddCommand(packCmd(), unpackCmd(), inspectCmd(), lsCmd(), catCmd(), diffCmd(), verifyCmd(), signCmd())
+	c.AddCommand(mountCmd(), umountCmd())
 	return c
 }
 
@@ -103,9 +104,9 @@ func packCmd() *cobra.Command {
 	var stores []string
 	var workers int
 	var jsonOut bool
-	var keyFile string
+	var keyFile, baseFile string
 	c := &cobra.Command{
-		Use:   "pack DIR -o OUT.fl --store URL [--store URL...]",
+		Use:   "pack DIR -o OUT.fl --store URL [--store URL...] [--base OLD.fl]",
 		Short: "Pack a directory tree into an flist and its chunks into stores",
 		Args:  usageArgs(1, "one DIR"),
 		RunE: func(c *cobra.Command, args []string) error {
@@ -130,6 +131,11 @@ func packCmd() *cobra.Command {
 				recorded = append(recorded, storeurl.Redact(s))
 			}
 			opt := pack.Options{Workers: workers, Stores: recorded}
+			if baseFile != "" {
+				if opt.Base, err = readFlist(baseFile); err != nil {
+					return err
+				}
+			}
 			var bar *progressbar.ProgressBar
 			if !jsonOut {
 				bar = newBar("packing")
@@ -156,7 +162,7 @@ func packCmd() *cobra.Command {
 				return json.NewEncoder(c.OutOrStdout()).Encode(map[string]any{
 					"flist": out, "digest": r.Digest().String(), "entries": stats.Entries, "files": stats.Files,
 					"bytes": stats.TotalBytes, "chunks": stats.Chunks, "new_chunks": stats.NewChunks,
-					"stored_chunks": stats.Chunks - stats.NewChunks, "dup_files": stats.DupFiles,
+					"stored_chunks": stats.Chunks - stats.NewChunks, "delta_chunks": stats.DeltaChunks, "dup_files": stats.DupFiles,
 					"store_bytes_written": stats.StoredBytes, "metadata_bytes": stats.MetaBytes,
 					"seconds": secs, "mb_per_s": mb(stats.TotalBytes) / secs,
 				})
@@ -167,6 +173,9 @@ func packCmd() *cobra.Command {
 			fmt.Fprintf(w, "  entries   %d (%d files, %d stored once for several names)\n", stats.Entries, stats.Files, stats.DupFiles)
 			fmt.Fprintf(w, "  bytes     %.1f MB\n", mb(stats.TotalBytes))
 			fmt.Fprintf(w, "  chunks    %d (%d new, %d already stored)\n", stats.Chunks, stats.NewChunks, stats.Chunks-stats.NewChunks)
+			if opt.Base != nil {
+				fmt.Fprintf(w, "  deltas    %d new chunks stored as deltas against %s\n", stats.DeltaChunks, baseFile)
+			}
 			fmt.Fprintf(w, "  written   %.1f MB to %s\n", mb(stats.StoredBytes), st)
 			fmt.Fprintf(w, "  metadata  %d bytes (1/%.0f of the tree)\n", stats.MetaBytes, float64(stats.TotalBytes)/float64(max(stats.MetaBytes, 1)))
 			fmt.Fprintf(w, "  time      %.2fs, %.1f MB/s\n", secs, mb(stats.TotalBytes)/secs)
@@ -178,6 +187,7 @@ func packCmd() *cobra.Command {
 	c.Flags().IntVar(&workers, "workers", 0, "parallel sealing/upload workers (default: number of CPUs)")
 	c.Flags().BoolVar(&jsonOut, "json", false, "print the summary as JSON")
 	c.Flags().StringVar(&keyFile, "key", "", "secret key file that signs writes to http stores")
+	c.Flags().StringVar(&baseFile, "base", "", "an earlier flist whose chunks are in the store (e.g. the previous version): store new chunks as deltas against it")
 	return c
 }
 

@@ -18,7 +18,25 @@
 //	"ZCK" 0x01 | method (1 byte) | sealed payload (AES-256-GCM, zero nonce) | check (16 bytes)
 //
 // The payload is the zstd-compressed plaintext, or the plaintext itself when
-// compression would not shrink it. The nonce is constant because every key
+// compression would not shrink it.
+//
+// # Delta blobs
+//
+// A chunk may instead be stored compressed against up to MaxBases other
+// chunks (its bases: typically the same region of the previous version of
+// an image), their plaintexts serving as the zstd dictionary:
+//
+//	"ZCK" 0x01 | 2 | depth | n | n base IDs (32 bytes each) | sealed payload | check
+//
+// The sealed payload holds each base's fingerprint and size, then the zstd
+// frame. A base is full (depth 0) or a delta itself; a blob's depth is one
+// more than its deepest base, at most MaxDepth, so reading any chunk needs
+// a bounded number of others. Base IDs are in the clear so that a store or
+// a garbage collector can follow dependencies without any key; the header
+// is authenticated with the payload, and opening checks that the base
+// fingerprints inside match the IDs outside. The chunk's fingerprint, ID and
+// key do not change: the flist never knows whether a chunk is stored whole
+// or as a delta. The nonce is constant because every key
 // encrypts exactly one plaintext. The trailing check is a BLAKE3 keyed by the
 // ID over everything before it: anyone holding only the ID (a store, the hub,
 // a cache) can detect a torn, rotted or misfiled blob without the key. A
@@ -30,6 +48,7 @@ import (
 	"bytes"
 	"crypto/aes"
 	"crypto/cipher"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"sync"
@@ -43,11 +62,22 @@ import (
 const MaxSize = 4 << 20
 
 const (
-	methodRaw  = 0
-	methodZstd = 1
-	checkSize  = 16
-	headerSize = 4 + 1
+	methodRaw   = 0
+	methodZstd  = 1
+	methodDelta = 2
+	checkSize   = 16
+	headerSize  = 4 + 1
 )
+
+// Delta limits. MaxDepth bounds the chain of chunks one read may need
+// (1 + 2 + 4 with MaxBases 2); docs/FORMAT.md has the measurements.
+const (
+	MaxDepth = 2
+	MaxBases = 2
+)
+
+// deltaDictID names the raw dictionary in delta zstd frames.
+const deltaDictID = 1
 
 var magic = [4]byte{'Z', 'C', 'K', 1}
 
@@ -71,6 +101,9 @@ var ErrCorrupt = errors.New("chunk blob corrupt")
 
 // ErrMismatch reports a blob whose content does not match the fingerprint asked for.
 var ErrMismatch = errors.New("chunk content does not match its fingerprint")
+
+// ErrNeedBases reports a delta blob opened without a way to read its bases.
+var ErrNeedBases = errors.New("chunk is stored as a delta and its bases were not provided")
 
 // Invalid is the typed error for a chunk that failed verification: which chunk,
 // where it came from, and why (wrapping ErrCorrupt or ErrMismatch).
@@ -109,6 +142,8 @@ type Codec struct {
 	level   zstd.EncoderLevel
 	enc     sync.Pool
 	dec     sync.Pool
+	denc    sync.Pool // encoders for delta blobs (dictionary set per use)
+	ddec    sync.Pool
 	scratch sync.Pool // *[]byte: compression output, reused
 }
 
@@ -125,6 +160,7 @@ func NewCodec(level zstd.EncoderLevel) *Codec {
 		}
 		return e
 	}
+	c.denc.New = c.enc.New
 	c.scratch.New = func() any { return new([]byte) }
 	c.dec.New = func() any {
 		d, err := zstd.NewReader(nil, zstd.WithDecoderConcurrency(1), zstd.WithDecoderMaxMemory(MaxSize),
@@ -134,6 +170,7 @@ func NewCodec(level zstd.EncoderLevel) *Codec {
 		}
 		return d
 	}
+	c.ddec.New = c.dec.New
 	return c
 }
 
@@ -203,8 +240,21 @@ func (c *Codec) SealTo(dst, plain []byte, sum digest.ID) []byte {
 
 // Open verifies blob as the chunk ref names and returns its plaintext. Any
 // failure is an *Invalid naming the chunk; a successful result's BLAKE3 equals
-// ref.Sum and its length ref.Size.
+// ref.Sum and its length ref.Size. A delta blob fails with ErrNeedBases: use
+// OpenWith.
 func (c *Codec) Open(ref Ref, blob []byte) ([]byte, error) {
+	return c.OpenWith(ref, blob, MaxDepth, nil)
+}
+
+// BaseFunc returns the verified plaintext of base chunk ref, which must be
+// stored at most maxDepth deep (pass maxDepth to OpenWith when reading it).
+type BaseFunc func(ref Ref, maxDepth int) ([]byte, error)
+
+// OpenWith is Open for blobs that may be deltas: base reads the chunks a
+// delta depends on. maxDepth bounds the blob's own depth (MaxDepth for a
+// chunk read for itself), so a store cannot make a reader follow a chain
+// longer than MaxDepth, or a cycle.
+func (c *Codec) OpenWith(ref Ref, blob []byte, maxDepth int, base BaseFunc) ([]byte, error) {
 	id := ID(ref.Sum)
 	if err := Check(id, blob); err != nil {
 		return nil, err
@@ -212,28 +262,58 @@ func (c *Codec) Open(ref Ref, blob []byte) ([]byte, error) {
 	mismatch := func(why string) error {
 		return &Invalid{ID: id, Err: fmt.Errorf("%w: %s", ErrMismatch, why)}
 	}
-	g := aead(ref.Sum)
+	if ref.Size > MaxSize {
+		return nil, mismatch("size too large")
+	}
 	body := blob[:len(blob)-checkSize]
-	payload, err := g.Open(nil, zeroNonce[:], body[headerSize:], body[:headerSize])
+	h, err := parseHeader(body)
+	if err != nil {
+		return nil, &Invalid{ID: id, Err: fmt.Errorf("%w: %v", ErrCorrupt, err)}
+	}
+	if h.depth > maxDepth {
+		return nil, mismatch(fmt.Sprintf("delta depth %d exceeds %d", h.depth, maxDepth))
+	}
+	g := aead(ref.Sum)
+	payload, err := g.Open(nil, zeroNonce[:], body[h.size:], body[:h.size])
 	if err != nil {
 		return nil, mismatch("authentication failed")
 	}
 	var plain []byte
-	switch body[4] {
+	switch h.method {
 	case methodRaw:
 		plain = payload
 	case methodZstd:
-		if ref.Size > MaxSize {
-			return nil, mismatch("size too large")
-		}
 		d := c.dec.Get().(*zstd.Decoder)
 		plain, err = d.DecodeAll(payload, make([]byte, 0, ref.Size))
 		c.dec.Put(d)
 		if err != nil {
 			return nil, mismatch("decompress: " + err.Error())
 		}
-	default:
-		return nil, mismatch(fmt.Sprintf("unknown method %d", body[4]))
+	case methodDelta:
+		if base == nil {
+			return nil, &Invalid{ID: id, Err: ErrNeedBases}
+		}
+		refs, frame, err := h.baseRefs(payload)
+		if err != nil {
+			return nil, mismatch(err.Error())
+		}
+		var dict []byte
+		for _, r := range refs {
+			p, err := base(r, h.depth-1)
+			if err != nil {
+				return nil, fmt.Errorf("chunk %s: base %s: %w", id.Short(), ID(r.Sum).Short(), err)
+			}
+			dict = append(dict, p...)
+		}
+		d := c.ddec.Get().(*zstd.Decoder)
+		if err = d.ResetWithOptions(nil, zstd.WithDecoderDictRaw(deltaDictID, dict)); err == nil {
+			plain, err = d.DecodeAll(frame, make([]byte, 0, ref.Size))
+		}
+		d.ResetWithOptions(nil, zstd.WithDecoderDictDelete(deltaDictID)) // drop the reference to dict
+		c.ddec.Put(d)
+		if err != nil {
+			return nil, mismatch("decompress delta: " + err.Error())
+		}
 	}
 	if len(plain) != int(ref.Size) {
 		return nil, mismatch(fmt.Sprintf("size %d, want %d", len(plain), ref.Size))
@@ -242,4 +322,151 @@ func (c *Codec) Open(ref Ref, blob []byte) ([]byte, error) {
 		return nil, mismatch("BLAKE3 differs")
 	}
 	return plain, nil
+}
+
+// header is the clear part of a blob before the sealed payload.
+type header struct {
+	method byte
+	depth  int
+	bases  []digest.ID // delta: base store IDs
+	size   int         // bytes of header
+}
+
+func parseHeader(body []byte) (header, error) {
+	if len(body) < headerSize {
+		return header{}, errors.New("short header")
+	}
+	h := header{method: body[4], size: headerSize}
+	switch h.method {
+	case methodRaw, methodZstd:
+		return h, nil
+	case methodDelta:
+		if len(body) < headerSize+2 {
+			return h, errors.New("short delta header")
+		}
+		h.depth, h.size = int(body[5]), headerSize+2
+		n := int(body[6])
+		if h.depth < 1 || h.depth > MaxDepth || n < 1 || n > MaxBases {
+			return h, fmt.Errorf("delta depth %d with %d bases out of range", h.depth, n)
+		}
+		if len(body) < h.size+n*digest.Size {
+			return h, errors.New("short delta header")
+		}
+		for i := 0; i < n; i++ {
+			h.bases = append(h.bases, digest.ID(body[h.size:h.size+digest.Size]))
+			h.size += digest.Size
+		}
+		return h, nil
+	default:
+		return h, fmt.Errorf("unknown method %d", h.method)
+	}
+}
+
+// baseRefSize is one base in a delta payload: fingerprint and size (LE).
+const baseRefSize = digest.Size + 4
+
+// baseRefs reads the base refs at the start of a delta payload, checks them
+// against the clear base IDs, and returns them with the zstd frame after.
+func (h header) baseRefs(payload []byte) ([]Ref, []byte, error) {
+	if len(payload) < len(h.bases)*baseRefSize {
+		return nil, nil, errors.New("short delta payload")
+	}
+	refs := make([]Ref, len(h.bases))
+	total := 0
+	for i := range refs {
+		b := payload[i*baseRefSize:]
+		refs[i] = Ref{Sum: digest.ID(b[:digest.Size]), Size: binary.LittleEndian.Uint32(b[digest.Size:])}
+		if ID(refs[i].Sum) != h.bases[i] {
+			return nil, nil, errors.New("delta base fingerprint does not match its ID")
+		}
+		if refs[i].Size > MaxSize {
+			return nil, nil, errors.New("delta base too large")
+		}
+		total += int(refs[i].Size)
+	}
+	if total > MaxBases*MaxSize {
+		return nil, nil, errors.New("delta bases too large")
+	}
+	return refs, payload[len(refs)*baseRefSize:], nil
+}
+
+// Deps returns a blob's delta depth and the store IDs of the chunks it is
+// compressed against (none for a full chunk). It needs no key; callers
+// should Check the blob first.
+func Deps(blob []byte) (depth int, bases []digest.ID, err error) {
+	if len(blob) < checkSize {
+		return 0, nil, ErrCorrupt
+	}
+	h, err := parseHeader(blob[:len(blob)-checkSize])
+	if err != nil {
+		return 0, nil, fmt.Errorf("%w: %v", ErrCorrupt, err)
+	}
+	return h.depth, h.bases, nil
+}
+
+// Base is a chunk a delta may be compressed against.
+type Base struct {
+	Ref   Ref
+	Plain []byte // its verified plaintext
+	Depth int    // its own delta depth, 0 for a full chunk
+}
+
+// SealDelta seals plain (fingerprint sum) as a delta against bases, writing
+// into dst's storage like SealTo. It reports false, and seals nothing, when
+// the bases are unusable (too many, too deep) or the delta would not be at
+// least a quarter smaller than the chunk compressed alone (a delta costs
+// its readers the bases). The result depends only on its inputs.
+func (c *Codec) SealDelta(dst, plain []byte, sum digest.ID, bases []Base) ([]byte, bool) {
+	if len(bases) == 0 || len(bases) > MaxBases {
+		return nil, false
+	}
+	depth := 0
+	var dict []byte
+	for _, b := range bases {
+		if b.Depth >= MaxDepth || int(b.Ref.Size) != len(b.Plain) {
+			return nil, false
+		}
+		depth = max(depth, b.Depth+1)
+		dict = append(dict, b.Plain...)
+	}
+	scratch := c.scratch.Get().(*[]byte)
+	defer c.scratch.Put(scratch)
+	e := c.enc.Get().(*zstd.Encoder)
+	full := len(e.EncodeAll(plain, (*scratch)[:0]))
+	c.enc.Put(e)
+
+	payload := (*scratch)[:0]
+	for _, b := range bases {
+		payload = append(payload, b.Ref.Sum[:]...)
+		payload = binary.LittleEndian.AppendUint32(payload, b.Ref.Size)
+	}
+	de := c.denc.Get().(*zstd.Encoder)
+	if err := de.ResetWithOptions(nil, zstd.WithEncoderDictRaw(deltaDictID, dict)); err != nil {
+		panic(err) // a raw dictionary under 2 GiB is always valid
+	}
+	payload = de.EncodeAll(plain, payload)
+	// The dictionary stays set: removing it would make the next use rebuild
+	// the encoder; the next ResetWithOptions replaces it.
+	c.denc.Put(de)
+	*scratch = payload
+	if len(payload) >= min(full, len(plain))*3/4 {
+		return nil, false
+	}
+
+	id := ID(sum)
+	g := aead(sum)
+	hsize := headerSize + 2 + len(bases)*digest.Size
+	need := hsize + len(payload) + g.Overhead() + checkSize
+	if cap(dst) < need {
+		dst = make([]byte, 0, need)
+	}
+	blob := append(dst[:0], magic[:]...)
+	blob = append(blob, methodDelta, byte(depth), byte(len(bases)))
+	for _, b := range bases {
+		bid := ID(b.Ref.Sum)
+		blob = append(blob, bid[:]...)
+	}
+	blob = g.Seal(blob, zeroNonce[:], payload, blob[:hsize])
+	check := digest.Keyed(id, blob)
+	return append(blob, check[:checkSize]...), true
 }

@@ -3,6 +3,7 @@ package chunk
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"math/rand/v2"
 	"testing"
 
@@ -89,6 +90,129 @@ func FuzzOpen(f *testing.F) {
 		got, err := c.Open(Ref{sum, uint32(len(plain))}, b)
 		if err == nil && !bytes.Equal(got, plain) {
 			t.Fatal("accepted wrong content")
+		}
+	})
+}
+
+// versioned returns a pseudo-random text and an edited copy of it, the way
+// one release of a file relates to the next.
+func versioned(n int, seed uint64) (old, neu []byte) {
+	r := rand.New(rand.NewPCG(seed, 7))
+	words := []string{"function ", "return ", "const ", "ts.", "node", "(", ")", "{\n", "}\n", "type", "Checker", " = ", ";\n"}
+	for len(old) < n {
+		old = append(old, words[r.IntN(len(words))]...)
+		if r.IntN(20) == 0 {
+			old = fmt.Appendf(old, "%d", r.Uint32())
+		}
+	}
+	neu = bytes.Clone(old)
+	for i := 0; i < 40; i++ { // scattered small edits
+		at := r.IntN(len(neu) - 10)
+		neu = append(neu[:at:at], append([]byte(fmt.Sprint(r.Uint32())), neu[at+3:]...)...)
+	}
+	return old, neu
+}
+
+func TestDelta(t *testing.T) {
+	c := NewCodec(zstd.SpeedDefault)
+	old, neu := versioned(60000, 1)
+	baseSum, baseID, baseBlob := c.Seal(old)
+	baseRef := Ref{baseSum, uint32(len(old))}
+	sum := digest.Sum(neu)
+	ref := Ref{sum, uint32(len(neu))}
+	full := c.SealSum(neu, sum)
+
+	blob, ok := c.SealDelta(nil, neu, sum, []Base{{Ref: baseRef, Plain: old}})
+	if !ok {
+		t.Fatal("delta refused for a lightly edited copy")
+	}
+	if len(blob)*4 > len(full) {
+		t.Fatalf("delta %d bytes, full %d: want at least 4x smaller", len(blob), len(full))
+	}
+	again, _ := c.SealDelta(nil, neu, sum, []Base{{Ref: baseRef, Plain: old}})
+	if !bytes.Equal(blob, again) {
+		t.Fatal("delta seal not deterministic")
+	}
+	if err := Check(ID(sum), blob); err != nil {
+		t.Fatalf("keyless check: %v", err)
+	}
+	depth, deps, err := Deps(blob)
+	if err != nil || depth != 1 || len(deps) != 1 || deps[0] != baseID {
+		t.Fatalf("Deps = %d %v %v", depth, deps, err)
+	}
+	if _, err := c.Open(ref, blob); !errors.Is(err, ErrNeedBases) {
+		t.Fatalf("Open without bases: %v", err)
+	}
+	var asked []int
+	fetch := func(r Ref, maxDepth int) ([]byte, error) {
+		asked = append(asked, maxDepth)
+		if r != baseRef {
+			t.Fatalf("asked for %v", r)
+		}
+		return c.OpenWith(r, baseBlob, maxDepth, nil)
+	}
+	got, err := c.OpenWith(ref, blob, MaxDepth, fetch)
+	if err != nil || !bytes.Equal(got, neu) {
+		t.Fatalf("OpenWith: %v", err)
+	}
+	if len(asked) != 1 || asked[0] != 0 { // a depth-1 delta needs full bases
+		t.Fatalf("base asked with max depths %v", asked)
+	}
+	// A wrong base (a store serving other content) never yields plaintext.
+	_, err = c.OpenWith(ref, blob, MaxDepth, func(Ref, int) ([]byte, error) { return neu[:len(old)], nil })
+	if !errors.Is(err, ErrMismatch) {
+		t.Fatalf("wrong base: %v", err)
+	}
+	// A reader that allows no delta refuses it before asking for bases.
+	if _, err := c.OpenWith(ref, blob, 0, fetch); !errors.Is(err, ErrMismatch) {
+		t.Fatalf("depth 0: %v", err)
+	}
+	// Bases at the depth limit, or unrelated content, give no delta.
+	if _, ok := c.SealDelta(nil, neu, sum, []Base{{Ref: baseRef, Plain: old, Depth: MaxDepth}}); ok {
+		t.Fatal("delta on a base at MaxDepth")
+	}
+	other, _ := versioned(60000, 99)
+	if _, ok := c.SealDelta(nil, neu, sum, []Base{{Ref: Ref{digest.Sum(other), uint32(len(other))}, Plain: other}}); ok {
+		t.Fatal("delta against unrelated content should not pay")
+	}
+	// Tampering anywhere, including the clear base IDs, is caught.
+	for i := 0; i < len(blob); i += 5 {
+		bad := bytes.Clone(blob)
+		bad[i] ^= 1
+		if _, err := c.OpenWith(ref, bad, MaxDepth, fetch); err == nil {
+			t.Fatalf("flip at %d accepted", i)
+		}
+	}
+}
+
+func FuzzOpenWith(f *testing.F) {
+	c := NewCodec(zstd.SpeedDefault)
+	old, neu := versioned(3000, 3)
+	baseSum, _, baseBlob := c.Seal(old)
+	baseRef := Ref{baseSum, uint32(len(old))}
+	sum := digest.Sum(neu)
+	delta, ok := c.SealDelta(nil, neu, sum, []Base{{Ref: baseRef, Plain: old}})
+	if !ok {
+		f.Fatal("no delta seed")
+	}
+	f.Add(delta)
+	f.Add(c.SealSum(neu, sum))
+	f.Fuzz(func(t *testing.T, blob []byte) {
+		// Re-key the keyless check so mutations reach the parser.
+		if len(blob) > checkSize {
+			body := blob[:len(blob)-checkSize]
+			k := digest.Keyed(ID(sum), body)
+			copy(blob[len(body):], k[:checkSize])
+		}
+		Deps(blob)
+		got, err := c.OpenWith(Ref{sum, uint32(len(neu))}, blob, MaxDepth, func(r Ref, d int) ([]byte, error) {
+			if r != baseRef {
+				return nil, ErrNeedBases
+			}
+			return c.OpenWith(r, baseBlob, d, nil)
+		})
+		if err == nil && !bytes.Equal(got, neu) {
+			t.Fatal("opened to wrong content")
 		}
 	})
 }

@@ -48,6 +48,12 @@ type Options struct {
 	Stores []string
 	// Progress, if set, is called about every 200ms and once at the end.
 	Progress func(Stats)
+	// Base, if set, is an earlier image whose chunks are in the target store
+	// (typically the previous version of this one). A new chunk is then
+	// stored as a delta against the base chunks at the same place in the
+	// same file, when that is at least a quarter smaller (package chunk).
+	// The flist does not change; only how new chunks are stored.
+	Base *flist.Reader
 }
 
 // Stats describe a pack, during and after it.
@@ -60,6 +66,7 @@ type Stats struct {
 	Chunks      int
 	NewChunks   int
 	StoredBytes int64 // blob bytes written to the store
+	DeltaChunks int   // new chunks stored as deltas against Base
 	MetaBytes   int
 	Elapsed     time.Duration
 }
@@ -71,8 +78,9 @@ const (
 )
 
 type job struct {
-	idx  int
-	data *[]byte // from the streamer's pool; the worker returns it
+	idx   int
+	data  *[]byte     // from the streamer's pool; the worker returns it
+	bases []chunk.Ref // with Options.Base: candidate delta bases
 }
 
 type result struct {
@@ -102,12 +110,18 @@ func Dir(ctx context.Context, root string, st store.Store, opt Options) ([]byte,
 	if err != nil {
 		return nil, Stats{}, err
 	}
+	var base *baseIndex
+	if opt.Base != nil {
+		if base, err = newBaseIndex(opt.Base); err != nil {
+			return nil, Stats{}, fmt.Errorf("pack: base image: %w", err)
+		}
+	}
 	entries, nodes := flist.Flatten(tree)
 
 	var stats Stats
 	stats.Entries = count
 	var bytesRead, stored atomic.Int64
-	var newChunks, doneChunks atomic.Int64
+	var newChunks, doneChunks, deltaChunks atomic.Int64
 	for i := range entries {
 		if !entries[i].IsLink() && entries[i].Kind() == flist.KindRegular {
 			stats.Files++
@@ -138,7 +152,23 @@ func Dir(ctx context.Context, root string, st store.Store, opt Options) ([]byte,
 					continue
 				}
 				if !has {
-					blob = codec.SealTo(blob, *j.data, sum)
+					delta := false
+					if len(j.bases) > 0 {
+						var bases []chunk.Base
+						for _, ref := range j.bases {
+							if b, ok := base.get(ctx, st, codec, ref); ok {
+								bases = append(bases, b)
+							}
+						}
+						var d []byte
+						if d, delta = codec.SealDelta(blob, *j.data, sum, bases); delta {
+							blob = d
+							deltaChunks.Add(1)
+						}
+					}
+					if !delta {
+						blob = codec.SealTo(blob, *j.data, sum)
+					}
 					if err := st.Put(ctx, id, blob); err != nil {
 						cancel(fmt.Errorf("store %s: %w", st, err))
 						continue
@@ -176,6 +206,7 @@ func Dir(ctx context.Context, root string, st store.Store, opt Options) ([]byte,
 		s.Bytes = bytesRead.Load()
 		s.Chunks = int(doneChunks.Load())
 		s.NewChunks = int(newChunks.Load())
+		s.DeltaChunks = int(deltaChunks.Load())
 		s.StoredBytes = stored.Load()
 		s.Elapsed = time.Since(start)
 		return s
@@ -197,7 +228,7 @@ func Dir(ctx context.Context, root string, st store.Store, opt Options) ([]byte,
 		}
 	}()
 
-	s := streamer{ck: ck, jobs: jobs, ctx: ctx, read: &bytesRead, bufs: bufs}
+	s := streamer{ck: ck, jobs: jobs, ctx: ctx, read: &bytesRead, bufs: bufs, root: root, base: base}
 	serr := s.run(entries, nodes)
 	close(jobs)
 	wg.Wait()
@@ -246,12 +277,17 @@ type streamer struct {
 	ctx  context.Context
 	read *atomic.Int64
 	bufs *sync.Pool // *[]byte chunk copies handed to workers
+	root string
+	base *baseIndex // nil without Options.Base
+	// spans are the files in the stream not yet wholly emitted, in stream
+	// order (kept only with a base, to find each chunk's delta bases).
+	spans []span
 
-	base []byte // the backing array, reused
-	buf  []byte // pending bytes, not yet cut: a window of base
-	pos  uint64 // stream offset of buf[0]
-	next int    // index of the next chunk
-	dups int
+	arena []byte // the backing array, reused
+	buf   []byte // pending bytes, not yet cut: a window of base
+	pos   uint64 // stream offset of buf[0]
+	next  int    // index of the next chunk
+	dups  int
 }
 
 // readPiece is how much of a large file the streamer reads at once.
@@ -260,8 +296,12 @@ const readPiece = 4 << 20
 func (s *streamer) emit(n int) error {
 	data := s.bufs.Get().(*[]byte)
 	*data = append((*data)[:0], s.buf[:n]...)
+	var bases []chunk.Ref
+	if s.base != nil {
+		bases = s.basesFor(s.pos, uint64(n))
+	}
 	select {
-	case s.jobs <- job{idx: s.next, data: data}:
+	case s.jobs <- job{idx: s.next, data: data, bases: bases}:
 	case <-s.ctx.Done():
 		return context.Cause(s.ctx)
 	}
@@ -285,8 +325,8 @@ func (s *streamer) cut(final bool) error {
 
 // compact moves the pending bytes to the start of the backing array.
 func (s *streamer) compact() {
-	n := copy(s.base, s.buf)
-	s.buf = s.base[:n]
+	n := copy(s.arena, s.buf)
+	s.buf = s.arena[:n]
 }
 
 // room makes sure at least n bytes can be appended to buf without moving it.
@@ -300,7 +340,7 @@ func (s *streamer) room(n int) {
 	}
 	nb := make([]byte, len(s.buf), len(s.buf)+n+s.ck.Params().Max)
 	copy(nb, s.buf)
-	s.base = nb[:cap(nb)]
+	s.arena = nb[:cap(nb)]
 	s.buf = nb
 }
 
@@ -335,6 +375,7 @@ func (s *streamer) run(entries []flist.Entry, nodes []*flist.Node) error {
 			}
 			e.Offset = s.pos + uint64(at)
 			seen[sum] = e.Offset
+			s.track(e, nodes[i])
 			s.buf = s.buf[:at+n]
 			if err := s.cut(false); err != nil {
 				return err
@@ -346,6 +387,7 @@ func (s *streamer) run(entries []flist.Entry, nodes []*flist.Node) error {
 			return err
 		}
 		e.Offset = s.pos
+		s.track(e, nodes[i])
 		n, err := s.readLarge(path)
 		if err != nil {
 			return err

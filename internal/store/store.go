@@ -71,19 +71,36 @@ func Verify(s fmt.Stringer, id digest.ID, blob []byte) error {
 }
 
 // Fetch reads the chunk ref names from s and returns its verified plaintext.
+// A chunk stored as a delta is rebuilt from its bases, read from s the same
+// way (at most chunk.MaxDepth levels; docs/FORMAT.md).
 func Fetch(ctx context.Context, s Store, c *chunk.Codec, ref chunk.Ref) ([]byte, error) {
+	plain, _, err := fetch(ctx, s, c, ref, chunk.MaxDepth)
+	return plain, err
+}
+
+// FetchDepth is Fetch that also returns how the chunk is stored: 0 whole,
+// or its delta depth.
+func FetchDepth(ctx context.Context, s Store, c *chunk.Codec, ref chunk.Ref) ([]byte, int, error) {
+	return fetch(ctx, s, c, ref, chunk.MaxDepth)
+}
+
+func fetch(ctx context.Context, s Store, c *chunk.Codec, ref chunk.Ref, maxDepth int) ([]byte, int, error) {
 	id := chunk.ID(ref.Sum)
 	blob, err := s.Get(ctx, id)
 	if err != nil {
-		return nil, err
+		return nil, 0, err
 	}
-	plain, err := c.Open(ref, blob)
+	depth, _, _ := chunk.Deps(blob) // a bad header fails in OpenWith
+	plain, err := c.OpenWith(ref, blob, maxDepth, func(base chunk.Ref, max int) ([]byte, error) {
+		p, _, err := fetch(ctx, s, c, base, max)
+		return p, err
+	})
 	if err != nil {
 		var inv *chunk.Invalid
 		if errors.As(err, &inv) && inv.Store == "" {
 			inv.Store = s.String()
 		}
-		return nil, err
+		return nil, 0, err
 	}
-	return plain, nil
+	return plain, depth, nil
 }
