@@ -1,0 +1,95 @@
+package mount
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"testing"
+
+	"github.com/klauspost/compress/zstd"
+	"golang.org/x/sys/unix"
+
+	"github.com/zosgrid/zos/internal/chunk"
+	"github.com/zosgrid/zos/internal/flist"
+	"github.com/zosgrid/zos/internal/store"
+	"github.com/zosgrid/zos/internal/store/mem"
+)
+
+// sealed stores n distinct chunks of size bytes and returns their refs.
+func sealed(t *testing.T, st *mem.Store, n, size int) []flist.Chunk {
+	t.Helper()
+	codec := chunk.NewCodec(zstd.SpeedFastest)
+	var refs []flist.Chunk
+	for i := range n {
+		plain := bytes.Repeat([]byte{byte(i), byte(i >> 8)}, size/2)
+		sum, id, blob := codec.Seal(plain)
+		if err := st.Put(context.Background(), id, blob); err != nil {
+			t.Fatal(err)
+		}
+		refs = append(refs, flist.Chunk{Sum: sum, Size: uint32(len(plain))})
+	}
+	return refs
+}
+
+func TestChunkCacheBudgetAndErrors(t *testing.T) {
+	st := mem.New()
+	refs := sealed(t, st, 12, 1<<20)
+	opt := Options{MemoryBytes: 8 << 20}
+	opt.setDefaults()
+	c := newChunks(context.Background(), refs, st, &opt)
+	for k := range refs {
+		data, err := c.get(nil, k, 1)
+		if err != nil || len(data) != 1<<20 || data[0] != byte(k) {
+			t.Fatalf("chunk %d: %v", k, err)
+		}
+		if s := c.snapshot(); s.Cached > 8<<20 {
+			t.Fatalf("after %d chunks: %d bytes cached over an 8 MiB budget", k+1, s.Cached)
+		}
+	}
+	// The most recent chunks are hits, the oldest were evicted.
+	before := c.snapshot()
+	c.get(nil, 11, 1)
+	c.get(nil, 0, 1)
+	after := c.snapshot()
+	if after.Hits != before.Hits+1 || after.Misses != before.Misses+1 {
+		t.Fatalf("want one hit (newest) and one miss (evicted): %+v -> %+v", before, after)
+	}
+
+	// A failure is not cached: the next get fetches again and succeeds.
+	id := chunk.ID(refs[5].Sum)
+	good, _ := st.Get(context.Background(), id)
+	st.Delete(context.Background(), id)
+	c2 := newChunks(context.Background(), refs, st, &opt)
+	if _, err := c2.get(nil, 5, 1); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("missing chunk: %v", err)
+	}
+	st.Put(context.Background(), id, good)
+	if _, err := c2.get(nil, 5, 1); err != nil {
+		t.Fatalf("after repair: %v", err)
+	}
+	// A reader that is interrupted returns at once; the fetch goes on.
+	cancel := make(chan struct{})
+	close(cancel)
+	if _, err := c2.get(cancel, 6, 1); err != nil && !errors.Is(err, errInterrupted) {
+		t.Fatalf("interrupted get: %v", err)
+	}
+}
+
+func TestRdev32(t *testing.T) {
+	for _, d := range [][2]uint32{{1, 3}, {8, 0}, {259, 70000}, {4095, 1 << 19}} {
+		got := rdev32(unix.Mkdev(d[0], d[1]))
+		// The kernel's new_decode_dev.
+		major, minor := (got&0xfff00)>>8, (got&0xff)|((got>>12)&0xfff00)
+		if major != d[0] || minor != d[1] {
+			t.Errorf("%d:%d encodes as %#x, decodes as %d:%d", d[0], d[1], got, major, minor)
+		}
+	}
+}
+
+func TestUnescapeMount(t *testing.T) {
+	for in, want := range map[string]string{`/a\040b`: "/a b", `/plain`: "/plain", `/t\011ab\134`: "/t\tab\\", `/x\09`: `/x\09`} {
+		if got := unescapeMount(in); got != want {
+			t.Errorf("unescapeMount(%q) = %q, want %q", in, got, want)
+		}
+	}
+}

@@ -1,0 +1,61 @@
+// Package mount serves an flist as a read-only FUSE filesystem whose file
+// content is fetched from a chunk store the first time it is read.
+//
+// # Nodes
+//
+// An image never changes, so the filesystem keeps no inode table: the FUSE
+// node ID of an entry is its index in the flist plus one (the root, entry 0,
+// is node 1, as FUSE requires), and a hard link answers with the node ID of
+// the entry holding its content, so every name of an inode shares one inode
+// number. Forget has nothing to free. The only per-entry state built at
+// mount time is what the flist does not store: link counts (hard links per
+// file, subdirectories per directory) and each directory's parent, for "..".
+// They come from one pass over the metadata after flist.Reader.Validate has
+// proved the tree well formed; no chunk is read at mount time.
+//
+// # Kernel caches
+//
+// Entries, negative lookups and attributes are given timeouts of a year,
+// directory listings are cached by the kernel (FOPEN_CACHE_DIR), and file
+// pages are kept across opens (FOPEN_KEEP_CACHE) with automatic
+// invalidation off, so a file read once is served from the page cache at
+// native speed until the kernel reclaims it.
+//
+// # Reads
+//
+// A read maps the file range to its span of the image's content stream and
+// that span to chunks. Each chunk goes through store.Fetch, which verifies
+// it against its fingerprint before returning it, so no byte reaches the
+// kernel unverified. A chunk that is missing, corrupt or too slow fails
+// that read with EIO and is logged once, with its store ID and the store;
+// failures are never cached, so the read succeeds once the store is
+// repaired. A read inside one chunk is answered from the cached plaintext
+// without a copy.
+//
+// # Chunk cache
+//
+// Verified plaintexts are kept in a small LRU bounded in bytes (Options.
+// MemoryBytes), whatever the image size. A chunk has at most one fetch in
+// flight: concurrent readers that need it wait for that fetch. Fetches run
+// in parallel up to Options.Fetchers and are detached from the reader that
+// started them, so an interrupted read does not waste a fetch others wait
+// on. Persistent caching of sealed blobs on disk is the store's business
+// (package store/cache).
+//
+// # Read-ahead
+//
+// Each open file handle tracks where a sequential reader will read next.
+// A read that continues the previous one (or starts the file) starts
+// background fetches of the chunks in a window past it, so a streaming
+// reader finds its chunks already fetched. The window starts at 256 KiB and
+// doubles with each sequential read up to Options.ReadAhead; a random read
+// resets it and starts nothing. Read-ahead never crosses the end of the
+// file, and it is bounded: past Options.Fetchers read-ahead fetches in
+// flight it waits for the reader to come back.
+//
+// # Mount points
+//
+// Mount refuses a mount point where a zos server is already live, and
+// detaches a stale one left by a server that died (the kernel answers
+// ENOTCONN there) before mounting again.
+package mount

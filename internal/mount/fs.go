@@ -1,0 +1,598 @@
+package mount
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sort"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/hanwen/go-fuse/v2/fuse"
+	"golang.org/x/sys/unix"
+
+	"github.com/zosgrid/zos/internal/flist"
+	"github.com/zosgrid/zos/internal/store"
+)
+
+// Options tune a filesystem. The zero value is usable.
+type Options struct {
+	Logger *slog.Logger // default: discard
+	// MemoryBytes bounds the verified chunk plaintexts kept in memory;
+	// default 64 MiB, at least 8 MiB.
+	MemoryBytes int64
+	// ReadAhead is how far past a sequential reader's position chunks are
+	// fetched in the background; default 4 MiB, negative disables it.
+	ReadAhead int64
+	// Fetchers bounds parallel store fetches; default 16.
+	Fetchers int
+	// FetchTimeout bounds one chunk fetch; past it the read fails with EIO.
+	// Default 2 minutes.
+	FetchTimeout time.Duration
+
+	// Mount options (see Mount).
+
+	// Name is the source shown in the mount table; default "zos".
+	Name string
+	// Dev and Suid honour device nodes and setuid bits / file capabilities
+	// in the image; without them the mount is nodev, nosuid.
+	Dev, Suid bool
+	// Private restricts access to the user who mounted; by default every
+	// user may access the mount, subject to the image's permissions.
+	Private bool
+	// Debug logs every FUSE request.
+	Debug bool
+}
+
+func (o *Options) setDefaults() {
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	if o.MemoryBytes == 0 {
+		o.MemoryBytes = 64 << 20
+	}
+	o.MemoryBytes = max(o.MemoryBytes, 8<<20) // two of the largest chunks
+	if o.ReadAhead == 0 {
+		o.ReadAhead = 4 << 20
+	}
+	if o.Fetchers <= 0 {
+		o.Fetchers = 16
+	}
+	if o.FetchTimeout <= 0 {
+		o.FetchTimeout = 2 * time.Minute
+	}
+	if o.Name == "" {
+		o.Name = "zos"
+	}
+}
+
+// ttl is how long the kernel may trust entries and attributes: the image
+// is immutable, so for as long as it likes.
+const ttl = 365 * 24 * 3600
+
+// blockSize is the st_blksize reported and the unit of statfs.
+const blockSize = 4096
+
+// FS is the read-only FUSE filesystem of one image. It implements
+// fuse.RawFileSystem; create it with New and serve it with Mount (or any
+// fuse.Server).
+type FS struct {
+	fuse.RawFileSystem // ENOSYS for everything an immutable image does not do
+
+	r      *flist.Reader
+	chunks *chunks
+	log    *slog.Logger
+	opt    Options
+	stop   context.CancelFunc
+
+	dirs  []dirInfo  // every directory, by index
+	links []linkInfo // files with hard links, by index
+
+	mu      sync.Mutex
+	nextFh  uint64
+	handles map[uint64]*handle
+}
+
+type dirInfo struct {
+	idx, parent uint64
+	nlink       uint32
+}
+
+type linkInfo struct {
+	idx   uint64
+	nlink uint32
+}
+
+// handle is an open regular file.
+type handle struct {
+	off, size uint64 // the file's span of the content stream
+
+	mu     sync.Mutex
+	next   uint64 // file offset a sequential reader reads next
+	ahead  uint64 // stream offset up to which read-ahead has been started
+	window uint64 // current read-ahead distance; 0 until the reader looks sequential
+}
+
+// New checks the image's structure and indexes what FUSE needs that the
+// flist does not store (link counts, parents). It reads no chunk. Fetches
+// run under ctx's values until Close.
+func New(ctx context.Context, r *flist.Reader, st store.Store, opt Options) (*FS, error) {
+	opt.setDefaults()
+	if err := r.Validate(); err != nil {
+		return nil, fmt.Errorf("flist %s: %w", r.Digest().Short(), err)
+	}
+	ctx, stop := context.WithCancel(context.WithoutCancel(ctx))
+	f := &FS{
+		RawFileSystem: fuse.NewDefaultRawFileSystem(),
+		r:             r,
+		chunks:        newChunks(ctx, r.Chunks(), st, &opt),
+		log:           opt.Logger,
+		opt:           opt,
+		stop:          stop,
+		handles:       map[uint64]*handle{},
+	}
+	if err := f.index(); err != nil {
+		stop()
+		return nil, fmt.Errorf("flist %s: %w", r.Digest().Short(), err)
+	}
+	return f, nil
+}
+
+// index computes link counts and directory parents in one pass. Entries
+// are breadth-first, so the directory owning entry i is the first of the
+// directories met so far whose child range has not ended before i.
+func (f *FS) index() error {
+	type span struct {
+		pos int // in f.dirs
+		end uint64
+	}
+	var open []span
+	counts := map[uint64]uint32{}
+	for i := uint64(0); i < f.r.Len(); i++ {
+		e, err := f.r.Entry(i)
+		if err != nil {
+			return err
+		}
+		parent := -1
+		if i > 0 {
+			for len(open) > 0 && open[0].end <= i {
+				open = open[1:]
+			}
+			if len(open) == 0 {
+				return fmt.Errorf("%w: entry %d is in no directory", flist.ErrCorrupt, i)
+			}
+			parent = open[0].pos
+		}
+		if e.IsLink() {
+			counts[uint64(e.Link)]++
+			continue
+		}
+		if e.Kind() != flist.KindDir {
+			continue
+		}
+		d := dirInfo{idx: i, nlink: 2}
+		if parent >= 0 {
+			d.parent = f.dirs[parent].idx
+			f.dirs[parent].nlink++
+		}
+		f.dirs = append(f.dirs, d)
+		if e.NumChildren > 0 {
+			open = append(open, span{len(f.dirs) - 1, e.FirstChild + e.NumChildren})
+		}
+	}
+	for idx, n := range counts {
+		f.links = append(f.links, linkInfo{idx, n + 1})
+	}
+	sort.Slice(f.links, func(a, b int) bool { return f.links[a].idx < f.links[b].idx })
+	return nil
+}
+
+func (f *FS) dir(idx uint64) *dirInfo {
+	k := sort.Search(len(f.dirs), func(j int) bool { return f.dirs[j].idx >= idx })
+	if k < len(f.dirs) && f.dirs[k].idx == idx {
+		return &f.dirs[k]
+	}
+	return nil
+}
+
+func (f *FS) nlink(idx uint64, e *flist.Entry) uint32 {
+	if e.Kind() == flist.KindDir {
+		if d := f.dir(idx); d != nil {
+			return d.nlink
+		}
+		return 2
+	}
+	k := sort.Search(len(f.links), func(j int) bool { return f.links[j].idx >= idx })
+	if k < len(f.links) && f.links[k].idx == idx {
+		return f.links[k].nlink
+	}
+	return 1
+}
+
+// Stats returns the chunk layer's counters.
+func (f *FS) Stats() Stats { return f.chunks.snapshot() }
+
+// Close cancels the fetches in flight. The filesystem must not be served
+// afterwards.
+func (f *FS) Close() { f.stop() }
+
+func (f *FS) String() string { return f.opt.Name }
+
+// status turns an error into the errno FUSE returns, logging what is not
+// an expected answer.
+func (f *FS) status(op string, ino uint64, err error) fuse.Status {
+	switch {
+	case err == nil:
+		return fuse.OK
+	case errors.Is(err, errInterrupted):
+		return fuse.Status(syscall.EINTR)
+	case errors.Is(err, flist.ErrNotExist):
+		return fuse.Status(syscall.ENOENT)
+	}
+	if _, ok := errors.AsType[*fetchError](err); ok {
+		return fuse.Status(syscall.EIO) // the fetch logged it, once for all its readers
+	}
+	var errno syscall.Errno
+	if errors.As(err, &errno) {
+		return fuse.Status(errno)
+	}
+	f.log.Error("fuse "+op+" failed", "inode", ino, "err", err)
+	return fuse.Status(syscall.EIO)
+}
+
+// node returns the entry behind a node ID. Node IDs name only entries that
+// hold their attributes (hard links resolve to their target).
+func (f *FS) node(id uint64) (uint64, *flist.Entry, error) {
+	if id == 0 || id > f.r.Len() {
+		return 0, nil, syscall.ESTALE
+	}
+	e, err := f.r.Entry(id - 1)
+	if err != nil {
+		return 0, nil, err
+	}
+	if e.IsLink() {
+		return 0, nil, syscall.ESTALE // never handed out
+	}
+	return id - 1, e, nil
+}
+
+// resolve follows a hard link to the entry holding the inode.
+func (f *FS) resolve(idx uint64, e *flist.Entry) (uint64, *flist.Entry, error) {
+	if !e.IsLink() {
+		return idx, e, nil
+	}
+	t, err := f.r.Resolve(e)
+	if err != nil {
+		return 0, nil, err
+	}
+	return uint64(e.Link), t, nil
+}
+
+func (f *FS) fillAttr(idx uint64, e *flist.Entry, a *fuse.Attr) {
+	*a = fuse.Attr{
+		Ino:     idx + 1,
+		Mode:    e.Mode,
+		Nlink:   f.nlink(idx, e),
+		Owner:   fuse.Owner{Uid: e.UID, Gid: e.GID},
+		Blksize: blockSize,
+	}
+	switch e.Kind() {
+	case flist.KindRegular:
+		a.Size = e.Size
+	case flist.KindSymlink:
+		a.Size = uint64(len(e.Target))
+	case flist.KindDir:
+		a.Size = blockSize
+	case flist.KindChar, flist.KindBlock:
+		a.Rdev = rdev32(e.Rdev)
+	}
+	a.Blocks = (a.Size + 511) / 512
+	sec, nsec := uint64(e.Mtime), e.Nsec
+	a.Atime, a.Mtime, a.Ctime = sec, sec, sec // the image records no atime or ctime
+	a.Atimensec, a.Mtimensec, a.Ctimensec = nsec, nsec, nsec
+}
+
+// rdev32 re-encodes a device number (glibc's 64-bit dev_t) in the kernel's
+// 32-bit form that FUSE carries.
+func rdev32(d uint64) uint32 {
+	major, minor := unix.Major(d), unix.Minor(d)
+	return minor&0xff | major<<8 | (minor&^0xff)<<12
+}
+
+func (f *FS) fillEntry(idx uint64, e *flist.Entry, out *fuse.EntryOut) {
+	out.NodeId = idx + 1
+	out.Generation = 1
+	out.EntryValid, out.AttrValid = ttl, ttl
+	f.fillAttr(idx, e, &out.Attr)
+}
+
+// Lookup finds a name in a directory. A name that does not exist is
+// answered with node ID 0 and a timeout, which the kernel caches as a
+// negative entry (PATH and import searches ask for many such names).
+func (f *FS) Lookup(cancel <-chan struct{}, h *fuse.InHeader, name string, out *fuse.EntryOut) fuse.Status {
+	_, dir, err := f.node(h.NodeId)
+	if err != nil {
+		return f.status("lookup", h.NodeId, err)
+	}
+	if dir.Kind() != flist.KindDir {
+		return fuse.Status(syscall.ENOTDIR)
+	}
+	idx, e, err := f.r.LookupChild(dir, name)
+	if errors.Is(err, flist.ErrNotExist) {
+		*out = fuse.EntryOut{EntryValid: ttl}
+		return fuse.OK
+	}
+	if err == nil {
+		idx, e, err = f.resolve(idx, e)
+	}
+	if err != nil {
+		return f.status("lookup", h.NodeId, err)
+	}
+	f.fillEntry(idx, e, out)
+	return fuse.OK
+}
+
+func (f *FS) Forget(nodeid, nlookup uint64) {} // node IDs are entry indices: nothing to free
+
+func (f *FS) GetAttr(cancel <-chan struct{}, in *fuse.GetAttrIn, out *fuse.AttrOut) fuse.Status {
+	idx, e, err := f.node(in.NodeId)
+	if err != nil {
+		return f.status("getattr", in.NodeId, err)
+	}
+	out.AttrValid = ttl
+	f.fillAttr(idx, e, &out.Attr)
+	return fuse.OK
+}
+
+func (f *FS) Readlink(cancel <-chan struct{}, h *fuse.InHeader) ([]byte, fuse.Status) {
+	_, e, err := f.node(h.NodeId)
+	if err != nil {
+		return nil, f.status("readlink", h.NodeId, err)
+	}
+	if e.Kind() != flist.KindSymlink {
+		return nil, fuse.Status(syscall.EINVAL)
+	}
+	return []byte(e.Target), fuse.OK
+}
+
+func (f *FS) GetXAttr(cancel <-chan struct{}, h *fuse.InHeader, attr string, dest []byte) (uint32, fuse.Status) {
+	_, e, err := f.node(h.NodeId)
+	if err != nil {
+		return 0, f.status("getxattr", h.NodeId, err)
+	}
+	k := sort.Search(len(e.Xattrs), func(j int) bool { return e.Xattrs[j].Name >= attr })
+	if k == len(e.Xattrs) || e.Xattrs[k].Name != attr {
+		return 0, fuse.ENOATTR
+	}
+	v := e.Xattrs[k].Value
+	if len(dest) < len(v) {
+		return uint32(len(v)), fuse.Status(syscall.ERANGE)
+	}
+	return uint32(copy(dest, v)), fuse.OK
+}
+
+func (f *FS) ListXAttr(cancel <-chan struct{}, h *fuse.InHeader, dest []byte) (uint32, fuse.Status) {
+	_, e, err := f.node(h.NodeId)
+	if err != nil {
+		return 0, f.status("listxattr", h.NodeId, err)
+	}
+	n := 0
+	for _, x := range e.Xattrs {
+		n += len(x.Name) + 1
+	}
+	if len(dest) < n {
+		return uint32(n), fuse.Status(syscall.ERANGE)
+	}
+	dest = dest[:0]
+	for _, x := range e.Xattrs {
+		dest = append(append(dest, x.Name...), 0)
+	}
+	return uint32(n), fuse.OK
+}
+
+func (f *FS) StatFs(cancel <-chan struct{}, h *fuse.InHeader, out *fuse.StatfsOut) fuse.Status {
+	*out = fuse.StatfsOut{
+		Blocks:  (f.r.StreamSize() + blockSize - 1) / blockSize,
+		Files:   f.r.Len(),
+		Bsize:   blockSize,
+		Frsize:  blockSize,
+		NameLen: flist.MaxName,
+	}
+	return fuse.OK
+}
+
+// Open opens a regular file for reading. Its pages stay in the kernel's
+// cache across opens: the content never changes.
+func (f *FS) Open(cancel <-chan struct{}, in *fuse.OpenIn, out *fuse.OpenOut) fuse.Status {
+	_, e, err := f.node(in.NodeId)
+	if err != nil {
+		return f.status("open", in.NodeId, err)
+	}
+	if in.Flags&syscall.O_ACCMODE != syscall.O_RDONLY {
+		return fuse.EROFS
+	}
+	if e.Kind() != flist.KindRegular {
+		return fuse.Status(syscall.EINVAL) // the kernel opens other kinds itself
+	}
+	f.mu.Lock()
+	f.nextFh++
+	fh := f.nextFh
+	f.handles[fh] = &handle{off: e.Offset, size: e.Size, ahead: e.Offset}
+	f.mu.Unlock()
+	out.Fh = fh
+	out.OpenFlags = fuse.FOPEN_KEEP_CACHE
+	return fuse.OK
+}
+
+func (f *FS) Release(cancel <-chan struct{}, in *fuse.ReleaseIn) {
+	f.mu.Lock()
+	delete(f.handles, in.Fh)
+	f.mu.Unlock()
+}
+
+// Read serves a read from the chunks under the range, fetching the missing
+// ones in parallel, then starts read-ahead if the handle reads sequentially.
+func (f *FS) Read(cancel <-chan struct{}, in *fuse.ReadIn, buf []byte) (fuse.ReadResult, fuse.Status) {
+	f.mu.Lock()
+	h := f.handles[in.Fh]
+	f.mu.Unlock()
+	if h == nil {
+		return nil, fuse.EBADF
+	}
+	if in.Offset >= h.size || in.Size == 0 {
+		return fuse.ReadResultData(nil), fuse.OK
+	}
+	end := min(in.Offset+uint64(in.Size), h.size)
+	res, err := f.read(cancel, h, in.NodeId, in.Offset, end, buf)
+	if err != nil {
+		return nil, f.status("read", in.NodeId, err)
+	}
+	f.readAhead(h, in.NodeId, in.Offset, end)
+	return res, fuse.OK
+}
+
+func (f *FS) read(cancel <-chan struct{}, h *handle, ino, off, end uint64, buf []byte) (fuse.ReadResult, error) {
+	lo, hi := h.off+off, h.off+end // the span of the content stream
+	first, last := f.r.ChunkAt(lo), f.r.ChunkAt(hi-1)
+	if first == last {
+		data, err := f.chunks.get(cancel, first, ino)
+		if err != nil {
+			return nil, err
+		}
+		s := f.r.ChunkStart(first)
+		return fuse.ReadResultData(data[lo-s : hi-s]), nil
+	}
+	for k := first + 1; k <= last; k++ {
+		f.chunks.start(k, ino)
+	}
+	n := 0
+	for k := first; k <= last; k++ {
+		data, err := f.chunks.get(cancel, k, ino)
+		if err != nil {
+			return nil, err
+		}
+		s := f.r.ChunkStart(k)
+		n += copy(buf[n:], data[max(lo, s)-s:min(hi-s, uint64(len(data)))])
+	}
+	return fuse.ReadResultData(buf[:n]), nil
+}
+
+// seqSlack is how far from the expected position a read may start and
+// still count as sequential: the kernel's own read-ahead sends several
+// reads at once, and they may arrive out of order.
+const seqSlack = 2 << 20
+
+// firstWindow is the read-ahead of a reader just found sequential; each
+// further sequential read doubles it, up to Options.ReadAhead. Starting
+// small keeps a program that reads a header and then seeks (a dynamic
+// loader, a database) from fetching megabytes it will not read.
+const firstWindow = 256 << 10
+
+func (f *FS) readAhead(h *handle, ino, off, end uint64) {
+	if f.opt.ReadAhead < 0 {
+		return
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	seq := off == 0 || (off+seqSlack >= h.next && off <= h.next+seqSlack)
+	h.next = max(h.next, end)
+	if !seq {
+		h.window = 0
+		return
+	}
+	h.window = min(max(2*h.window, firstWindow), uint64(f.opt.ReadAhead))
+	from := max(h.ahead, h.off+end)
+	to := min(h.off+end+h.window, h.off+h.size)
+	if from >= to {
+		return
+	}
+	lo, hi := f.r.ChunkAt(from), f.r.ChunkAt(to-1)+1
+	if stopped := f.chunks.prefetch(lo, hi, ino); stopped == hi {
+		h.ahead = to
+	} else {
+		h.ahead = max(h.ahead, f.r.ChunkStart(stopped))
+	}
+}
+
+func (f *FS) OpenDir(cancel <-chan struct{}, in *fuse.OpenIn, out *fuse.OpenOut) fuse.Status {
+	_, e, err := f.node(in.NodeId)
+	if err != nil {
+		return f.status("opendir", in.NodeId, err)
+	}
+	if e.Kind() != flist.KindDir {
+		return fuse.Status(syscall.ENOTDIR)
+	}
+	out.OpenFlags = fuse.FOPEN_CACHE_DIR | fuse.FOPEN_KEEP_CACHE
+	return fuse.OK
+}
+
+func (f *FS) ReleaseDir(in *fuse.ReleaseIn) {}
+
+func (f *FS) ReadDir(cancel <-chan struct{}, in *fuse.ReadIn, out *fuse.DirEntryList) fuse.Status {
+	return f.readDir(in, out, false)
+}
+
+func (f *FS) ReadDirPlus(cancel <-chan struct{}, in *fuse.ReadIn, out *fuse.DirEntryList) fuse.Status {
+	return f.readDir(in, out, true)
+}
+
+// readDir lists a directory from offset in.Offset: 0 is ".", 1 is "..",
+// 2+k is child k. With plus, each child carries its entry and attributes.
+func (f *FS) readDir(in *fuse.ReadIn, out *fuse.DirEntryList, plus bool) fuse.Status {
+	idx, dir, err := f.node(in.NodeId)
+	if err != nil {
+		return f.status("readdir", in.NodeId, err)
+	}
+	if dir.Kind() != flist.KindDir {
+		return fuse.Status(syscall.ENOTDIR)
+	}
+	add := func(de fuse.DirEntry) bool {
+		if plus {
+			return out.AddDirLookupEntry(de) != nil // zero node ID: the kernel makes no entry for . and ..
+		}
+		return out.AddDirEntry(de)
+	}
+	pos := in.Offset
+	if pos == 0 {
+		if !add(fuse.DirEntry{Name: ".", Mode: syscall.S_IFDIR, Ino: idx + 1, Off: 1}) {
+			return fuse.OK
+		}
+		pos = 1
+	}
+	if pos == 1 {
+		parent := idx
+		if d := f.dir(idx); d != nil {
+			parent = d.parent
+		}
+		if !add(fuse.DirEntry{Name: "..", Mode: syscall.S_IFDIR, Ino: parent + 1, Off: 2}) {
+			return fuse.OK
+		}
+		pos = 2
+	}
+	for k := pos - 2; k < dir.NumChildren; k++ {
+		ci := dir.FirstChild + k
+		c, err := f.r.Entry(ci)
+		if err != nil {
+			return f.status("readdir", in.NodeId, err)
+		}
+		ti, t, err := f.resolve(ci, c)
+		if err != nil {
+			return f.status("readdir", in.NodeId, err)
+		}
+		de := fuse.DirEntry{Name: c.Name, Mode: t.Mode, Ino: ti + 1, Off: k + 3}
+		if !plus {
+			if !out.AddDirEntry(de) {
+				break
+			}
+			continue
+		}
+		eo := out.AddDirLookupEntry(de)
+		if eo == nil {
+			break
+		}
+		f.fillEntry(ti, t, eo)
+	}
+	return fuse.OK
+}

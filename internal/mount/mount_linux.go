@@ -1,0 +1,281 @@
+package mount
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"log"
+	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+
+	"github.com/hanwen/go-fuse/v2/fuse"
+	"golang.org/x/sys/unix"
+
+	"github.com/zosgrid/zos/internal/flist"
+	"github.com/zosgrid/zos/internal/store"
+)
+
+// fsType is the filesystem type in the mount table: "fuse.zos".
+const fsType = "zos"
+
+// ErrMounted reports a mount point where a live zos server already serves.
+var ErrMounted = errors.New("already mounted")
+
+// ErrNotMounted reports an unmount of a directory that is not a mount point.
+var ErrNotMounted = errors.New("not mounted")
+
+// Server serves one mounted image.
+type Server struct {
+	dir  string
+	fs   *FS
+	srv  *fuse.Server
+	done chan struct{}
+}
+
+// Mount serves r over st at dir and returns once the kernel has the mount.
+// A stale mount left at dir by a server that died is detached first. The
+// mount lives until Unmount or until it is unmounted from outside (see
+// Wait); ctx only bounds setting it up and provides values to fetches.
+func Mount(ctx context.Context, dir string, r *flist.Reader, st store.Store, opt Options) (*Server, error) {
+	opt.setDefaults()
+	dir, err := filepath.Abs(dir)
+	if err != nil {
+		return nil, err
+	}
+	opt.Logger = opt.Logger.With("mnt", dir)
+	if err := prepare(dir, opt.Logger); err != nil {
+		return nil, err
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	fs, err := New(ctx, r, st, opt)
+	if err != nil {
+		return nil, err
+	}
+	flags := uintptr(unix.MS_RDONLY | unix.MS_NOSUID | unix.MS_NODEV)
+	mopts := []string{"ro", "default_permissions"}
+	if opt.Dev {
+		flags &^= unix.MS_NODEV
+		mopts = append(mopts, "dev")
+	}
+	if opt.Suid {
+		flags &^= unix.MS_NOSUID
+		mopts = append(mopts, "suid")
+	}
+	srv, err := fuse.NewServer(fs, dir, &fuse.MountOptions{
+		FsName:                   opt.Name,
+		Name:                     fsType,
+		Options:                  mopts,
+		AllowOther:               !opt.Private,
+		DirectMount:              true, // mount(2) as root; fusermount otherwise
+		DirectMountFlags:         flags,
+		MaxWrite:                 1 << 20, // reads of up to 1 MiB
+		MaxBackground:            64,
+		EnableSymlinkCaching:     true,
+		ExplicitDataCacheControl: true, // content never changes: never drop pages on attribute refresh
+		EnableAcl:                true, // the kernel enforces POSIX ACLs the image carries
+		Debug:                    opt.Debug,
+		Logger:                   log.New(slogWriter{opt.Logger}, "", 0),
+	})
+	if err != nil {
+		fs.Close()
+		return nil, fmt.Errorf("mount %s: %w", dir, err)
+	}
+	m := &Server{dir: dir, fs: fs, srv: srv, done: make(chan struct{})}
+	go func() {
+		srv.Serve()
+		fs.Close()
+		close(m.done)
+	}()
+	if err := srv.WaitMount(); err != nil {
+		srv.Unmount()
+		return nil, fmt.Errorf("mount %s: %w", dir, err)
+	}
+	opt.Logger.Info("mounted", "flist", r.Digest().String(), "entries", r.Len(), "chunks", len(r.Chunks()))
+	return m, nil
+}
+
+// Dir returns the mount point.
+func (m *Server) Dir() string { return m.dir }
+
+// FS returns the filesystem being served.
+func (m *Server) FS() *FS { return m.fs }
+
+// Done is closed once the kernel has dropped the mount and serving stopped.
+func (m *Server) Done() <-chan struct{} { return m.done }
+
+// Wait blocks until the mount is gone.
+func (m *Server) Wait() { <-m.done }
+
+// Unmount unmounts and waits for serving to stop. It fails with EBUSY
+// while files are open; DetachLazy is the way out then.
+func (m *Server) Unmount() error {
+	select {
+	case <-m.done:
+		return nil
+	default:
+	}
+	if err := unix.Unmount(m.dir, 0); err != nil {
+		return fmt.Errorf("unmount %s: %w", m.dir, err)
+	}
+	<-m.done
+	return nil
+}
+
+// DetachLazy removes the mount from the namespace at once; the server
+// goes on serving open files until the last one is closed, then Done.
+func (m *Server) DetachLazy() error {
+	if err := unix.Unmount(m.dir, unix.MNT_DETACH); err != nil && !errors.Is(err, unix.EINVAL) {
+		return fmt.Errorf("unmount %s: %w", m.dir, err)
+	}
+	return nil
+}
+
+// Unmount unmounts the zos mount at dir, served by any process. With lazy,
+// a busy mount is detached at once and goes away when its files close.
+func Unmount(dir string, lazy bool) error {
+	dir, err := filepath.Abs(dir)
+	if err != nil {
+		return err
+	}
+	flags := 0
+	if lazy {
+		flags = unix.MNT_DETACH
+	}
+	err = unix.Unmount(dir, flags)
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, unix.EINVAL):
+		return fmt.Errorf("%s: %w", dir, ErrNotMounted)
+	case errors.Is(err, unix.EPERM):
+		// Not root: fusermount unmounts what this user mounted.
+		args := []string{"-u", dir}
+		if lazy {
+			args = []string{"-u", "-z", dir}
+		}
+		for _, bin := range []string{"fusermount3", "fusermount"} {
+			if out, ferr := runQuiet(bin, args...); ferr == nil {
+				return nil
+			} else if !errors.Is(ferr, errNoBinary) {
+				return fmt.Errorf("unmount %s: %s", dir, out)
+			}
+		}
+	}
+	return fmt.Errorf("unmount %s: %w", dir, err)
+}
+
+// prepare makes dir ready to be mounted on: it refuses a live zos mount
+// and detaches stale ones (a dead server leaves its mount answering
+// ENOTCONN), however many are stacked there. Liveness is probed with
+// statfs, which FUSE always asks the server: stat may be answered from
+// attributes the kernel cached before the server died.
+func prepare(dir string, logger *slog.Logger) error {
+	for range 16 {
+		var sfs unix.Statfs_t
+		err := unix.Statfs(dir, &sfs)
+		if errors.Is(err, unix.ENOTCONN) || errors.Is(err, unix.ECONNABORTED) {
+			logger.Warn("detaching stale mount", "err", err)
+			if err := unix.Unmount(dir, unix.MNT_DETACH); err != nil {
+				return fmt.Errorf("detach stale mount %s: %w", dir, err)
+			}
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("mount point: %w", err)
+		}
+		var st unix.Stat_t
+		if err := unix.Stat(dir, &st); err != nil {
+			return fmt.Errorf("mount point: %w", err)
+		}
+		if st.Mode&unix.S_IFMT != unix.S_IFDIR {
+			return fmt.Errorf("mount point %s: %w", dir, syscall.ENOTDIR)
+		}
+		if typ, ok := topMount(dir); ok && typ == "fuse."+fsType {
+			return fmt.Errorf("mount point %s: %w (unmount it first: zos flist umount %s)", dir, ErrMounted, dir)
+		}
+		return nil
+	}
+	return fmt.Errorf("mount point %s: still stale after detaching 16 mounts", dir)
+}
+
+// topMount returns the filesystem type of the last mount on dir in this
+// process's mount table.
+func topMount(dir string) (string, bool) {
+	f, err := os.Open("/proc/self/mountinfo")
+	if err != nil {
+		return "", false
+	}
+	defer f.Close()
+	typ, found := "", false
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	for sc.Scan() {
+		// id parent major:minor root mountpoint options [optional...] - fstype source superopts
+		fields := strings.Fields(sc.Text())
+		if len(fields) < 10 || unescapeMount(fields[4]) != dir {
+			continue
+		}
+		for i := 6; i < len(fields)-1; i++ {
+			if fields[i] == "-" {
+				typ, found = fields[i+1], true
+				break
+			}
+		}
+	}
+	return typ, found
+}
+
+// unescapeMount undoes the octal escapes (\040 for space...) of mountinfo.
+func unescapeMount(s string) string {
+	if !strings.Contains(s, `\`) {
+		return s
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		if s[i] == '\\' && i+3 < len(s) {
+			var c byte
+			ok := true
+			for _, d := range s[i+1 : i+4] {
+				if d < '0' || d > '7' {
+					ok = false
+					break
+				}
+				c = c*8 + byte(d-'0')
+			}
+			if ok {
+				b.WriteByte(c)
+				i += 3
+				continue
+			}
+		}
+		b.WriteByte(s[i])
+	}
+	return b.String()
+}
+
+var errNoBinary = errors.New("not installed")
+
+func runQuiet(bin string, args ...string) (string, error) {
+	path, err := exec.LookPath(bin)
+	if err != nil {
+		return "", errNoBinary
+	}
+	out, err := exec.Command(path, args...).CombinedOutput()
+	return strings.TrimSpace(string(out)), err
+}
+
+// slogWriter carries go-fuse's log lines (debug traces, handler panics)
+// into the mount's logger.
+type slogWriter struct{ l *slog.Logger }
+
+func (w slogWriter) Write(p []byte) (int, error) {
+	w.l.Info(strings.TrimRight(string(p), "\n"), "source", "go-fuse")
+	return len(p), nil
+}
