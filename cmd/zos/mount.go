@@ -1,0 +1,269 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/zosgrid/zos/internal/mount"
+	"github.com/zosgrid/zos/internal/store/cache"
+	"github.com/zosgrid/zos/internal/store/dir"
+)
+
+type mountFlags struct {
+	stores        []string
+	cacheDir      string
+	logFile       string
+	foreground    bool
+	debug         bool
+	noDev, noSUID bool
+	readyFD       int
+}
+
+// mountReadyTimeout bounds how long the background mount may take to come up.
+const mountReadyTimeout = 2 * time.Minute
+
+func mountCmd() *cobra.Command {
+	var f mountFlags
+	c := &cobra.Command{
+		Use:   "mount FL MNT [--store URL...] [--cache DIR] [--foreground]",
+		Short: "Mount an flist read-only; each chunk is fetched and verified on first read",
+		Long: `Mount an flist read-only at MNT. Only the metadata is read at mount time; a
+chunk is fetched from the stores, and verified, the first time a read needs it.
+A chunk that is missing or fails verification makes that read fail with EIO and
+is logged. Without --foreground the command returns once the mount is ready and
+a background server keeps serving it (logging to --log) until 'zos flist umount
+MNT'. A stale mount left at MNT by a server that died is detached first.`,
+		Args: usageArgs(2, "FL and MNT"),
+		RunE: func(c *cobra.Command, args []string) error {
+			if !f.foreground {
+				return mountBackground(c, args, f)
+			}
+			return mountForeground(c, args, f)
+		},
+	}
+	fl := c.Flags()
+	fl.StringArrayVar(&f.stores, "store", nil, "chunk store URL (default: the stores the flist records)")
+	fl.StringVar(&f.cacheDir, "cache", "", "keep fetched chunks in this directory (a read-through cache, not yet bounded)")
+	fl.BoolVar(&f.foreground, "foreground", false, "serve in this process until unmounted or interrupted")
+	fl.StringVar(&f.logFile, "log", "", "log file of the server (default: standard error in the foreground, else "+defaultMountLog()+")")
+	fl.BoolVar(&f.debug, "debug", false, "log every FUSE request")
+	fl.BoolVar(&f.noDev, "nodev", false, "do not honour device nodes in the image")
+	fl.BoolVar(&f.noSUID, "nosuid", false, "do not honour setuid/setgid bits and file capabilities in the image")
+	fl.IntVar(&f.readyFD, "ready-fd", 0, "")
+	fl.MarkHidden("ready-fd") // the background parent's readiness pipe
+	return c
+}
+
+func umountCmd() *cobra.Command {
+	var lazy bool
+	c := &cobra.Command{
+		Use:   "umount MNT [--lazy]",
+		Short: "Unmount an flist mounted with 'zos flist mount'; its server then exits",
+		Args:  usageArgs(1, "one MNT"),
+		RunE: func(c *cobra.Command, args []string) error {
+			err := mount.Unmount(args[0], lazy)
+			if errors.Is(err, syscall.EBUSY) {
+				return fmt.Errorf("%s is busy: files are open or a process runs there (close them, or pass --lazy to detach now and unmount when they close)", args[0])
+			}
+			return err
+		},
+	}
+	c.Flags().BoolVar(&lazy, "lazy", false, "detach now even if busy; the mount goes away when its last file closes")
+	return c
+}
+
+func defaultMountLog() string {
+	if os.Geteuid() == 0 {
+		return "/var/log/zos/mount.log"
+	}
+	if d, err := os.UserCacheDir(); err == nil {
+		return filepath.Join(d, "zos", "mount.log")
+	}
+	return filepath.Join(os.TempDir(), "zos-mount.log")
+}
+
+// mountForeground mounts and serves until the mount goes away or a signal
+// asks for an unmount. With --ready-fd it reports to the parent that
+// started it: "ok" once mounted, or the error.
+func mountForeground(c *cobra.Command, args []string, f mountFlags) (err error) {
+	ctx := c.Context()
+	var ready *os.File
+	if f.readyFD > 0 {
+		ready = os.NewFile(uintptr(f.readyFD), "ready")
+		defer func() {
+			if ready != nil {
+				if err != nil {
+					io.WriteString(ready, err.Error())
+				}
+				ready.Close()
+			}
+		}()
+	}
+	logw := io.Writer(c.ErrOrStderr())
+	if f.logFile != "" {
+		lf, err := openLog(f.logFile)
+		if err != nil {
+			return err
+		}
+		defer lf.Close()
+		logw = lf
+	}
+	level := slog.LevelInfo
+	if f.debug {
+		level = slog.LevelDebug
+	}
+	mnt, _ := filepath.Abs(args[1])
+	logger := slog.New(slog.NewTextHandler(logw, &slog.HandlerOptions{Level: level}))
+
+	r, err := readFlist(args[0])
+	if err != nil {
+		return err
+	}
+	st, err := flistStores(ctx, r, f.stores, nil)
+	if err != nil {
+		return err
+	}
+	if f.cacheDir != "" {
+		local, err := dir.New(f.cacheDir)
+		if err != nil {
+			st.Close()
+			return fmt.Errorf("cache: %w", err)
+		}
+		st = cache.New(local, st)
+	}
+	defer st.Close()
+	m, err := mount.Mount(ctx, mnt, r, st, mount.Options{
+		Logger: logger,
+		Name:   "zos:" + r.Digest().Short(),
+		Dev:    !f.noDev,
+		Suid:   !f.noSUID,
+		Debug:  f.debug,
+	})
+	if err != nil {
+		return err
+	}
+	if ready != nil {
+		io.WriteString(ready, "ok")
+		ready.Close()
+		ready = nil
+	}
+	select {
+	case <-m.Done():
+		logger.Info("unmounted", "mnt", mnt, "stats", fmt.Sprintf("%+v", m.FS().Stats()))
+		return nil
+	case <-ctx.Done():
+	}
+	// Asked to stop: unmount, or if files are still open detach the mount
+	// and serve them until they close.
+	if err := m.Unmount(); err != nil {
+		logger.Warn("busy: detaching, serving open files until they close", "mnt", mnt, "err", err)
+		if err := m.DetachLazy(); err != nil {
+			return err
+		}
+		m.Wait()
+	}
+	logger.Info("unmounted", "mnt", mnt, "stats", fmt.Sprintf("%+v", m.FS().Stats()))
+	return nil
+}
+
+func openLog(path string) (*os.File, error) {
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return nil, fmt.Errorf("log: %w", err)
+	}
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o640)
+	if err != nil {
+		return nil, fmt.Errorf("log: %w (pass --log FILE)", err)
+	}
+	return f, nil
+}
+
+// mountBackground starts this binary again as a detached foreground
+// server and returns once it reports the mount ready (or fails).
+func mountBackground(c *cobra.Command, args []string, f mountFlags) error {
+	self, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	abs := func(p string) string { a, _ := filepath.Abs(p); return a }
+	logPath := f.logFile
+	if logPath == "" {
+		logPath = defaultMountLog()
+	}
+	logPath = abs(logPath)
+	lf, err := openLog(logPath)
+	if err != nil {
+		return err
+	}
+	defer lf.Close()
+	pr, pw, err := os.Pipe()
+	if err != nil {
+		return err
+	}
+	defer pr.Close()
+
+	cargs := []string{"flist", "mount", abs(args[0]), abs(args[1]), "--foreground", "--ready-fd", "3"}
+	for _, s := range f.stores {
+		cargs = append(cargs, "--store", s)
+	}
+	if f.cacheDir != "" {
+		cargs = append(cargs, "--cache", abs(f.cacheDir))
+	}
+	for flag, on := range map[string]bool{"--debug": f.debug, "--nodev": f.noDev, "--nosuid": f.noSUID} {
+		if on {
+			cargs = append(cargs, flag)
+		}
+	}
+	cmd := exec.Command(self, cargs...)
+	cmd.Stderr = lf // stdin and stdout: /dev/null
+	cmd.ExtraFiles = []*os.File{pw}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true} // out of the caller's session and its signals
+	if err := cmd.Start(); err != nil {
+		pw.Close()
+		return fmt.Errorf("start mount server: %w", err)
+	}
+	pw.Close()
+
+	msg := make(chan string, 1)
+	go func() {
+		b, _ := io.ReadAll(pr) // until the server closes its end: ready, failed or dead
+		msg <- strings.TrimSpace(string(b))
+	}()
+	ctx, cancel := context.WithTimeout(c.Context(), mountReadyTimeout)
+	defer cancel()
+	var m string
+	select {
+	case m = <-msg:
+	case <-ctx.Done():
+		cmd.Process.Kill()
+		cmd.Wait()
+		return fmt.Errorf("mount server did not become ready: %w (log: %s)", ctx.Err(), logPath)
+	}
+	if m == "ok" {
+		pid := cmd.Process.Pid
+		cmd.Process.Release()
+		fmt.Fprintf(c.OutOrStdout(), "mounted %s at %s (server pid %s, log %s)\n", args[0], abs(args[1]), strconv.Itoa(pid), logPath)
+		return nil
+	}
+	werr := cmd.Wait()
+	code := exitFail
+	var ee *exec.ExitError
+	if errors.As(werr, &ee) && ee.ExitCode() > 0 {
+		code = ee.ExitCode()
+	}
+	if m == "" {
+		m = fmt.Sprintf("mount server exited (%v) before the mount was ready; see %s", werr, logPath)
+	}
+	return &exitError{code, errors.New(m)}
+}
