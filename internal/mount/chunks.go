@@ -3,7 +3,6 @@ package mount
 import (
 	"container/list"
 	"context"
-	"errors"
 	"log/slog"
 	"sync"
 	"sync/atomic"
@@ -14,9 +13,6 @@ import (
 	"github.com/zosgrid/zos/internal/flist"
 	"github.com/zosgrid/zos/internal/store"
 )
-
-// errInterrupted reports a read whose caller gave up (a FUSE interrupt).
-var errInterrupted = errors.New("read interrupted")
 
 // fetchError is a failed chunk fetch, already logged by the fetch.
 type fetchError struct{ err error }
@@ -81,7 +77,12 @@ func newChunks(ctx context.Context, refs []flist.Chunk, st store.Store, opt *Opt
 // get returns the verified plaintext of chunk k, fetching it if it is not
 // cached. The result is shared and must not be modified. ino names the
 // inode the read is for, in logs.
-func (c *chunks) get(cancel <-chan struct{}, k int, ino uint64) ([]byte, error) {
+//
+// get does not give up when the reader is interrupted: a read of a regular
+// file returning EINTR breaks programs that rightly never expect it (the
+// kernel only sends FUSE an interrupt; it still waits for the answer, and
+// a fatal signal ends the wait without us). The fetch timeout bounds the wait.
+func (c *chunks) get(k int, ino uint64) ([]byte, error) {
 	ref := c.refs[k]
 	c.mu.Lock()
 	if el, ok := c.cached[ref.Sum]; ok {
@@ -93,12 +94,8 @@ func (c *chunks) get(cancel <-chan struct{}, k int, ino uint64) ([]byte, error) 
 	}
 	f := c.startLocked(k, ino, false)
 	c.mu.Unlock()
-	select {
-	case <-f.done:
-		return f.data, f.err
-	case <-cancel:
-		return nil, errInterrupted
-	}
+	<-f.done
+	return f.data, f.err
 }
 
 // start begins fetching chunk k unless it is cached or in flight; a reader

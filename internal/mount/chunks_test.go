@@ -38,7 +38,7 @@ func TestChunkCacheBudgetAndErrors(t *testing.T) {
 	opt.setDefaults()
 	c := newChunks(context.Background(), refs, st, &opt)
 	for k := range refs {
-		data, err := c.get(nil, k, 1)
+		data, err := c.get(k, 1)
 		if err != nil || len(data) != 1<<20 || data[0] != byte(k) {
 			t.Fatalf("chunk %d: %v", k, err)
 		}
@@ -48,8 +48,8 @@ func TestChunkCacheBudgetAndErrors(t *testing.T) {
 	}
 	// The most recent chunks are hits, the oldest were evicted.
 	before := c.snapshot()
-	c.get(nil, 11, 1)
-	c.get(nil, 0, 1)
+	c.get(11, 1)
+	c.get(0, 1)
 	after := c.snapshot()
 	if after.Hits != before.Hits+1 || after.Misses != before.Misses+1 {
 		t.Fatalf("want one hit (newest) and one miss (evicted): %+v -> %+v", before, after)
@@ -60,18 +60,12 @@ func TestChunkCacheBudgetAndErrors(t *testing.T) {
 	good, _ := st.Get(context.Background(), id)
 	st.Delete(context.Background(), id)
 	c2 := newChunks(context.Background(), refs, st, &opt)
-	if _, err := c2.get(nil, 5, 1); !errors.Is(err, store.ErrNotFound) {
+	if _, err := c2.get(5, 1); !errors.Is(err, store.ErrNotFound) {
 		t.Fatalf("missing chunk: %v", err)
 	}
 	st.Put(context.Background(), id, good)
-	if _, err := c2.get(nil, 5, 1); err != nil {
+	if _, err := c2.get(5, 1); err != nil {
 		t.Fatalf("after repair: %v", err)
-	}
-	// A reader that is interrupted returns at once; the fetch goes on.
-	cancel := make(chan struct{})
-	close(cancel)
-	if _, err := c2.get(cancel, 6, 1); err != nil && !errors.Is(err, errInterrupted) {
-		t.Fatalf("interrupted get: %v", err)
 	}
 }
 

@@ -37,10 +37,11 @@
 // Verified plaintexts are kept in a small LRU bounded in bytes (Options.
 // MemoryBytes), whatever the image size. A chunk has at most one fetch in
 // flight: concurrent readers that need it wait for that fetch. Fetches run
-// in parallel up to Options.Fetchers and are detached from the reader that
-// started them, so an interrupted read does not waste a fetch others wait
-// on. Persistent caching of sealed blobs on disk is the store's business
-// (package store/cache).
+// in parallel up to Options.Fetchers, under the mount's context rather than
+// a reader's. A read waits for its chunks even when the kernel forwards an
+// interrupt (a read of a regular file must not fail with EINTR);
+// Options.FetchTimeout bounds the wait. Persistent caching of sealed blobs
+// on disk is the store's business (package store/cache).
 //
 // # Read-ahead
 //

@@ -226,8 +226,6 @@ func (f *FS) status(op string, ino uint64, err error) fuse.Status {
 	switch {
 	case err == nil:
 		return fuse.OK
-	case errors.Is(err, errInterrupted):
-		return fuse.Status(syscall.EINTR)
 	case errors.Is(err, flist.ErrNotExist):
 		return fuse.Status(syscall.ENOENT)
 	}
@@ -445,7 +443,7 @@ func (f *FS) Read(cancel <-chan struct{}, in *fuse.ReadIn, buf []byte) (fuse.Rea
 		return fuse.ReadResultData(nil), fuse.OK
 	}
 	end := min(in.Offset+uint64(in.Size), h.size)
-	res, err := f.read(cancel, h, in.NodeId, in.Offset, end, buf)
+	res, err := f.read(h, in.NodeId, in.Offset, end, buf)
 	if err != nil {
 		return nil, f.status("read", in.NodeId, err)
 	}
@@ -453,11 +451,11 @@ func (f *FS) Read(cancel <-chan struct{}, in *fuse.ReadIn, buf []byte) (fuse.Rea
 	return res, fuse.OK
 }
 
-func (f *FS) read(cancel <-chan struct{}, h *handle, ino, off, end uint64, buf []byte) (fuse.ReadResult, error) {
+func (f *FS) read(h *handle, ino, off, end uint64, buf []byte) (fuse.ReadResult, error) {
 	lo, hi := h.off+off, h.off+end // the span of the content stream
 	first, last := f.r.ChunkAt(lo), f.r.ChunkAt(hi-1)
 	if first == last {
-		data, err := f.chunks.get(cancel, first, ino)
+		data, err := f.chunks.get(first, ino)
 		if err != nil {
 			return nil, err
 		}
@@ -469,7 +467,7 @@ func (f *FS) read(cancel <-chan struct{}, h *handle, ino, off, end uint64, buf [
 	}
 	n := 0
 	for k := first; k <= last; k++ {
-		data, err := f.chunks.get(cancel, k, ino)
+		data, err := f.chunks.get(k, ino)
 		if err != nil {
 			return nil, err
 		}
