@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # bench/pack.sh: the packing benchmark of issue 3, in one run, side by side.
 #
-# Tools: zos flist pack, desync tar --index, casync make, mksquashfs -comp zstd,
+# Tools: zos flist pack (zosdelta: each tree of a set packed with --base the flist of the
+# tree before it; on family and versions only), desync tar --index, casync make, mksquashfs -comp zstd,
 # tar | zstd -3 -T2. Sets: min and big (one tree each), family (four trees into one
 # store per tool) and versions (ten typescript trees into one store per tool).
 # Prints a markdown table and the issue's goals with PASS/FAIL (bench/packreport.py).
@@ -12,8 +13,8 @@
 #   OUT=/var/tmp/zos-bench         scratch output, wiped per measurement (never in the repo)
 #   ZOS=/tmp/zos  BUILD=1          build zos from this checkout into $ZOS first (BUILD=0: use as is)
 #   DESYNC=/var/cache/zos-bench/bin/desync
-#   WORKERS=$(nproc)               zos --workers
-#   SETS="min big family versions"  TOOLS="tarzstd zos desync casync mksquashfs mksquashfs3"
+#   WORKERS=                       zos --workers (empty: zos's default, 2 per CPU)
+#   SETS="min big family versions"  TOOLS="tarzstd zos zosdelta desync casync mksquashfs mksquashfs3"
 #   REPS=3                         runs per tool on min and big, interleaved; best wall time kept
 #                                  (mksquashfs runs once: at its default zstd level, 15, it is slow;
 #                                  mksquashfs3 is the same at -Xcompression-level 3, the level of tar|zstd -3 and of zos)
@@ -26,9 +27,9 @@ OUT=${OUT:-/var/tmp/zos-bench}
 ZOS=${ZOS:-/tmp/zos}
 BUILD=${BUILD:-1}
 DESYNC=${DESYNC:-/var/cache/zos-bench/bin/desync}
-WORKERS=${WORKERS:-$(nproc)}
+WORKERS=${WORKERS:-}
 SETS=${SETS:-"min big family versions"}
-TOOLS=${TOOLS:-"tarzstd zos desync casync mksquashfs mksquashfs3"}
+TOOLS=${TOOLS:-"tarzstd zos zosdelta desync casync mksquashfs mksquashfs3"}
 REPS=${REPS:-3}
 RESULTS=${RESULTS:-$OUT/results.tsv}
 
@@ -58,7 +59,7 @@ warm() { find "$CORPUS/$1" -type f -print0 | xargs -0 -r cat >/dev/null; }
 
 tool_ok() {
 	case "$1" in
-	zos) [ -x "$ZOS" ] && "$ZOS" flist pack --help >/dev/null 2>&1 ;;
+	zos | zosdelta) [ -x "$ZOS" ] && "$ZOS" flist pack --help >/dev/null 2>&1 ;;
 	desync) [ -x "$DESYNC" ] ;;
 	casync) command -v casync >/dev/null ;;
 	mksquashfs | mksquashfs3) command -v mksquashfs >/dev/null ;;
@@ -71,7 +72,14 @@ run_tool() {
 	local tool=$1 dir=$2 tree=$3 src="$CORPUS/$3" name
 	name=$(basename "$tree")
 	case "$tool" in
-	zos) "$ZOS" flist pack "$src" -o "$dir/meta/$name.fl" --store "dir://$dir/store" --workers "$WORKERS" ;;
+	zos) "$ZOS" flist pack "$src" -o "$dir/meta/$name.fl" --store "dir://$dir/store" ${WORKERS:+--workers "$WORKERS"} ;;
+	zosdelta)
+		# The tree packed just before in this set is the base.
+		local base
+		base=$(cat "$dir/last" 2>/dev/null || true)
+		"$ZOS" flist pack "$src" -o "$dir/meta/$name.fl" --store "dir://$dir/store" ${WORKERS:+--workers "$WORKERS"} ${base:+--base "$base"} &&
+			echo "$dir/meta/$name.fl" >"$dir/last"
+		;;
 	desync) "$DESYNC" tar --index -s "$dir/store" "$dir/meta/$name.caidx" "$src" ;;
 	casync) casync make --store="$dir/store" "$dir/meta/$name.caidx" "$src" ;;
 	mksquashfs) mksquashfs "$src" "$dir/store/$name.sqfs" -comp zstd -noappend -quiet -no-progress ;;
@@ -85,10 +93,10 @@ export CORPUS ZOS DESYNC WORKERS
 # measure TOOL SET REP: one measurement; appends a line to $RESULTS.
 #   tool set rep trees tree_bytes wall_s cpu_s store_bytes meta_bytes status message
 measure() {
-	local tool=$1 set=$2 rep=$3 dir="$OUT/$1-$2" tree wall=0 cpu=0 tb=0 n=0 status=ok msg=""
+	local tool=$1 set=$2 rep=$3 dir="$OUT/run/$1-$2-$3" tree wall=0 cpu=0 tb=0 n=0 status=ok msg=""
 	local -a trees
 	read -r -a trees <<<"$(set_trees "$set" | tr '\n' ' ')"
-	rm -rf "$dir" && mkdir -p "$dir/store" "$dir/meta" "$dir/log"
+	mkdir -p "$dir/store" "$dir/meta" "$dir/log"
 	if ! tool_ok "$tool"; then
 		status=missing msg="$tool not available"
 	else
@@ -122,11 +130,19 @@ measure() {
 	printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$tool" "$set" "$rep" "${#trees[@]}" "$tb" \
 		"$wall" "$cpu" "$sb" "$mb" "$status" "$msg" >>"$RESULTS"
 	log "$tool $set rep $rep: $status wall ${wall}s cpu ${cpu}s store $sb meta $mb"
-	rm -rf "$dir"
+	# Outputs stay until the end of the run: on ext4, creating files soon after
+	# deleting many (a previous tool's store) walks the freed inodes
+	# (recently_deleted() in ialloc.c) and costs the chunk stores, which create
+	# one file per chunk, up to 2x; no user packs right after a mass delete.
 }
 
 mkdir -p "$OUT"
-rm -rf "${OUT:?}"/*-min "${OUT:?}"/*-big "${OUT:?}"/*-family "${OUT:?}"/*-versions "$OUT"/failed-* "$OUT"/zos-*.summary
+if [ -e "$OUT/run" ] || compgen -G "$OUT/failed-*" >/dev/null; then
+	log "removing the previous run's outputs, then waiting 65s for ext4 to stop treating their inodes as recently deleted"
+	rm -rf "${OUT:?}/run" "$OUT"/failed-* "$OUT"/zos-*.summary
+	sync
+	sleep 65
+fi
 : >"$RESULTS"
 
 if [ "$BUILD" = 1 ] && [[ " $TOOLS " == *" zos "* ]]; then
@@ -150,11 +166,13 @@ for set in $SETS; do
 	for rep in $(seq 1 "$reps"); do
 		for tool in $TOOLS; do
 			[ "$tool" = mksquashfs ] && [ "$rep" -gt 1 ] && continue
+			[ "$tool" = zosdelta ] && { [ "$set" = min ] || [ "$set" = big ]; } && continue # one tree: same as zos
 			measure "$tool" "$set" "$rep"
 		done
 	done
 done
 elapsed=$(($(date +%s) - start))
+rm -rf "${OUT:?}/run"
 
 python3 "$REPO/bench/packreport.py" "$RESULTS" \
 	--date "$(date -u +%Y-%m-%dT%H:%MZ)" --cores "$(nproc)" --workers "$WORKERS" \

@@ -14,6 +14,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/klauspost/compress/zstd"
 	"github.com/schollz/progressbar/v3"
 	"github.com/spf13/cobra"
 	"golang.org/x/term"
@@ -104,7 +105,7 @@ func packCmd() *cobra.Command {
 	var stores []string
 	var workers int
 	var jsonOut bool
-	var keyFile, baseFile string
+	var keyFile, baseFile, level string
 	c := &cobra.Command{
 		Use:   "pack DIR -o OUT.fl --store URL [--store URL...] [--base OLD.fl]",
 		Short: "Pack a directory tree into an flist and its chunks into stores",
@@ -131,6 +132,9 @@ func packCmd() *cobra.Command {
 				recorded = append(recorded, storeurl.Redact(s))
 			}
 			opt := pack.Options{Workers: workers, Stores: recorded}
+			if opt.Level, err = parseLevel(level); err != nil {
+				return &exitError{exitUsage, err}
+			}
 			if baseFile != "" {
 				if opt.Base, err = readFlist(baseFile); err != nil {
 					return err
@@ -184,11 +188,21 @@ func packCmd() *cobra.Command {
 	}
 	c.Flags().StringVarP(&out, "output", "o", "", "where to write the flist")
 	c.Flags().StringArrayVar(&stores, "store", nil, "chunk store URL, optionally prefixed by a range LO-HI= (repeatable)")
-	c.Flags().IntVar(&workers, "workers", 0, "parallel sealing/upload workers (default: number of CPUs)")
+	c.Flags().IntVar(&workers, "workers", 0, "parallel sealing/upload workers (default: 2 per CPU)")
+	c.Flags().StringVar(&level, "level", "fastest", "zstd effort for new chunks: fastest, default, better or best")
 	c.Flags().BoolVar(&jsonOut, "json", false, "print the summary as JSON")
 	c.Flags().StringVar(&keyFile, "key", "", "secret key file that signs writes to http stores")
 	c.Flags().StringVar(&baseFile, "base", "", "an earlier flist whose chunks are in the store (e.g. the previous version): store new chunks as deltas against it")
 	return c
+}
+
+func parseLevel(s string) (zstd.EncoderLevel, error) {
+	for l := zstd.SpeedFastest; l <= zstd.SpeedBestCompression; l++ {
+		if s == l.String() {
+			return l, nil
+		}
+	}
+	return 0, fmt.Errorf("unknown --level %q: use fastest, default, better or best", s)
 }
 
 func unpackCmd() *cobra.Command {

@@ -41,9 +41,9 @@ import (
 
 // Options tune a pack. The zero value is usable.
 type Options struct {
-	Workers  int               // sealing and upload workers; default GOMAXPROCS
+	Workers  int               // sealing and upload workers; default 2 x GOMAXPROCS (hides store write latency)
 	Chunking chunker.Params    // default chunker.Default
-	Level    zstd.EncoderLevel // default zstd.SpeedDefault
+	Level    zstd.EncoderLevel // default zstd.SpeedFastest (docs/FORMAT.md: why)
 	// Stores are the store URLs recorded in the flist (without secrets).
 	Stores []string
 	// Progress, if set, is called about every 200ms and once at the end.
@@ -94,13 +94,13 @@ type result struct {
 func Dir(ctx context.Context, root string, st store.Store, opt Options) ([]byte, Stats, error) {
 	start := time.Now()
 	if opt.Workers <= 0 {
-		opt.Workers = runtime.GOMAXPROCS(0)
+		opt.Workers = 2 * runtime.GOMAXPROCS(0)
 	}
 	if opt.Chunking == (chunker.Params{}) {
 		opt.Chunking = chunker.Default
 	}
 	if opt.Level == 0 {
-		opt.Level = zstd.SpeedDefault
+		opt.Level = zstd.SpeedFastest
 	}
 	ck, err := chunker.New(opt.Chunking)
 	if err != nil {
