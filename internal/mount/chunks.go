@@ -92,8 +92,11 @@ func (c *chunks) get(k int, ino uint64) ([]byte, error) {
 		c.stats.hits.Add(1)
 		return data, nil
 	}
-	f := c.startLocked(k, ino, false)
+	f, started := c.startLocked(k, ino, false)
 	c.mu.Unlock()
+	if !started {
+		c.stats.joins.Add(1)
+	}
 	<-f.done
 	return f.data, f.err
 }
@@ -131,12 +134,12 @@ func (c *chunks) prefetch(lo, hi int, ino uint64) int {
 	return hi
 }
 
-// startLocked joins or starts the fetch of chunk k. c.mu is held.
-func (c *chunks) startLocked(k int, ino uint64, ahead bool) *flight {
+// startLocked returns the fetch of chunk k in flight, or starts one and
+// reports so. c.mu is held.
+func (c *chunks) startLocked(k int, ino uint64, ahead bool) (*flight, bool) {
 	sum := c.refs[k].Sum
 	if f, ok := c.flights[sum]; ok {
-		c.stats.joins.Add(1)
-		return f
+		return f, false
 	}
 	f := &flight{done: make(chan struct{})}
 	c.flights[sum] = f
@@ -147,7 +150,7 @@ func (c *chunks) startLocked(k int, ino uint64, ahead bool) *flight {
 		c.stats.misses.Add(1)
 	}
 	go c.fetch(k, ino, ahead, f)
-	return f
+	return f, true
 }
 
 // fetch runs one flight: it reads the chunk from the store under the

@@ -465,6 +465,9 @@ func (f *FS) read(h *handle, ino, off, end uint64, buf []byte) (fuse.ReadResult,
 	for k := first + 1; k <= last; k++ {
 		f.chunks.start(k, ino)
 	}
+	if uint64(len(buf)) < hi-lo {
+		buf = make([]byte, hi-lo)
+	}
 	n := 0
 	for k := first; k <= last; k++ {
 		data, err := f.chunks.get(k, ino)

@@ -321,10 +321,12 @@ func TestBadChunkIsEIOUntilRepaired(t *testing.T) {
 // that need the same chunk overlap.
 type countingStore struct {
 	store.Store
-	delay time.Duration
-	mu    sync.Mutex
-	gets  map[digest.ID]int
-	total atomic.Int64
+	delay    time.Duration
+	mu       sync.Mutex
+	gets     map[digest.ID]int
+	total    atomic.Int64
+	inflight atomic.Int64
+	peak     atomic.Int64 // most Gets at once
 }
 
 func (c *countingStore) Get(ctx context.Context, id digest.ID) ([]byte, error) {
@@ -332,6 +334,10 @@ func (c *countingStore) Get(ctx context.Context, id digest.ID) ([]byte, error) {
 	c.gets[id]++
 	c.mu.Unlock()
 	c.total.Add(1)
+	n := c.inflight.Add(1)
+	defer c.inflight.Add(-1)
+	for p := c.peak.Load(); n > p && !c.peak.CompareAndSwap(p, n); p = c.peak.Load() {
+	}
 	time.Sleep(c.delay)
 	return c.Store.Get(ctx, id)
 }
@@ -442,6 +448,37 @@ func TestReadAheadAndMemoryBound(t *testing.T) {
 	must(t, err)
 	if after := m.FS().Stats().Prefetches; after != before {
 		t.Errorf("a random 4 KiB read started %d read-ahead fetches", after-before)
+	}
+}
+
+// TestParallelFetches reads a file over a store with 50 ms per Get: its
+// chunks are fetched many at a time, not one after the other.
+func TestParallelFetches(t *testing.T) {
+	needFUSE(t)
+	src := filepath.Join(t.TempDir(), "src")
+	must(t, os.Mkdir(src, 0o755))
+	data := make([]byte, 4<<20)
+	rng := rand.New(rand.NewPCG(3, 3))
+	for i := range data {
+		data[i] = byte(rng.Uint32() % 5)
+	}
+	must(t, os.WriteFile(filepath.Join(src, "f"), data, 0o644))
+	base := mem.New()
+	r := packTree(t, src, base)
+	cs := &countingStore{Store: base, delay: 50 * time.Millisecond, gets: map[digest.ID]int{}}
+	_, mnt := mountImage(t, r, cs, mount.Options{})
+	start := time.Now()
+	got, err := os.ReadFile(filepath.Join(mnt, "f"))
+	must(t, err)
+	elapsed := time.Since(start)
+	if !bytes.Equal(got, data) {
+		t.Fatal("content differs")
+	}
+	n := len(r.Chunks())
+	serial := time.Duration(n) * cs.delay
+	t.Logf("%d chunks in %v (serial would take %v), up to %d Gets at once", n, elapsed.Round(time.Millisecond), serial, cs.peak.Load())
+	if cs.peak.Load() < 4 || elapsed > serial/3 {
+		t.Errorf("fetches not parallel: peak %d Gets at once, %v for %d chunks", cs.peak.Load(), elapsed, n)
 	}
 }
 
