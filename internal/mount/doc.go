@@ -15,11 +15,12 @@
 //
 // # Kernel caches
 //
-// Entries, negative lookups and attributes are given timeouts of a year,
-// directory listings are cached by the kernel (FOPEN_CACHE_DIR), and file
-// pages are kept across opens (FOPEN_KEEP_CACHE) with automatic
-// invalidation off, so a file read once is served from the page cache at
-// native speed until the kernel reclaims it.
+// Entries, negative lookups and attributes are given timeouts of a year.
+// Open and opendir answer ENOSYS, which makes the kernel stop asking (no
+// round trip per open) and treat every open as FOPEN_KEEP_CACHE, plus
+// FOPEN_CACHE_DIR for directories: file pages and listings stay cached
+// across opens, with automatic invalidation off, so a file read once is
+// served from the page cache at native speed until the kernel reclaims it.
 //
 // # Reads
 //
@@ -45,7 +46,7 @@
 //
 // # Read-ahead
 //
-// Each open file handle tracks where a sequential reader will read next.
+// Each file being read tracks where a sequential reader will read next.
 // A read that continues the previous one (or starts the file) starts
 // background fetches of the chunks in a window past it, so a streaming
 // reader finds its chunks already fetched. The window starts at 256 KiB and

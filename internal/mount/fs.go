@@ -91,8 +91,7 @@ type FS struct {
 	links []linkInfo // files with hard links, by index
 
 	mu      sync.Mutex
-	nextFh  uint64
-	handles map[uint64]*handle
+	streams map[uint64]*stream // read-ahead state of files being read, by node ID
 }
 
 type dirInfo struct {
@@ -105,8 +104,12 @@ type linkInfo struct {
 	nlink uint32
 }
 
-// handle is an open regular file.
-type handle struct {
+// maxStreams bounds the read-ahead states kept; past it they are dropped
+// (a reader that was sequential starts again from the first window).
+const maxStreams = 4096
+
+// stream is the read-ahead state of a regular file being read.
+type stream struct {
 	off, size uint64 // the file's span of the content stream
 
 	mu     sync.Mutex
@@ -131,7 +134,7 @@ func New(ctx context.Context, r *flist.Reader, st store.Store, opt Options) (*FS
 		log:           opt.Logger,
 		opt:           opt,
 		stop:          stop,
-		handles:       map[uint64]*handle{},
+		streams:       map[uint64]*stream{},
 	}
 	if err := f.index(); err != nil {
 		stop()
@@ -401,47 +404,49 @@ func (f *FS) StatFs(cancel <-chan struct{}, h *fuse.InHeader, out *fuse.StatfsOu
 	return fuse.OK
 }
 
-// Open opens a regular file for reading. Its pages stay in the kernel's
-// cache across opens: the content never changes.
+// Open and OpenDir answer ENOSYS: the kernel then stops sending OPEN,
+// OPENDIR and their RELEASEs for good, and treats every open as if we had
+// answered FOPEN_KEEP_CACHE (and FOPEN_CACHE_DIR for directories), which
+// is what an immutable image wants: pages and listings stay cached across
+// opens, and opening costs no round trip. Read-ahead state is therefore
+// kept per inode, not per open file.
 func (f *FS) Open(cancel <-chan struct{}, in *fuse.OpenIn, out *fuse.OpenOut) fuse.Status {
-	_, e, err := f.node(in.NodeId)
-	if err != nil {
-		return f.status("open", in.NodeId, err)
-	}
-	if in.Flags&syscall.O_ACCMODE != syscall.O_RDONLY {
-		return fuse.EROFS
-	}
-	if e.Kind() != flist.KindRegular {
-		return fuse.Status(syscall.EINVAL) // the kernel opens other kinds itself
-	}
-	f.mu.Lock()
-	f.nextFh++
-	fh := f.nextFh
-	f.handles[fh] = &handle{off: e.Offset, size: e.Size, ahead: e.Offset}
-	f.mu.Unlock()
-	out.Fh = fh
-	out.OpenFlags = fuse.FOPEN_KEEP_CACHE
-	return fuse.OK
+	return fuse.ENOSYS
 }
 
-func (f *FS) Release(cancel <-chan struct{}, in *fuse.ReleaseIn) {
+func (f *FS) OpenDir(cancel <-chan struct{}, in *fuse.OpenIn, out *fuse.OpenOut) fuse.Status {
+	return fuse.ENOSYS
+}
+
+// stream returns the read-ahead state of a file.
+func (f *FS) stream(id uint64, e *flist.Entry) *stream {
 	f.mu.Lock()
-	delete(f.handles, in.Fh)
-	f.mu.Unlock()
+	defer f.mu.Unlock()
+	s := f.streams[id]
+	if s == nil {
+		if len(f.streams) >= maxStreams {
+			clear(f.streams)
+		}
+		s = &stream{off: e.Offset, size: e.Size, ahead: e.Offset}
+		f.streams[id] = s
+	}
+	return s
 }
 
 // Read serves a read from the chunks under the range, fetching the missing
-// ones in parallel, then starts read-ahead if the handle reads sequentially.
+// ones in parallel, then starts read-ahead if the file is read sequentially.
 func (f *FS) Read(cancel <-chan struct{}, in *fuse.ReadIn, buf []byte) (fuse.ReadResult, fuse.Status) {
-	f.mu.Lock()
-	h := f.handles[in.Fh]
-	f.mu.Unlock()
-	if h == nil {
-		return nil, fuse.EBADF
+	_, e, err := f.node(in.NodeId)
+	if err != nil {
+		return nil, f.status("read", in.NodeId, err)
 	}
-	if in.Offset >= h.size || in.Size == 0 {
+	if e.Kind() != flist.KindRegular {
+		return nil, fuse.Status(syscall.EINVAL)
+	}
+	if in.Offset >= e.Size || in.Size == 0 {
 		return fuse.ReadResultData(nil), fuse.OK
 	}
+	h := f.stream(in.NodeId, e)
 	end := min(in.Offset+uint64(in.Size), h.size)
 	res, err := f.read(h, in.NodeId, in.Offset, end, buf)
 	if err != nil {
@@ -451,7 +456,7 @@ func (f *FS) Read(cancel <-chan struct{}, in *fuse.ReadIn, buf []byte) (fuse.Rea
 	return res, fuse.OK
 }
 
-func (f *FS) read(h *handle, ino, off, end uint64, buf []byte) (fuse.ReadResult, error) {
+func (f *FS) read(h *stream, ino, off, end uint64, buf []byte) (fuse.ReadResult, error) {
 	lo, hi := h.off+off, h.off+end // the span of the content stream
 	first, last := f.r.ChunkAt(lo), f.r.ChunkAt(hi-1)
 	if first == last {
@@ -491,7 +496,7 @@ const seqSlack = 2 << 20
 // loader, a database) from fetching megabytes it will not read.
 const firstWindow = 256 << 10
 
-func (f *FS) readAhead(h *handle, ino, off, end uint64) {
+func (f *FS) readAhead(h *stream, ino, off, end uint64) {
 	if f.opt.ReadAhead < 0 {
 		return
 	}
@@ -516,20 +521,6 @@ func (f *FS) readAhead(h *handle, ino, off, end uint64) {
 		h.ahead = max(h.ahead, f.r.ChunkStart(stopped))
 	}
 }
-
-func (f *FS) OpenDir(cancel <-chan struct{}, in *fuse.OpenIn, out *fuse.OpenOut) fuse.Status {
-	_, e, err := f.node(in.NodeId)
-	if err != nil {
-		return f.status("opendir", in.NodeId, err)
-	}
-	if e.Kind() != flist.KindDir {
-		return fuse.Status(syscall.ENOTDIR)
-	}
-	out.OpenFlags = fuse.FOPEN_CACHE_DIR | fuse.FOPEN_KEEP_CACHE
-	return fuse.OK
-}
-
-func (f *FS) ReleaseDir(in *fuse.ReleaseIn) {}
 
 func (f *FS) ReadDir(cancel <-chan struct{}, in *fuse.ReadIn, out *fuse.DirEntryList) fuse.Status {
 	return f.readDir(in, out, false)
