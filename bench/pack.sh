@@ -102,6 +102,9 @@ measure() {
 	else
 		for tree in "${trees[@]}"; do
 			warm "$tree"
+			# Flush what earlier measurements wrote, so that no tool's own sync
+			# (zos syncs its dir store before writing the flist) pays for another's data.
+			sync
 			local name t
 			name=$(basename "$tree")
 			if ! /usr/bin/time -f '%e %U %S' -o "$dir/log/$name.time" \
@@ -175,5 +178,5 @@ elapsed=$(($(date +%s) - start))
 rm -rf "${OUT:?}/run"
 
 python3 "$REPO/bench/packreport.py" "$RESULTS" \
-	--date "$(date -u +%Y-%m-%dT%H:%MZ)" --cores "$(nproc)" --workers "$WORKERS" \
+	--date "$(date -u +%Y-%m-%dT%H:%MZ)" --cores "$(nproc)" --workers "${WORKERS:-default (2 per CPU)}" \
 	--zos-rev "$ZOS_REV" --elapsed "$elapsed" --reps "$REPS" --load "$(cut -d' ' -f1-3 /proc/loadavg)"
