@@ -130,6 +130,17 @@ func TestCLIErrorsAreOneLine(t *testing.T) {
 	if code != exitUsage || !strings.Contains(errs, "-o") {
 		t.Fatalf("pack without -o: exit %d %q", code, errs)
 	}
+	// Bad paths fail before any work, with what to do.
+	st := "dir://" + t.TempDir()
+	if _, errs, code = run(t, "flist", "pack", t.TempDir(), "-o", "/nonexistent/dir/x.fl", "--store", st); code != exitUsage || !strings.Contains(errs, "create it first") {
+		t.Fatalf("pack -o into a missing directory: exit %d %q", code, errs)
+	}
+	if _, errs, code = run(t, "flist", "pack", "/nonexistent", "-o", filepath.Join(t.TempDir(), "x.fl"), "--store", st); code != exitUsage || !strings.Contains(errs, "not a directory") {
+		t.Fatalf("pack of a missing tree: exit %d %q", code, errs)
+	}
+	if _, errs, code = run(t, "flist", "pack", t.TempDir(), "-o", filepath.Join(t.TempDir(), "x.fl"), "--store", st, "--level", "max"); code != exitUsage || !strings.Contains(errs, "--level") {
+		t.Fatalf("pack --level max: exit %d %q", code, errs)
+	}
 	garbage := filepath.Join(t.TempDir(), "g.fl")
 	os.WriteFile(garbage, []byte("zosflist\x01\x00garbage"), 0o644)
 	if _, errs, code = run(t, "flist", "inspect", garbage); code != exitContent || strings.Contains(errs, "panic") {

@@ -114,6 +114,14 @@ func packCmd() *cobra.Command {
 			if out == "" {
 				return &exitError{exitUsage, errors.New("pack needs -o OUT.fl")}
 			}
+			// Fail before packing, not after: the source must be a directory
+			// and the flist's directory must exist.
+			if fi, err := os.Stat(args[0]); err != nil || !fi.IsDir() {
+				return &exitError{exitUsage, fmt.Errorf("%s is not a directory: pack needs the root of a tree", args[0])}
+			}
+			if fi, err := os.Stat(filepath.Dir(out)); err != nil || !fi.IsDir() {
+				return &exitError{exitUsage, fmt.Errorf("cannot write %s: directory %s does not exist (create it first)", out, filepath.Dir(out))}
+			}
 			var k *key.Secret
 			if keyFile != "" {
 				s, err := key.Load(keyFile)

@@ -147,10 +147,13 @@ type Codec struct {
 	scratch sync.Pool // *[]byte: compression output, reused
 }
 
-// NewCodec returns a codec compressing at level. The level changes sealed
+// NewCodec returns a codec compressing at level (0 means zstd.SpeedDefault). The level changes sealed
 // blobs (and so IDs never, but stored bytes yes); packs with different levels
 // still deduplicate by ID, the first writer's blob wins.
 func NewCodec(level zstd.EncoderLevel) *Codec {
+	if level == 0 { // the zero value: an Options field left unset
+		level = zstd.SpeedDefault
+	}
 	c := &Codec{level: level}
 	c.enc.New = func() any {
 		e, err := zstd.NewWriter(nil, zstd.WithEncoderLevel(level), zstd.WithEncoderConcurrency(1),
