@@ -3,6 +3,7 @@ package mount
 import (
 	"container/list"
 	"context"
+	"errors"
 	"log/slog"
 	"sync"
 	"sync/atomic"
@@ -20,6 +21,15 @@ type fetchError struct{ err error }
 func (e *fetchError) Error() string { return e.err.Error() }
 func (e *fetchError) Unwrap() error { return e.err }
 
+// fetchKind says who started a fetch, which sets its priority.
+type fetchKind uint8
+
+const (
+	kindRead  fetchKind = iota // a reader needs the chunk now
+	kindAhead                  // read-ahead of a sequential reader
+	kindTrace                  // trace prefetch: background
+)
+
 // chunks fetches the chunks of one image, verified, at most once at a
 // time each, and keeps the most recently used plaintexts under a byte
 // budget. It is safe for concurrent use.
@@ -30,9 +40,10 @@ type chunks struct {
 	log     *slog.Logger
 	ctx     context.Context // the mount's lifetime: fetches run under it
 	timeout time.Duration
-	sem     chan struct{} // one slot per store fetch in progress
+	slots   *slots // one per store fetch in progress
 
 	mu       sync.Mutex
+	cond     sync.Cond // on mu: pending went down, or the mount is closing
 	budget   int64
 	used     int64
 	lru      list.List // of *cached, most recently used at the front
@@ -41,14 +52,42 @@ type chunks struct {
 	ahead    int // read-ahead fetches in flight
 	maxAhead int
 
+	// Trace prefetch: pending counts the bytes of chunks it fetched (or is
+	// fetching to keep) that no reader has used yet; it starts no fetch
+	// that would take pending past lead (negative: no bound). storeKeeps
+	// says the store keeps on disk what it serves, so past the lead a
+	// prefetch still fetches, through the store, without keeping the
+	// plaintext in memory.
+	lead       int64
+	pending    int64
+	storeKeeps bool
+
+	// timedOut remembers chunks whose fetch gave up on the timeout, for
+	// failMemory: the kernel retries a failed read-ahead with a read of
+	// its own right away, which must not wait the whole timeout again.
+	timedOut map[digest.ID]timeout
+
+	rec *recorder // nil unless recording a trace
+
 	stats struct {
-		hits, misses, joins, prefetches, errors, bytes atomic.Int64
+		hits, misses, joins, prefetches, errors, bytes, retries atomic.Int64
+		traceFetches, traceHits, traceEvicted                   atomic.Int64
 	}
+	traceLeft atomic.Int64
+}
+
+// failMemory is how long a chunk whose fetch timed out fails at once.
+const failMemory = 2 * time.Second
+
+type timeout struct {
+	at  time.Time
+	err error
 }
 
 type cached struct {
-	sum  digest.ID
-	data []byte
+	sum        digest.ID
+	data       []byte
+	prefetched bool // fetched by the trace prefetch and not yet read
 }
 
 // flight is one fetch of a chunk; done is closed once data or err is set.
@@ -56,22 +95,40 @@ type flight struct {
 	done chan struct{}
 	data []byte
 	err  error
+	kind fetchKind
+	// keep: a trace fetch within the lead, kept in memory for the reader
+	// to come. Others of the trace are kept only if a reader joined.
+	keep   bool
+	waited atomic.Bool // a reader waits for it (set under chunks.mu)
 }
 
 func newChunks(ctx context.Context, refs []flist.Chunk, st store.Store, opt *Options) *chunks {
-	return &chunks{
-		refs:     refs,
-		st:       st,
-		codec:    chunk.NewCodec(0), // the level only matters to Seal
-		log:      opt.Logger,
-		ctx:      ctx,
-		timeout:  opt.FetchTimeout,
-		sem:      make(chan struct{}, opt.Fetchers),
-		budget:   opt.MemoryBytes,
-		cached:   map[digest.ID]*list.Element{},
-		flights:  map[digest.ID]*flight{},
-		maxAhead: opt.Fetchers,
+	c := &chunks{
+		refs:       refs,
+		st:         st,
+		codec:      chunk.NewCodec(0), // the level only matters to Seal
+		log:        opt.Logger,
+		ctx:        ctx,
+		timeout:    opt.FetchTimeout,
+		slots:      newSlots(opt.Fetchers),
+		budget:     opt.MemoryBytes,
+		cached:     map[digest.ID]*list.Element{},
+		flights:    map[digest.ID]*flight{},
+		timedOut:   map[digest.ID]timeout{},
+		maxAhead:   opt.Fetchers,
+		lead:       opt.PrefetchLead,
+		storeKeeps: opt.StoreKeeps,
 	}
+	c.cond.L = &c.mu
+	if opt.Record {
+		c.rec = newRecorder(len(refs))
+	}
+	context.AfterFunc(ctx, func() { // wake prefetchers waiting for the lead
+		c.mu.Lock()
+		c.cond.Broadcast()
+		c.mu.Unlock()
+	})
+	return c
 }
 
 // get returns the verified plaintext of chunk k, fetching it if it is not
@@ -83,16 +140,33 @@ func newChunks(ctx context.Context, refs []flist.Chunk, st store.Store, opt *Opt
 // kernel only sends FUSE an interrupt; it still waits for the answer, and
 // a fatal signal ends the wait without us). The fetch timeout bounds the wait.
 func (c *chunks) get(k int, ino uint64) ([]byte, error) {
+	if c.rec != nil {
+		c.rec.add(k)
+	}
 	ref := c.refs[k]
 	c.mu.Lock()
 	if el, ok := c.cached[ref.Sum]; ok {
 		c.lru.MoveToFront(el)
-		data := el.Value.(*cached).data
+		v := el.Value.(*cached)
+		if v.prefetched {
+			c.usedPrefetchLocked(v)
+		}
 		c.mu.Unlock()
 		c.stats.hits.Add(1)
-		return data, nil
+		return v.data, nil
 	}
-	f, started := c.startLocked(k, ino, false)
+	if err := c.timedOutLocked(ref.Sum); err != nil {
+		c.mu.Unlock()
+		c.stats.errors.Add(1)
+		return nil, err
+	}
+	f, started := c.startLocked(k, ino, kindRead)
+	if !started {
+		if f.kind == kindTrace && !f.waited.Load() {
+			c.stats.traceHits.Add(1)
+		}
+		f.waited.Store(true)
+	}
 	c.mu.Unlock()
 	if !started {
 		c.stats.joins.Add(1)
@@ -101,12 +175,21 @@ func (c *chunks) get(k int, ino uint64) ([]byte, error) {
 	return f.data, f.err
 }
 
+// usedPrefetchLocked notes that a reader used a chunk the trace prefetch
+// kept for it. c.mu is held.
+func (c *chunks) usedPrefetchLocked(v *cached) {
+	v.prefetched = false
+	c.pending -= int64(len(v.data))
+	c.stats.traceHits.Add(1)
+	c.cond.Broadcast()
+}
+
 // start begins fetching chunk k unless it is cached or in flight; a reader
 // that needs several chunks starts them all before waiting for the first.
 func (c *chunks) start(k int, ino uint64) {
 	c.mu.Lock()
 	if _, ok := c.cached[c.refs[k].Sum]; !ok {
-		c.startLocked(k, ino, false)
+		c.startLocked(k, ino, kindRead)
 	}
 	c.mu.Unlock()
 }
@@ -119,67 +202,128 @@ func (c *chunks) prefetch(lo, hi int, ino uint64) int {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	for k := lo; k < hi; k++ {
-		sum := c.refs[k].Sum
-		if _, ok := c.cached[sum]; ok {
-			continue
-		}
-		if _, ok := c.flights[sum]; ok {
+		if c.hasLocked(c.refs[k].Sum) {
 			continue
 		}
 		if c.ahead >= c.maxAhead {
 			return k
 		}
-		c.startLocked(k, ino, true)
+		c.startLocked(k, ino, kindAhead)
 	}
 	return hi
 }
 
+// hasLocked reports a chunk cached, in flight, or just timed out: one
+// that needs no fetch started now. c.mu is held.
+func (c *chunks) hasLocked(sum digest.ID) bool {
+	if _, ok := c.cached[sum]; ok {
+		return true
+	}
+	if _, ok := c.flights[sum]; ok {
+		return true
+	}
+	return c.timedOutLocked(sum) != nil
+}
+
+// timedOutLocked returns the error of a fetch of sum that timed out less
+// than failMemory ago. c.mu is held.
+func (c *chunks) timedOutLocked(sum digest.ID) error {
+	t, ok := c.timedOut[sum]
+	if !ok {
+		return nil
+	}
+	if time.Since(t.at) >= failMemory {
+		delete(c.timedOut, sum)
+		return nil
+	}
+	return t.err
+}
+
+// rememberTimeoutLocked notes a fetch that timed out. c.mu is held.
+func (c *chunks) rememberTimeoutLocked(sum digest.ID, err error) {
+	if len(c.timedOut) >= 1024 {
+		for id, t := range c.timedOut {
+			if time.Since(t.at) >= failMemory {
+				delete(c.timedOut, id)
+			}
+		}
+	}
+	c.timedOut[sum] = timeout{time.Now(), err}
+}
+
 // startLocked returns the fetch of chunk k in flight, or starts one and
 // reports so. c.mu is held.
-func (c *chunks) startLocked(k int, ino uint64, ahead bool) (*flight, bool) {
+func (c *chunks) startLocked(k int, ino uint64, kind fetchKind) (*flight, bool) {
 	sum := c.refs[k].Sum
 	if f, ok := c.flights[sum]; ok {
 		return f, false
 	}
-	f := &flight{done: make(chan struct{})}
+	f := &flight{done: make(chan struct{}), kind: kind}
 	c.flights[sum] = f
-	if ahead {
+	if kind == kindAhead {
 		c.ahead++
 		c.stats.prefetches.Add(1)
 	} else {
 		c.stats.misses.Add(1)
 	}
-	go c.fetch(k, ino, ahead, f)
+	go c.fetch(k, ino, f, false)
 	return f, true
 }
 
 // fetch runs one flight: it reads the chunk from the store under the
-// mount's context (not the reader's: others may wait on it), caches it on
-// success and logs a failure once, for every reader that waited.
-func (c *chunks) fetch(k int, ino uint64, ahead bool, f *flight) {
+// mount's context (not the reader's: others may wait on it), retrying
+// transient failures until the fetch timeout, caches it on success and
+// logs a failure once, for every reader that waited. held says the caller
+// already holds a fetch slot for the first try.
+func (c *chunks) fetch(k int, ino uint64, f *flight, held bool) {
 	ref := c.refs[k]
 	start := time.Now()
-	select {
-	case c.sem <- struct{}{}:
-		f.data, f.err = c.fetchSlot(ref)
-		<-c.sem
-	case <-c.ctx.Done():
-		f.err = c.ctx.Err()
+	ctx, cancel := context.WithTimeout(c.ctx, c.timeout)
+	acquire := func(ctx context.Context) error {
+		if held {
+			held = false
+			return nil
+		}
+		return c.slots.acquire(ctx, f.kind == kindTrace && !f.waited.Load())
 	}
+	f.data, f.err = retryFetch(ctx, c.st, c.codec, ref, acquire, c.slots.release,
+		func(try int, wait time.Duration, err error) {
+			c.stats.retries.Add(1)
+			c.log.Warn("chunk fetch failed, retrying", "id", chunk.ID(ref.Sum).String(), "chunk", k,
+				"try", try, "in", wait.Round(time.Millisecond), "store", c.st.String(), "err", err)
+		})
+	_, timedOut := errors.AsType[*timeoutError](f.err)
+	cancel()
+
 	c.mu.Lock()
 	delete(c.flights, ref.Sum)
-	if ahead {
-		c.ahead--
+	if timedOut {
+		c.rememberTimeoutLocked(ref.Sum, &fetchError{f.err})
 	}
-	if f.err == nil {
-		c.insertLocked(ref.Sum, f.data)
+	waited := f.waited.Load()
+	switch f.kind {
+	case kindAhead:
+		c.ahead--
+	case kindTrace:
+		c.stats.traceFetches.Add(1)
+		if f.keep && (f.err != nil || waited) {
+			c.pending -= int64(ref.Size)
+			c.cond.Broadcast()
+		}
+	}
+	if f.err == nil && (f.kind != kindTrace || f.keep || waited) {
+		c.insertLocked(ref.Sum, f.data, f.kind == kindTrace && f.keep && !waited)
 	}
 	c.mu.Unlock()
 	if f.err != nil {
 		c.stats.errors.Add(1)
 		if c.ctx.Err() == nil { // not a shutdown
-			c.log.Error("chunk fetch failed", "id", chunk.ID(ref.Sum).String(), "chunk", k, "size", ref.Size,
-				"store", c.st.String(), "inode", ino, "readahead", ahead, "elapsed", time.Since(start).Round(time.Millisecond), "err", f.err)
+			msg, level := "chunk fetch failed", slog.LevelError
+			if f.kind == kindTrace && !waited {
+				msg, level = "trace prefetch failed", slog.LevelWarn // no reader saw it
+			}
+			c.log.Log(context.Background(), level, msg, "id", chunk.ID(ref.Sum).String(), "chunk", k, "size", ref.Size,
+				"store", c.st.String(), "inode", ino, "kind", f.kind.String(), "elapsed", time.Since(start).Round(time.Millisecond), "err", f.err)
 		}
 		f.err = &fetchError{f.err}
 	} else {
@@ -188,20 +332,24 @@ func (c *chunks) fetch(k int, ino uint64, ahead bool, f *flight) {
 	close(f.done)
 }
 
-func (c *chunks) fetchSlot(ref flist.Chunk) ([]byte, error) {
-	ctx, cancel := context.WithTimeout(c.ctx, c.timeout)
-	defer cancel()
-	return store.Fetch(ctx, c.st, c.codec, ref)
+func (k fetchKind) String() string {
+	switch k {
+	case kindRead:
+		return "read"
+	case kindAhead:
+		return "readahead"
+	}
+	return "trace"
 }
 
 // insertLocked caches data and evicts the least recently used chunks until
 // the budget holds again. c.mu is held.
-func (c *chunks) insertLocked(sum digest.ID, data []byte) {
+func (c *chunks) insertLocked(sum digest.ID, data []byte, prefetched bool) {
 	if el, ok := c.cached[sum]; ok {
 		c.lru.MoveToFront(el)
 		return
 	}
-	c.cached[sum] = c.lru.PushFront(&cached{sum: sum, data: data})
+	c.cached[sum] = c.lru.PushFront(&cached{sum: sum, data: data, prefetched: prefetched})
 	c.used += int64(len(data))
 	for c.used > c.budget && c.lru.Len() > 1 {
 		el := c.lru.Back()
@@ -209,6 +357,11 @@ func (c *chunks) insertLocked(sum digest.ID, data []byte) {
 		c.lru.Remove(el)
 		delete(c.cached, v.sum)
 		c.used -= int64(len(v.data))
+		if v.prefetched {
+			c.pending -= int64(len(v.data))
+			c.stats.traceEvicted.Add(1)
+			c.cond.Broadcast()
+		}
 	}
 }
 
@@ -219,9 +372,15 @@ type Stats struct {
 	Joins      int64 // reads that waited for a fetch already in flight
 	Prefetches int64 // fetches started by read-ahead
 	Errors     int64 // failed fetches
+	Retries    int64 // fetch tries that failed and were tried again
 	Bytes      int64 // verified plaintext bytes fetched
 	Cached     int64 // plaintext bytes held in memory now
 	InFlight   int   // fetches in progress now
+
+	TraceFetches int64 // fetches done by the trace prefetch
+	TraceHits    int64 // reads that used a chunk the trace prefetch fetched or was fetching
+	TraceEvicted int64 // trace-prefetched chunks evicted before any read used them
+	TraceLeft    int64 // trace entries the prefetch has yet to handle
 }
 
 func (c *chunks) snapshot() Stats {
@@ -230,7 +389,9 @@ func (c *chunks) snapshot() Stats {
 	c.mu.Unlock()
 	return Stats{
 		Hits: c.stats.hits.Load(), Misses: c.stats.misses.Load(), Joins: c.stats.joins.Load(),
-		Prefetches: c.stats.prefetches.Load(), Errors: c.stats.errors.Load(), Bytes: c.stats.bytes.Load(),
-		Cached: used, InFlight: n,
+		Prefetches: c.stats.prefetches.Load(), Errors: c.stats.errors.Load(), Retries: c.stats.retries.Load(),
+		Bytes: c.stats.bytes.Load(), Cached: used, InFlight: n,
+		TraceFetches: c.stats.traceFetches.Load(), TraceHits: c.stats.traceHits.Load(),
+		TraceEvicted: c.stats.traceEvicted.Load(), TraceLeft: c.traceLeft.Load(),
 	}
 }

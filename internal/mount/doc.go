@@ -33,6 +33,21 @@
 // repaired. A read inside one chunk is answered from the cached plaintext
 // without a copy.
 //
+// # Faults
+//
+// A fetch that fails for a reason another try could mend (a refused or
+// reset connection, a 5xx, a store-side timeout: anything but "not found"
+// from every replica or a corrupt blob) is tried again after an
+// exponential backoff (100 ms doubling to 5 s, jittered), for as long as
+// Options.FetchTimeout allows, counted from the start of the fetch; a
+// try never holds a fetch slot while it waits. So a hub that restarts
+// costs a retry, not an error, and a read never hangs: past the bound it
+// fails with EIO and the log gives the tries and the last store error.
+// Failing over between replicas is the store's (store/router) business.
+// A chunk whose fetch timed out fails at once for the next two seconds:
+// the kernel answers a failed read-ahead with a read of its own, which
+// would otherwise wait the whole bound again.
+//
 // # Chunk cache
 //
 // Verified plaintexts are kept in a small LRU bounded in bytes (Options.
@@ -54,6 +69,21 @@
 // resets it and starts nothing. Read-ahead never crosses the end of the
 // file, and it is bounded: past Options.Fetchers read-ahead fetches in
 // flight it waits for the reader to come back.
+//
+// # Trace prefetch
+//
+// A Trace is the order in which a program first read an image's chunks
+// (Options.Record, FS.Trace); it is saved beside the flist (docs/TRACE.md)
+// and bound to it by digest. A mount given a trace (Options.Prefetch)
+// fetches those chunks in the background from mount time, in order, a few
+// at a time (Options.PrefetchFetchers). Reads come first: fetch slots
+// (Options.Fetchers) go to reads and read-ahead before the prefetch, which
+// takes one only when no read waits, and a prefetch that a read joins is
+// promoted. What the prefetch fetches is kept in memory until a read uses
+// it, up to Options.PrefetchLead bytes ahead of the readers; then it
+// waits for them, or, over a store that keeps chunks on disk
+// (Options.StoreKeeps), goes on fetching into the store. Warm fetches a
+// whole image (or any chunk list) through a store, to fill its cache.
 //
 // # Mount points
 //

@@ -28,9 +28,27 @@ type Options struct {
 	ReadAhead int64
 	// Fetchers bounds parallel store fetches; default 16.
 	Fetchers int
-	// FetchTimeout bounds one chunk fetch; past it the read fails with EIO.
-	// Default 2 minutes.
+	// FetchTimeout bounds one chunk fetch, retries of transient store
+	// failures included; past it the read fails with EIO. Default 2 minutes.
 	FetchTimeout time.Duration
+
+	// Record keeps the order in which reads first need each chunk (see
+	// FS.Trace).
+	Record bool
+	// Prefetch lists chunks (indexes into the flist's chunk table, a
+	// Trace's) to fetch in the background from mount time on, in order.
+	Prefetch []uint32
+	// PrefetchFetchers bounds the prefetch's fetches at once; default 4.
+	// They take fetch slots (Fetchers) only when no read waits for one.
+	PrefetchFetchers int
+	// PrefetchLead bounds the bytes of prefetched chunks that no read has
+	// used yet, held in memory; default half of MemoryBytes, negative for
+	// no bound.
+	PrefetchLead int64
+	// StoreKeeps says the store keeps what it serves on local disk (a
+	// cache): the prefetch then goes on past PrefetchLead, leaving the
+	// chunks it fetches in the store rather than in memory.
+	StoreKeeps bool
 
 	// Mount options (see Mount).
 
@@ -63,6 +81,13 @@ func (o *Options) setDefaults() {
 	if o.FetchTimeout <= 0 {
 		o.FetchTimeout = 2 * time.Minute
 	}
+	if o.PrefetchFetchers <= 0 {
+		o.PrefetchFetchers = 4
+	}
+	o.PrefetchFetchers = min(o.PrefetchFetchers, o.Fetchers)
+	if o.PrefetchLead == 0 {
+		o.PrefetchLead = o.MemoryBytes / 2
+	}
 	if o.Name == "" {
 		o.Name = "zos"
 	}
@@ -89,6 +114,8 @@ type FS struct {
 
 	dirs  []dirInfo  // every directory, by index
 	links []linkInfo // files with hard links, by index
+
+	prefetchOnce sync.Once
 
 	mu      sync.Mutex
 	streams map[uint64]*stream // read-ahead state of files being read, by node ID
@@ -140,7 +167,32 @@ func New(ctx context.Context, r *flist.Reader, st store.Store, opt Options) (*FS
 		stop()
 		return nil, fmt.Errorf("flist %s: %w", r.Digest().Short(), err)
 	}
+	for i, k := range opt.Prefetch {
+		if int(k) >= len(r.Chunks()) {
+			stop()
+			return nil, fmt.Errorf("prefetch entry %d: chunk %d of %d: %w", i, k, len(r.Chunks()), errTraceIndex)
+		}
+	}
 	return f, nil
+}
+
+// StartPrefetch starts fetching Options.Prefetch in the background; Mount
+// calls it once the mount is up. Only the first call does anything.
+func (f *FS) StartPrefetch() {
+	f.prefetchOnce.Do(func() {
+		if len(f.opt.Prefetch) > 0 {
+			f.chunks.prefetchTrace(f.opt.Prefetch, f.opt.PrefetchFetchers)
+		}
+	})
+}
+
+// Trace returns the chunks reads have needed so far, in the order they
+// first needed them, or nil unless Options.Record is set.
+func (f *FS) Trace() []uint32 {
+	if f.chunks.rec == nil {
+		return nil
+	}
+	return f.chunks.rec.snapshot()
 }
 
 // index computes link counts and directory parents in one pass. Entries

@@ -97,7 +97,9 @@ func Mount(ctx context.Context, dir string, r *flist.Reader, st store.Store, opt
 		srv.Unmount()
 		return nil, fmt.Errorf("mount %s: %w", dir, err)
 	}
-	opt.Logger.Info("mounted", "flist", r.Digest().String(), "entries", r.Len(), "chunks", len(r.Chunks()))
+	fs.StartPrefetch()
+	opt.Logger.Info("mounted", "flist", r.Digest().String(), "entries", r.Len(), "chunks", len(r.Chunks()),
+		"prefetch", len(opt.Prefetch))
 	return m, nil
 }
 

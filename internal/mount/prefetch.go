@@ -1,0 +1,212 @@
+package mount
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/zosgrid/zos/internal/chunk"
+	"github.com/zosgrid/zos/internal/digest"
+	"github.com/zosgrid/zos/internal/flist"
+	"github.com/zosgrid/zos/internal/store"
+)
+
+// prefetchTrace fetches the chunks order lists, in that order, in the
+// background, with n fetches at most at once, until done or the mount
+// closes.
+func (c *chunks) prefetchTrace(order []uint32, n int) {
+	c.traceLeft.Store(int64(len(order)))
+	start := time.Now()
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	for range n {
+		wg.Go(func() {
+			for c.ctx.Err() == nil {
+				i := next.Add(1) - 1
+				if i >= int64(len(order)) {
+					return
+				}
+				c.traceOne(int(order[i]))
+				c.traceLeft.Add(-1)
+			}
+		})
+	}
+	go func() {
+		wg.Wait()
+		if c.ctx.Err() == nil {
+			s := c.snapshot()
+			c.log.Info("trace prefetch done", "chunks", len(order), "fetched", s.TraceFetches,
+				"used", s.TraceHits, "evicted", s.TraceEvicted, "elapsed", time.Since(start).Round(time.Millisecond))
+		}
+	}()
+}
+
+// traceOne fetches chunk k for the trace unless it is cached or in
+// flight, once the lead allows it, and returns when the fetch is done.
+func (c *chunks) traceOne(k int) {
+	ref := c.refs[k]
+	size := int64(ref.Size)
+	c.mu.Lock()
+	keep := true
+	for {
+		if c.hasLocked(ref.Sum) || c.ctx.Err() != nil {
+			c.mu.Unlock()
+			return
+		}
+		if c.lead < 0 || c.pending == 0 || c.pending+size <= c.lead {
+			break
+		}
+		if c.storeKeeps {
+			keep = false // past the lead: leave it in the store's cache
+			break
+		}
+		c.cond.Wait()
+	}
+	if keep {
+		c.pending += size // reserved while waiting for a slot
+	}
+	c.mu.Unlock()
+	unreserve := func() {
+		if keep {
+			c.mu.Lock()
+			c.pending -= size
+			c.cond.Broadcast()
+			c.mu.Unlock()
+		}
+	}
+	if err := c.slots.acquire(c.ctx, true); err != nil {
+		unreserve()
+		return
+	}
+	c.mu.Lock()
+	if c.hasLocked(ref.Sum) { // a reader got there first
+		c.mu.Unlock()
+		c.slots.release()
+		unreserve()
+		return
+	}
+	f := &flight{done: make(chan struct{}), kind: kindTrace, keep: keep}
+	c.flights[ref.Sum] = f
+	c.mu.Unlock()
+	c.fetch(k, 0, f, true)
+}
+
+// recorder keeps the order in which reads first needed each chunk.
+type recorder struct {
+	mu    sync.Mutex
+	seen  []uint64 // bitmap by chunk index
+	order []uint32
+}
+
+func newRecorder(n int) *recorder { return &recorder{seen: make([]uint64, (n+63)/64)} }
+
+func (r *recorder) add(k int) {
+	r.mu.Lock()
+	if r.seen[k/64]&(1<<(k%64)) == 0 {
+		r.seen[k/64] |= 1 << (k % 64)
+		r.order = append(r.order, uint32(k))
+	}
+	r.mu.Unlock()
+}
+
+func (r *recorder) snapshot() []uint32 {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]uint32(nil), r.order...)
+}
+
+// WarmOptions tune Warm. The zero value is usable.
+type WarmOptions struct {
+	Logger  *slog.Logger // default: discard
+	Workers int          // parallel fetches; default 16
+	// FetchTimeout bounds each chunk's fetch, retries included; default 2
+	// minutes.
+	FetchTimeout time.Duration
+	// Progress, if set, is called after each chunk with its plaintext
+	// size and whether it failed. Calls may be concurrent.
+	Progress func(size int64, failed bool)
+}
+
+// WarmStats summarise a Warm.
+type WarmStats struct {
+	Chunks int64 `json:"chunks"`  // distinct chunks asked for
+	Bytes  int64 `json:"bytes"`   // their plaintext bytes, verified
+	Failed int64 `json:"failed"`  // chunks that could not be fetched
+	Tries  int64 `json:"retries"` // failed tries that were tried again
+}
+
+// Warm fetches every distinct chunk of refs through st and verifies it,
+// as a mount's read would (retries and timeout included), so that a cache
+// in st holds them all. It goes on past failures, logging each, and
+// returns an error naming how many failed and the first failure.
+func Warm(ctx context.Context, refs []flist.Chunk, st store.Store, opt WarmOptions) (WarmStats, error) {
+	if opt.Logger == nil {
+		opt.Logger = slog.New(slog.DiscardHandler)
+	}
+	if opt.Workers <= 0 {
+		opt.Workers = 16
+	}
+	if opt.FetchTimeout <= 0 {
+		opt.FetchTimeout = 2 * time.Minute
+	}
+	seen := make(map[digest.ID]struct{}, len(refs))
+	var todo []flist.Chunk
+	for _, r := range refs {
+		if _, dup := seen[r.Sum]; !dup {
+			seen[r.Sum] = struct{}{}
+			todo = append(todo, r)
+		}
+	}
+	codec := chunk.NewCodec(0)
+	var stats struct{ bytes, failed, tries atomic.Int64 }
+	var first error
+	var once sync.Once
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	free := func() {}
+	hold := func(context.Context) error { return nil }
+	for range min(opt.Workers, len(todo)) {
+		wg.Go(func() {
+			for ctx.Err() == nil {
+				i := next.Add(1) - 1
+				if i >= int64(len(todo)) {
+					return
+				}
+				ref := todo[i]
+				fctx, cancel := context.WithTimeout(ctx, opt.FetchTimeout)
+				_, err := retryFetch(fctx, st, codec, ref, hold, free, func(try int, wait time.Duration, err error) {
+					stats.tries.Add(1)
+					opt.Logger.Warn("chunk fetch failed, retrying", "id", chunk.ID(ref.Sum).String(), "try", try,
+						"in", wait.Round(time.Millisecond), "store", st.String(), "err", err)
+				})
+				cancel()
+				if err != nil && ctx.Err() == nil {
+					stats.failed.Add(1)
+					opt.Logger.Error("chunk fetch failed", "id", chunk.ID(ref.Sum).String(), "store", st.String(), "err", err)
+					once.Do(func() { first = fmt.Errorf("chunk %s: %w", chunk.ID(ref.Sum).Short(), err) })
+				} else if err == nil {
+					stats.bytes.Add(int64(ref.Size))
+				}
+				if opt.Progress != nil && ctx.Err() == nil {
+					opt.Progress(int64(ref.Size), err != nil)
+				}
+			}
+		})
+	}
+	wg.Wait()
+	ws := WarmStats{Chunks: int64(len(todo)), Bytes: stats.bytes.Load(), Failed: stats.failed.Load(), Tries: stats.tries.Load()}
+	if err := ctx.Err(); err != nil {
+		return ws, err
+	}
+	if ws.Failed > 0 {
+		return ws, fmt.Errorf("%d of %d chunks failed; first: %w", ws.Failed, ws.Chunks, first)
+	}
+	return ws, nil
+}
+
+// errTraceIndex reports a trace naming a chunk the flist does not have.
+var errTraceIndex = errors.New("trace names a chunk the flist does not have")
