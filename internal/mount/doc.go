@@ -1,5 +1,6 @@
 // Package mount serves an flist as a read-only FUSE filesystem whose file
-// content is fetched from a chunk store the first time it is read.
+// content is fetched from a chunk store the first time it is read, and
+// optionally a writable layer over it.
 //
 // # Nodes
 //
@@ -85,9 +86,25 @@
 // (Options.StoreKeeps), goes on fetching into the store. Warm fetches a
 // whole image (or any chunk list) through a store, to fill its cache.
 //
+// # Writable layer
+//
+// With Options.Upper = DIR the mount point gets a kernel overlayfs whose
+// upper and work directories are DIR/upper and DIR/work, over the image
+// mounted read-only at DIR/lower. Changes persist in DIR across remounts;
+// files and directories of the image can be deleted (whiteouts) and
+// renamed (redirect_dir=on). Hard links of the image stay linked when one
+// name is written (index=on), and a chmod or chown of an image file copies
+// up its metadata only, fetching no content (metacopy=on). These features
+// tie DIR to the exact lower tree, so DIR is bound to one flist digest
+// (DIR/zos-layer) and refused for another. The overlay's root takes the
+// image root's owner, mode and time. Unmounting takes the overlay off
+// first, then the image. A writable mount whose image server died leaves
+// an overlay over a dead FUSE mount; the next mount detaches both.
+//
 // # Mount points
 //
 // Mount refuses a mount point where a zos server is already live, and
 // detaches a stale one left by a server that died (the kernel answers
-// ENOTCONN there) before mounting again.
+// ENOTCONN there) before mounting again; for a writable mount, the same
+// holds for the overlay and the image under it.
 package mount

@@ -54,6 +54,10 @@ type Options struct {
 
 	// Name is the source shown in the mount table; default "zos".
 	Name string
+	// Upper, if set, makes the mount writable: the image is mounted
+	// read-only under this directory and a kernel overlayfs, whose changes
+	// live in this directory, at the mount point (see Mount).
+	Upper string
 	// Dev and Suid honour device nodes and setuid bits / file capabilities
 	// in the image; without them the mount is nodev, nosuid.
 	Dev, Suid bool

@@ -31,16 +31,22 @@ var ErrNotMounted = errors.New("not mounted")
 
 // Server serves one mounted image.
 type Server struct {
-	dir  string
-	fs   *FS
-	srv  *fuse.Server
-	done chan struct{}
+	dir   string // the mount point
+	lower string // where the FUSE filesystem is mounted: dir, or under Options.Upper
+	rw    bool   // an overlay at dir over the FUSE mount at lower
+	fs    *FS
+	srv   *fuse.Server
+	done  chan struct{}
 }
 
 // Mount serves r over st at dir and returns once the kernel has the mount.
 // A stale mount left at dir by a server that died is detached first. The
 // mount lives until Unmount or until it is unmounted from outside (see
 // Wait); ctx only bounds setting it up and provides values to fetches.
+//
+// With Options.Upper the mount is writable: the image is mounted read-only
+// at UPPER/lower and an overlayfs at dir stacks UPPER/upper on it (see the
+// package documentation, "Writable layer").
 func Mount(ctx context.Context, dir string, r *flist.Reader, st store.Store, opt Options) (*Server, error) {
 	opt.setDefaults()
 	dir, err := filepath.Abs(dir)
@@ -48,9 +54,18 @@ func Mount(ctx context.Context, dir string, r *flist.Reader, st store.Store, opt
 		return nil, err
 	}
 	opt.Logger = opt.Logger.With("mnt", dir)
+	if opt.Upper != "" {
+		return mountRW(ctx, dir, r, st, opt)
+	}
 	if err := prepare(dir, opt.Logger); err != nil {
 		return nil, err
 	}
+	return mountFUSE(ctx, dir, r, st, opt)
+}
+
+// mountFUSE mounts the read-only filesystem at dir, which prepare has
+// checked.
+func mountFUSE(ctx context.Context, dir string, r *flist.Reader, st store.Store, opt Options) (*Server, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
@@ -87,7 +102,7 @@ func Mount(ctx context.Context, dir string, r *flist.Reader, st store.Store, opt
 		fs.Close()
 		return nil, fmt.Errorf("mount %s: %w", dir, err)
 	}
-	m := &Server{dir: dir, fs: fs, srv: srv, done: make(chan struct{})}
+	m := &Server{dir: dir, lower: dir, fs: fs, srv: srv, done: make(chan struct{})}
 	go func() {
 		srv.Serve()
 		fs.Close()
@@ -106,6 +121,10 @@ func Mount(ctx context.Context, dir string, r *flist.Reader, st store.Store, opt
 // Dir returns the mount point.
 func (m *Server) Dir() string { return m.dir }
 
+// Lower returns where the read-only image is mounted: Dir, or for a
+// writable mount the lower layer under Options.Upper.
+func (m *Server) Lower() string { return m.lower }
+
 // FS returns the filesystem being served.
 func (m *Server) FS() *FS { return m.fs }
 
@@ -115,42 +134,64 @@ func (m *Server) Done() <-chan struct{} { return m.done }
 // Wait blocks until the mount is gone.
 func (m *Server) Wait() { <-m.done }
 
-// Unmount unmounts and waits for serving to stop. It fails with EBUSY
-// while files are open; DetachLazy is the way out then.
+// Unmount unmounts (the overlay first, for a writable mount) and waits for
+// serving to stop. It fails with EBUSY while files are open; DetachLazy is
+// the way out then.
 func (m *Server) Unmount() error {
 	select {
 	case <-m.done:
 		return nil
 	default:
 	}
-	if err := unix.Unmount(m.dir, 0); err != nil {
-		return fmt.Errorf("unmount %s: %w", m.dir, err)
+	if m.rw {
+		if err := unix.Unmount(m.dir, 0); err != nil && !errors.Is(err, unix.EINVAL) {
+			return fmt.Errorf("unmount %s: %w", m.dir, err)
+		}
+	}
+	if err := unix.Unmount(m.lower, 0); err != nil {
+		return fmt.Errorf("unmount %s: %w", m.lower, err)
 	}
 	<-m.done
 	return nil
 }
 
-// DetachLazy removes the mount from the namespace at once; the server
-// goes on serving open files until the last one is closed, then Done.
+// DetachLazy removes the mount (both layers of a writable one) from the
+// namespace at once; the server goes on serving open files until the last
+// one is closed, then Done.
 func (m *Server) DetachLazy() error {
-	if err := unix.Unmount(m.dir, unix.MNT_DETACH); err != nil && !errors.Is(err, unix.EINVAL) {
-		return fmt.Errorf("unmount %s: %w", m.dir, err)
+	if m.rw {
+		if err := unix.Unmount(m.dir, unix.MNT_DETACH); err != nil && !errors.Is(err, unix.EINVAL) {
+			return fmt.Errorf("unmount %s: %w", m.dir, err)
+		}
+	}
+	if err := unix.Unmount(m.lower, unix.MNT_DETACH); err != nil && !errors.Is(err, unix.EINVAL) {
+		return fmt.Errorf("unmount %s: %w", m.lower, err)
 	}
 	return nil
 }
 
-// Unmount unmounts the zos mount at dir, served by any process. With lazy,
+// Unmount unmounts the zos mount at dir, served by any process: for a
+// writable mount, the overlay at dir, then the image under it. With lazy,
 // a busy mount is detached at once and goes away when its files close.
 func Unmount(dir string, lazy bool) error {
 	dir, err := filepath.Abs(dir)
 	if err != nil {
 		return err
 	}
+	if e, ok := lastMount(dir); ok {
+		if layer, ok := ourOverlay(e); ok {
+			return unmountRW(dir, layer, lazy)
+		}
+	}
+	return unmountFUSE(dir, lazy)
+}
+
+func unmountFUSE(dir string, lazy bool) error {
 	flags := 0
 	if lazy {
 		flags = unix.MNT_DETACH
 	}
-	err = unix.Unmount(dir, flags)
+	err := unix.Unmount(dir, flags)
 	switch {
 	case err == nil:
 		return nil
@@ -210,12 +251,35 @@ func prepare(dir string, logger *slog.Logger) error {
 // topMount returns the filesystem type of the last mount on dir in this
 // process's mount table.
 func topMount(dir string) (string, bool) {
+	e, ok := lastMount(dir)
+	return e.fstype, ok
+}
+
+// mountEntry is a line of /proc/self/mountinfo.
+type mountEntry struct {
+	fstype, source, superOpts string
+}
+
+// opt returns the value of a superblock option ("upperdir=...").
+func (e mountEntry) opt(name string) (string, bool) {
+	for _, o := range strings.Split(e.superOpts, ",") {
+		if v, ok := strings.CutPrefix(o, name+"="); ok {
+			return unescapeMount(v), true
+		}
+	}
+	return "", false
+}
+
+// lastMount returns the last mount on dir in this process's mount table:
+// the one a path lookup sees.
+func lastMount(dir string) (mountEntry, bool) {
 	f, err := os.Open("/proc/self/mountinfo")
 	if err != nil {
-		return "", false
+		return mountEntry{}, false
 	}
 	defer f.Close()
-	typ, found := "", false
+	var last mountEntry
+	found := false
 	sc := bufio.NewScanner(f)
 	sc.Buffer(make([]byte, 64<<10), 1<<20)
 	for sc.Scan() {
@@ -224,14 +288,14 @@ func topMount(dir string) (string, bool) {
 		if len(fields) < 10 || unescapeMount(fields[4]) != dir {
 			continue
 		}
-		for i := 6; i < len(fields)-1; i++ {
+		for i := 6; i+3 < len(fields); i++ {
 			if fields[i] == "-" {
-				typ, found = fields[i+1], true
+				last, found = mountEntry{fstype: fields[i+1], source: unescapeMount(fields[i+2]), superOpts: fields[i+3]}, true
 				break
 			}
 		}
 	}
-	return typ, found
+	return last, found
 }
 
 // unescapeMount undoes the octal escapes (\040 for space...) of mountinfo.
