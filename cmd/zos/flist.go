@@ -31,7 +31,7 @@ import (
 func flistCmd() *cobra.Command {
 	c := &cobra.Command{Use: "flist", Short: "Pack, unpack, inspect, verify and sign flist images"}
 	c.AddCommand(packCmd(), unpackCmd(), inspectCmd(), lsCmd(), catCmd(), diffCmd(), verifyCmd(), signCmd())
-	c.AddCommand(mountCmd(), umountCmd())
+	c.AddCommand(mountCmds()...)
 	return c
 }
 

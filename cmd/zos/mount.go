@@ -16,7 +16,9 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/zosgrid/zos/internal/flist"
 	"github.com/zosgrid/zos/internal/mount"
+	"github.com/zosgrid/zos/internal/store"
 	"github.com/zosgrid/zos/internal/store/cache"
 	"github.com/zosgrid/zos/internal/store/dir"
 )
@@ -29,6 +31,16 @@ type mountFlags struct {
 	debug         bool
 	noDev, noSUID bool
 	readyFD       int
+	rw            bool
+	upper         string
+	trace         string
+	noTrace       bool
+	fetchTimeout  time.Duration
+}
+
+// mountCmds are the commands of this file, for 'zos flist'.
+func mountCmds() []*cobra.Command {
+	return []*cobra.Command{mountCmd(), umountCmd(), traceCmd(), warmCmd(), traceExecCmd()}
 }
 
 // mountReadyTimeout bounds how long the background mount may take to come up.
@@ -37,16 +49,32 @@ const mountReadyTimeout = 2 * time.Minute
 func mountCmd() *cobra.Command {
 	var f mountFlags
 	c := &cobra.Command{
-		Use:   "mount FL MNT [--store URL...] [--cache DIR] [--foreground]",
-		Short: "Mount an flist read-only; each chunk is fetched and verified on first read",
-		Long: `Mount an flist read-only at MNT. Only the metadata is read at mount time; a
-chunk is fetched from the stores, and verified, the first time a read needs it.
-A chunk that is missing or fails verification makes that read fail with EIO and
-is logged. Without --foreground the command returns once the mount is ready and
-a background server keeps serving it (logging to --log) until 'zos flist umount
-MNT'. A stale mount left at MNT by a server that died is detached first.`,
+		Use:   "mount FL MNT [--store URL...] [--cache DIR] [--rw --upper DIR] [--trace FILE] [--foreground]",
+		Short: "Mount an flist; each chunk is fetched and verified on first read",
+		Long: `Mount an flist at MNT, read-only unless --rw. Only the metadata is read at mount
+time; a chunk is fetched from the stores, and verified, the first time a read
+needs it. A store error that may pass (refused connection, 5xx, timeout) is
+retried with backoff for up to --fetch-timeout; a chunk that is missing, fails
+verification or is still failing then makes that read fail with EIO, and is
+logged. Without --foreground the command returns once the mount is ready and a
+background server keeps serving it (logging to --log) until 'zos flist umount
+MNT'. A stale mount left at MNT by a server that died is detached first.
+
+--rw --upper DIR makes MNT writable: a kernel overlayfs whose changes live in
+DIR (created if missing; bound to this flist, refused for another) over the
+image mounted read-only at DIR/lower. Changes persist across mounts.
+
+A trace recorded by 'zos flist trace' (FL.trace beside the flist, or --trace
+FILE) makes the mount fetch the chunks it lists in the background, in order,
+from mount time on; reads always come first.`,
 		Args: usageArgs(2, "FL and MNT"),
 		RunE: func(c *cobra.Command, args []string) error {
+			if f.rw != (f.upper != "") {
+				return &exitError{exitUsage, errors.New("--rw and --upper DIR go together: the writable layer needs a directory for its changes")}
+			}
+			if f.trace != "" && f.noTrace {
+				return &exitError{exitUsage, errors.New("--trace and --no-trace exclude each other")}
+			}
 			if !f.foreground {
 				return mountBackground(c, args, f)
 			}
@@ -61,6 +89,11 @@ MNT'. A stale mount left at MNT by a server that died is detached first.`,
 	fl.BoolVar(&f.debug, "debug", false, "log every FUSE request")
 	fl.BoolVar(&f.noDev, "nodev", false, "do not honour device nodes in the image")
 	fl.BoolVar(&f.noSUID, "nosuid", false, "do not honour setuid/setgid bits and file capabilities in the image")
+	fl.BoolVar(&f.rw, "rw", false, "writable: an overlay whose changes live in --upper DIR")
+	fl.StringVar(&f.upper, "upper", "", "directory holding the writable layer's changes (with --rw)")
+	fl.StringVar(&f.trace, "trace", "", "prefetch the chunks this trace lists (default: FL.trace if it exists)")
+	fl.BoolVar(&f.noTrace, "no-trace", false, "do not prefetch by trace, even if FL.trace exists")
+	fl.DurationVar(&f.fetchTimeout, "fetch-timeout", 2*time.Minute, "give up on a chunk (EIO) after retrying its fetch this long")
 	fl.IntVar(&f.readyFD, "ready-fd", 0, "")
 	fl.MarkHidden("ready-fd") // the background parent's readiness pipe
 	return c
@@ -131,27 +164,30 @@ func mountForeground(c *cobra.Command, args []string, f mountFlags) (err error) 
 	if err != nil {
 		return err
 	}
-	st, err := flistStores(ctx, r, f.stores, nil)
+	prefetch, err := loadTrace(args[0], f.trace, f.noTrace, r, logger)
 	if err != nil {
 		return err
 	}
-	if f.cacheDir != "" {
-		local, err := dir.New(f.cacheDir)
-		if err != nil {
-			st.Close()
-			return fmt.Errorf("cache: %w", err)
-		}
-		st = cache.New(local, st)
+	st, err := openImageStore(ctx, r, f.stores, f.cacheDir)
+	if err != nil {
+		return err
 	}
 	defer st.Close()
 	m, err := mount.Mount(ctx, mnt, r, st, mount.Options{
-		Logger: logger,
-		Name:   "zos:" + r.Digest().Short(),
-		Dev:    !f.noDev,
-		Suid:   !f.noSUID,
-		Debug:  f.debug,
+		Logger:       logger,
+		Name:         "zos:" + r.Digest().Short(),
+		Dev:          !f.noDev,
+		Suid:         !f.noSUID,
+		Debug:        f.debug,
+		Upper:        f.upper,
+		FetchTimeout: f.fetchTimeout,
+		Prefetch:     prefetch,
+		StoreKeeps:   f.cacheDir != "",
 	})
 	if err != nil {
+		if errors.Is(err, mount.ErrLayer) {
+			return &exitError{exitUsage, err}
+		}
 		return err
 	}
 	if ready != nil {
@@ -176,6 +212,57 @@ func mountForeground(c *cobra.Command, args []string, f mountFlags) (err error) 
 	}
 	logger.Info("unmounted", "mnt", mnt, "stats", fmt.Sprintf("%+v", m.FS().Stats()))
 	return nil
+}
+
+// openImageStore opens the stores of an image (--store, else those the
+// flist records), behind the local cache when cacheDir is set.
+func openImageStore(ctx context.Context, r *flist.Reader, stores []string, cacheDir string) (store.Store, error) {
+	st, err := flistStores(ctx, r, stores, nil)
+	if err != nil {
+		return nil, err
+	}
+	if cacheDir != "" {
+		local, err := dir.New(cacheDir)
+		if err != nil {
+			st.Close()
+			return nil, fmt.Errorf("cache: %w", err)
+		}
+		st = cache.New(local, st)
+	}
+	return st, nil
+}
+
+// tracePath is where a trace of the flist at fl lives by default.
+func tracePath(fl string) string { return fl + ".trace" }
+
+// loadTrace returns the chunks to prefetch: those of the trace at path,
+// or of FL.trace if it exists and path is empty. A trace named on the
+// command line must fit the flist; a default one that does not is logged
+// and ignored (it may be left over from an older image).
+func loadTrace(fl, path string, none bool, r *flist.Reader, logger *slog.Logger) ([]uint32, error) {
+	if none {
+		return nil, nil
+	}
+	explicit := path != ""
+	if !explicit {
+		path = tracePath(fl)
+		if _, err := os.Stat(path); err != nil {
+			return nil, nil
+		}
+	}
+	t, err := mount.ReadTrace(path, r)
+	if err != nil {
+		if explicit {
+			if errors.Is(err, mount.ErrTrace) {
+				return nil, &exitError{exitContent, err}
+			}
+			return nil, fmt.Errorf("trace: %w", err)
+		}
+		logger.Warn("ignoring the trace beside the flist", "err", err)
+		return nil, nil
+	}
+	logger.Info("prefetching by trace", "trace", path, "chunks", len(t.Chunks))
+	return t.Chunks, nil
 }
 
 func openLog(path string) (*os.File, error) {
@@ -220,7 +307,14 @@ func mountBackground(c *cobra.Command, args []string, f mountFlags) error {
 	if f.cacheDir != "" {
 		cargs = append(cargs, "--cache", abs(f.cacheDir))
 	}
-	for flag, on := range map[string]bool{"--debug": f.debug, "--nodev": f.noDev, "--nosuid": f.noSUID} {
+	if f.upper != "" {
+		cargs = append(cargs, "--upper", abs(f.upper))
+	}
+	if f.trace != "" {
+		cargs = append(cargs, "--trace", abs(f.trace))
+	}
+	cargs = append(cargs, "--fetch-timeout", f.fetchTimeout.String())
+	for flag, on := range map[string]bool{"--debug": f.debug, "--nodev": f.noDev, "--nosuid": f.noSUID, "--rw": f.rw, "--no-trace": f.noTrace} {
 		if on {
 			cargs = append(cargs, flag)
 		}

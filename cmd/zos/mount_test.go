@@ -178,3 +178,78 @@ func TestCLIMountCorpus(t *testing.T) {
 	}
 	mustRun(t, "flist", "umount", mnt)
 }
+
+// TestCLIMountRW: a writable mount keeps its changes in the layer
+// directory across a killed server and a remount, and umount takes both
+// layers down.
+func TestCLIMountRW(t *testing.T) {
+	needFUSE(t)
+	dir := t.TempDir()
+	tree := smallTree(t)
+	fl := filepath.Join(dir, "img.fl")
+	mustRun(t, "flist", "pack", tree, "-o", fl, "--store", "dir://"+filepath.Join(dir, "store"))
+	mnt, layer := filepath.Join(dir, "mnt"), filepath.Join(dir, "layer")
+	lower := filepath.Join(layer, "lower")
+	os.Mkdir(mnt, 0o755)
+	logf := filepath.Join(dir, "mount.log")
+	if _, errs, code := run(t, "flist", "mount", fl, mnt, "--rw"); code != exitUsage || !strings.Contains(errs, "--upper") {
+		t.Fatalf("--rw without --upper: exit %d %q", code, errs)
+	}
+	detach := func() {
+		unix.Unmount(mnt, unix.MNT_DETACH)
+		unix.Unmount(lower, unix.MNT_DETACH)
+	}
+
+	pid := mountBG(t, fl, mnt, "--rw", "--upper", layer, "--log", logf)
+	t.Cleanup(detach)
+	os.WriteFile(filepath.Join(mnt, "etc/new"), []byte("new\n"), 0o644)
+	os.Remove(filepath.Join(mnt, "link"))
+	if err := os.Rename(filepath.Join(mnt, "etc"), filepath.Join(mnt, "etc2")); err != nil {
+		t.Fatalf("rename a directory of the image: %v", err)
+	}
+	_, errs, code := run(t, "flist", "mount", fl, mnt, "--rw", "--upper", layer, "--log", logf)
+	if code == 0 || !strings.Contains(errs, "already mounted") {
+		t.Fatalf("second writable mount on a live one: exit %d %q", code, errs)
+	}
+
+	// Kill the server: the overlay is left over a dead lower.
+	syscall.Kill(pid, syscall.SIGKILL)
+	waitGone(t, pid)
+	if _, err := os.ReadFile(filepath.Join(mnt, "big")); err == nil {
+		t.Fatal("read through the overlay of a killed server succeeded")
+	}
+	pid = mountBG(t, fl, mnt, "--rw", "--upper", layer, "--log", logf)
+	for p, want := range map[string]string{"etc2/new": "new\n", "etc2/hostname": "zos\n"} {
+		if b, err := os.ReadFile(filepath.Join(mnt, p)); err != nil || string(b) != want {
+			t.Errorf("after a killed server and a remount: %s: %q %v", p, b, err)
+		}
+	}
+	for _, p := range []string{"link", "etc"} {
+		if _, err := os.Lstat(filepath.Join(mnt, p)); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("%s is back: %v", p, err)
+		}
+	}
+	logs, _ := os.ReadFile(logf)
+	if !strings.Contains(string(logs), "detaching stale overlay") {
+		t.Errorf("log lacks the repair:\n%s", logs)
+	}
+	mi, _ := os.ReadFile("/proc/self/mountinfo")
+	if n := strings.Count(string(mi), " "+mnt+" "); n != 1 {
+		t.Errorf("%d mounts at %s after the repair", n, mnt)
+	}
+
+	// umount: both layers go, the server exits.
+	mustRun(t, "flist", "umount", mnt)
+	waitGone(t, pid)
+	mi, _ = os.ReadFile("/proc/self/mountinfo")
+	if strings.Contains(string(mi), " "+mnt+" ") || strings.Contains(string(mi), " "+lower+" ") {
+		t.Errorf("after umount:\n%s", mi)
+	}
+	// The layer belongs to this image.
+	fl2 := filepath.Join(dir, "img2.fl")
+	os.WriteFile(filepath.Join(tree, "etc/hostname"), []byte("other\n"), 0o644)
+	mustRun(t, "flist", "pack", tree, "-o", fl2, "--store", "dir://"+filepath.Join(dir, "store"))
+	if _, errs, code := run(t, "flist", "mount", fl2, mnt, "--rw", "--upper", layer, "--log", logf); code != exitUsage || !strings.Contains(errs, "holds changes to flist") {
+		t.Errorf("another image over the layer: exit %d %q", code, errs)
+	}
+}
