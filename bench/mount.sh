@@ -343,7 +343,6 @@ start_tar() {
 	# shellcheck disable=SC2086
 	rec part=start row="$kind" link="$link" wall="$wall" bytes="$bytes" status=$st msg="$msg" $times
 	log "start $kind $link: $st ${wall}s, $bytes bytes $msg"
-	rm -rf "$w/root" &
 }
 
 # start_oci LINK: skopeo copy from the registry (through the proxy) into an OCI layout,
@@ -381,7 +380,6 @@ start_oci() {
 	rec part=start row=oci link="$link" wall="$wall" t_pull="${tp:-0}" t_unpack="${tu:-0}" bytes="$bytes" status=$st msg="$msg"
 	log "start oci $link: $st ${wall}s, $bytes bytes $msg"
 	runc delete -f "zosbench-$link-$$" >/dev/null 2>&1 || true
-	rm -rf "$w/oci" "$w/bundle" &
 }
 
 # Record the trace of the four commands (untimed, before the runs), when zos can.
@@ -421,7 +419,6 @@ part_start() {
 			esac
 		done
 	done
-	wait
 }
 
 # ---- part 2: read throughput ----
@@ -445,7 +442,7 @@ read_rec() {
 	local row=$1 link=$2 mode=$3 r bytes=""
 	shift 3
 	if r=$(fio_read "$row-$link-$mode" "$@" 2>"$OUT/fio/last.err"); then
-		[ "$link" != - ] && bytes=$(proxy_bytes store)
+		[ "$row" = zoscold ] && bytes=$(proxy_bytes store)
 		# shellcheck disable=SC2086
 		rec part=read row="$row" link="$link" mode="$mode" $r ${bytes:+wire=$bytes} status=ok
 		log "read $row $link $mode: $r ${bytes:+wire=$bytes}"
@@ -457,7 +454,7 @@ read_rec() {
 
 part_read() {
 	local d=$OUT/run/read-src link w
-	mkdir -p "$d"
+	mkdir -p "$d" "$OUT/fio"
 	ln -f "$BIGFILE" "$d/file.bin" 2>/dev/null || cp "$BIGFILE" "$d/file.bin"
 	ln -sf "$BIGFILE" "$SRV/data/file.bin"
 	pack_into_srv "$d" file
@@ -486,6 +483,7 @@ part_read() {
 		# Cold: a fresh mount and an empty cache for each pattern.
 		for mode in seq rand; do
 			w=$OUT/run/read-cold-$link-$mode
+			mkdir -p "$w"
 			set_link store "$link"
 			if zmount "$SRV/file.fl" "$w/mnt" "$w/cache" "$w/mount.log" 2>"$w/err"; then
 				read_rec zoscold "$link" "$mode" "$w/mnt/file.bin" "$mode" 1
@@ -505,10 +503,8 @@ part_read() {
 			else
 				rec part=read row=zoscold link="$link" mode="$mode" status=FAIL msg="mount: $(oneline "$w/err")"
 			fi
-			rm -rf "$w/cache" &
 		done
 	done
-	wait
 }
 
 # ---- part 3: metadata ----
@@ -550,8 +546,14 @@ part_meta() {
 LOAD0=$(cut -d' ' -f1-3 /proc/loadavg)
 prepare_tools
 for d in "$CORPUS/big" "$CORPUS/big.tar"; do [ -e "$d" ] || die "missing $d (run corpus/build-corpus.sh big)"; done
-if [ -d "$OUT/run" ]; then cleanup; fi
-rm -rf "${OUT:?}/run" "$OUT/srv" "$OUT/fio" "$OUT/ext4-build"
+if [ -d "$OUT/run" ]; then
+	cleanup
+	log "removing the previous run's outputs, then waiting 65s (ext4 slows file creation right after a mass delete)"
+	rm -rf "${OUT:?}/run" "$OUT/srv" "$OUT/fio" "$OUT/ext4-build"
+	sync
+	sleep 65
+fi
+rm -rf "$OUT/srv" "$OUT/fio"
 mkdir -p "$OUT/run"
 : >"$RESULTS"
 ZOS_REV=$(cd "$REPO" && git rev-parse --short HEAD 2>/dev/null)$(cd "$REPO" && git diff --quiet HEAD -- cmd internal 2>/dev/null || echo "+dirty")
@@ -579,6 +581,11 @@ for part in $PARTS; do
 	"part_$part"
 done
 elapsed=$(($(date +%s) - start))
+
+# Unmount, then drop the bulky outputs (extracted trees, OCI layouts, caches); logs stay.
+cleanup
+find "$OUT/run" -mindepth 2 -maxdepth 2 -type d \( -name root -o -name oci -o -name bundle -o -name cache \) -exec rm -rf {} +
+rm -rf "$OUT/run/read-src"
 
 python3 "$REPO/bench/mountreport.py" "$RESULTS" \
 	--date "$(date -u +%Y-%m-%dT%H:%MZ)" --cores "$(nproc)" --zos-rev "$ZOS_REV" --elapsed "$elapsed" \
