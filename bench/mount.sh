@@ -31,8 +31,8 @@
 #   SEQ_RUNTIME=60 RAND_RUNTIME=20  fio limits in seconds (sequential: the file or this, first)
 #   META_REPS=3                     repetitions of the metadata measurements (best kept)
 #   CACHE_SIZE=4G                   passed as --cache-size to every mount when zos has that flag
-#   TRACE_CMD                       the command given to `zos flist trace FL -- ...` (default:
-#                                   /bin/sh -c with the four commands, mounting /proc first)
+#   TRACE_CMD                       the shell command traced by `zos flist trace FL -- /bin/sh -c`
+#                                   (default: the four commands; /proc mounted if zos did not)
 #   RESULTS=$OUT/results.jsonl      raw measurements
 set -euo pipefail
 
@@ -139,12 +139,19 @@ proxy_bytes() { curl -sf "$API/proxies/$1/toxics/count" | jq .attributes.bytes; 
 
 # ---- zos ----
 zos_has() { "$ZOS" "$@" --help 2>/dev/null | grep -q "^  zos $*"; }
-mount_flags() { "$ZOS" flist mount --help 2>/dev/null | grep -q -- '--cache-size' && echo "--cache-size $CACHE_SIZE" || true; }
-# zmount FL MNT CACHEDIR LOG: mount through the proxy.
+# mount_flags [notrace]: --cache-size when zos has it; --no-trace (when it has it) for a mount
+# that must not prefetch by a trace lying beside the flist.
+mount_flags() {
+	local h
+	h=$("$ZOS" flist mount --help 2>/dev/null)
+	if grep -q -- '--cache-size' <<<"$h"; then echo "--cache-size $CACHE_SIZE"; fi
+	if [ "${1:-}" = notrace ] && grep -q -- '--no-trace' <<<"$h"; then echo --no-trace; fi
+}
+# zmount FL MNT CACHEDIR LOG [notrace]: mount through the proxy.
 zmount() {
 	mkdir -p "$2" "$3"
 	# shellcheck disable=SC2046
-	"$ZOS" flist mount "$1" "$2" --store "$STORE_URL/store" --cache "$3" --log "$4" $(mount_flags) >/dev/null
+	"$ZOS" flist mount "$1" "$2" --store "$STORE_URL/store" --cache "$3" --log "$4" $(mount_flags "${5:-}") >/dev/null
 }
 zumount() { "$ZOS" flist umount "$1" 2>/dev/null || "$ZOS" flist umount --lazy "$1"; }
 
@@ -389,10 +396,10 @@ record_trace() {
 	local w=$OUT/run/trace-record script
 	mkdir -p "$w"
 	script=$(printf '%s && ' "${CMDS[@]}")
-	script="mount -t proc proc /proc 2>/dev/null; ${script% && }; r=\$?; umount /proc 2>/dev/null; exit \$r"
+	# zos flist trace mounts /proc itself; mount it only if it did not.
+	script="if [ -e /proc/self ]; then ${script% && }; else mount -t proc proc /proc && { ${script% && }; r=\$?; umount /proc; exit \$r; }; fi"
 	log "recording a trace of the four commands"
-	# shellcheck disable=SC2086
-	if ! "${CLEAN_ENV[@]}" "$ZOS" flist trace "$SRV/big.fl" --store "dir://$SRV/store" -- ${TRACE_CMD:-/bin/sh -c "$script"} >"$w/log" 2>&1; then
+	if ! "${CLEAN_ENV[@]}" "$ZOS" flist trace "$SRV/big.fl" --store "dir://$SRV/store" -- /bin/sh -c "${TRACE_CMD:-$script}" >"$w/log" 2>&1; then
 		TRACE_MSG="zos flist trace failed: $(oneline "$w/log")"
 		rm -f "$SRV/big.fl.trace"
 		return 0
@@ -521,7 +528,7 @@ part_meta() {
 		w=$OUT/run/meta-zos-$rep
 		set_link store fast
 		mkdir -p "$w/mnt"
-		if ! t_mount=$(timed zmount "$SRV/big.fl" "$w/mnt" "$w/cache" "$w/mount.log" 2>"$w/err"); then
+		if ! t_mount=$(timed zmount "$SRV/big.fl" "$w/mnt" "$w/cache" "$w/mount.log" notrace 2>"$w/err"); then
 			rec part=meta row=zos rep="$rep" status=FAIL msg="mount: $(oneline "$w/err")"
 			continue
 		fi
