@@ -33,6 +33,13 @@ const (
 // chunks fetches the chunks of one image, verified, at most once at a
 // time each, and keeps the most recently used plaintexts under a byte
 // budget. It is safe for concurrent use.
+//
+// Chunks fetched ahead of readers (read-ahead, trace prefetch) wait on
+// their own list, fresh, until a read uses them and moves them to the
+// LRU. Eviction takes from the LRU first, so a chunk fetched for a reader
+// about to come is not pushed out by the chunks it read before; fresh
+// holds at most half the budget, oldest evicted first, so prefetches that
+// are never read cannot squeeze out the readers' working set.
 type chunks struct {
 	refs    []flist.Chunk
 	st      store.Store
@@ -42,15 +49,17 @@ type chunks struct {
 	timeout time.Duration
 	slots   *slots // one per store fetch in progress
 
-	mu       sync.Mutex
-	cond     sync.Cond // on mu: pending went down, or the mount is closing
-	budget   int64
-	used     int64
-	lru      list.List // of *cached, most recently used at the front
-	cached   map[digest.ID]*list.Element
-	flights  map[digest.ID]*flight
-	ahead    int // read-ahead fetches in flight
-	maxAhead int
+	mu         sync.Mutex
+	cond       sync.Cond // on mu: pending went down, or the mount is closing
+	budget     int64
+	used       int64     // bytes in lru and fresh
+	lru        list.List // of *cached that reads used, most recently used at the front
+	fresh      list.List // of *cached fetched ahead and not yet read, oldest at the front
+	freshBytes int64
+	cached     map[digest.ID]*list.Element // in lru or fresh
+	flights    map[digest.ID]*flight
+	ahead      int // read-ahead fetches in flight
+	maxAhead   int
 
 	// Trace prefetch: pending counts the bytes of chunks it fetched (or is
 	// fetching to keep) that no reader has used yet; it starts no fetch
@@ -85,9 +94,10 @@ type timeout struct {
 }
 
 type cached struct {
-	sum        digest.ID
-	data       []byte
-	prefetched bool // fetched by the trace prefetch and not yet read
+	sum   digest.ID
+	data  []byte
+	fresh bool // fetched ahead of readers, not yet read: in chunks.fresh
+	trace bool // fetched by the trace prefetch and not yet read
 }
 
 // flight is one fetch of a chunk; done is closed once data or err is set.
@@ -146,11 +156,7 @@ func (c *chunks) get(k int, ino uint64) ([]byte, error) {
 	ref := c.refs[k]
 	c.mu.Lock()
 	if el, ok := c.cached[ref.Sum]; ok {
-		c.lru.MoveToFront(el)
-		v := el.Value.(*cached)
-		if v.prefetched {
-			c.usedPrefetchLocked(v)
-		}
+		v := c.touchLocked(el)
 		c.mu.Unlock()
 		c.stats.hits.Add(1)
 		return v.data, nil
@@ -175,13 +181,25 @@ func (c *chunks) get(k int, ino uint64) ([]byte, error) {
 	return f.data, f.err
 }
 
-// usedPrefetchLocked notes that a reader used a chunk the trace prefetch
-// kept for it. c.mu is held.
-func (c *chunks) usedPrefetchLocked(v *cached) {
-	v.prefetched = false
-	c.pending -= int64(len(v.data))
-	c.stats.traceHits.Add(1)
-	c.cond.Broadcast()
+// touchLocked marks a cached chunk used by a read: most recently used,
+// and no longer fresh. c.mu is held.
+func (c *chunks) touchLocked(el *list.Element) *cached {
+	v := el.Value.(*cached)
+	if !v.fresh {
+		c.lru.MoveToFront(el)
+		return v
+	}
+	c.fresh.Remove(el)
+	c.freshBytes -= int64(len(v.data))
+	v.fresh = false
+	c.cached[v.sum] = c.lru.PushFront(v)
+	if v.trace {
+		v.trace = false
+		c.pending -= int64(len(v.data))
+		c.stats.traceHits.Add(1)
+		c.cond.Broadcast()
+	}
+	return v
 }
 
 // start begins fetching chunk k unless it is cached or in flight; a reader
@@ -312,7 +330,8 @@ func (c *chunks) fetch(k int, ino uint64, f *flight, held bool) {
 		}
 	}
 	if f.err == nil && (f.kind != kindTrace || f.keep || waited) {
-		c.insertLocked(ref.Sum, f.data, f.kind == kindTrace && f.keep && !waited)
+		ahead := f.kind != kindRead && !waited
+		c.insertLocked(ref.Sum, f.data, ahead, ahead && f.kind == kindTrace)
 	}
 	c.mu.Unlock()
 	if f.err != nil {
@@ -342,22 +361,49 @@ func (k fetchKind) String() string {
 	return "trace"
 }
 
-// insertLocked caches data and evicts the least recently used chunks until
-// the budget holds again. c.mu is held.
-func (c *chunks) insertLocked(sum digest.ID, data []byte, prefetched bool) {
+// insertLocked caches data, in the LRU or, fetched ahead of any read, in
+// fresh, and evicts until the budget holds again. c.mu is held.
+func (c *chunks) insertLocked(sum digest.ID, data []byte, ahead, trace bool) {
 	if el, ok := c.cached[sum]; ok {
-		c.lru.MoveToFront(el)
+		if !ahead {
+			c.touchLocked(el)
+		}
 		return
 	}
-	c.cached[sum] = c.lru.PushFront(&cached{sum: sum, data: data, prefetched: prefetched})
+	v := &cached{sum: sum, data: data, fresh: ahead, trace: trace}
+	if ahead {
+		c.cached[sum] = c.fresh.PushBack(v)
+		c.freshBytes += int64(len(data))
+	} else {
+		c.cached[sum] = c.lru.PushFront(v)
+	}
 	c.used += int64(len(data))
-	for c.used > c.budget && c.lru.Len() > 1 {
-		el := c.lru.Back()
+	c.evictLocked()
+}
+
+// evictLocked drops chunks until the budget holds and fresh holds at most
+// half of it: the least recently used read chunk, or the oldest fresh one
+// when fresh is over its half or nothing else is left. c.mu is held.
+func (c *chunks) evictLocked() {
+	for c.used > c.budget || c.freshBytes > c.budget/2 {
+		if c.lru.Len()+c.fresh.Len() <= 1 {
+			return
+		}
+		var el *list.Element
+		if c.freshBytes > c.budget/2 || c.lru.Len() == 0 {
+			el = c.fresh.Front()
+			c.fresh.Remove(el)
+		} else {
+			el = c.lru.Back()
+			c.lru.Remove(el)
+		}
 		v := el.Value.(*cached)
-		c.lru.Remove(el)
 		delete(c.cached, v.sum)
 		c.used -= int64(len(v.data))
-		if v.prefetched {
+		if v.fresh {
+			c.freshBytes -= int64(len(v.data))
+		}
+		if v.trace {
 			c.pending -= int64(len(v.data))
 			c.stats.traceEvicted.Add(1)
 			c.cond.Broadcast()

@@ -87,3 +87,55 @@ func TestUnescapeMount(t *testing.T) {
 		}
 	}
 }
+
+// TestFreshChunksOutliveReadOnes: chunks fetched ahead of readers are
+// evicted after the chunks reads used, whatever their age, but hold at
+// most half the budget.
+func TestFreshChunksOutliveReadOnes(t *testing.T) {
+	st := mem.New()
+	refs := sealed(t, st, 30, 1<<20)
+	opt := Options{MemoryBytes: 8 << 20}
+	opt.setDefaults()
+	c := newChunks(context.Background(), refs, st, &opt)
+	insert := func(k int, ahead bool) {
+		c.mu.Lock()
+		c.insertLocked(refs[k].Sum, make([]byte, refs[k].Size), ahead, false)
+		c.mu.Unlock()
+	}
+	cachedNow := func(k int) bool {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		_, ok := c.cached[refs[k].Sum]
+		return ok
+	}
+	for k := range 3 {
+		insert(k, true) // read-ahead of chunks 0-2
+	}
+	for k := 10; k < 25; k++ {
+		insert(k, false) // the reader goes on reading other chunks meanwhile
+	}
+	for k := range 3 {
+		if !cachedNow(k) {
+			t.Errorf("chunk %d, fetched ahead and not yet read, was evicted by read chunks", k)
+		}
+	}
+	if s := c.snapshot(); s.Cached > 8<<20 {
+		t.Errorf("%d bytes cached over an 8 MiB budget", s.Cached)
+	}
+	// Read, they become ordinary LRU entries.
+	for k := range 3 {
+		if _, err := c.get(k, 1); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if c.fresh.Len() != 0 || c.freshBytes != 0 {
+		t.Errorf("after reads: %d fresh chunks, %d bytes", c.fresh.Len(), c.freshBytes)
+	}
+	// Fresh chunks never read hold at most half the budget, oldest out first.
+	for k := 25; k < 30; k++ {
+		insert(k, true)
+	}
+	if c.freshBytes > 4<<20 || cachedNow(25) || !cachedNow(29) {
+		t.Errorf("5 MiB fetched ahead: %d bytes fresh; oldest cached %v, newest cached %v", c.freshBytes, cachedNow(25), cachedNow(29))
+	}
+}

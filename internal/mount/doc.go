@@ -52,7 +52,13 @@
 // # Chunk cache
 //
 // Verified plaintexts are kept in a small LRU bounded in bytes (Options.
-// MemoryBytes), whatever the image size. A chunk has at most one fetch in
+// MemoryBytes), whatever the image size. Chunks fetched ahead of readers
+// (read-ahead, trace prefetch) wait on a list of their own until a read
+// uses them and are evicted only after the chunks reads used, so a
+// streaming reader never finds the chunk it is about to read pushed out
+// by those it read before; that list holds at most half the budget,
+// oldest out first, so prefetches nobody reads cannot crowd out the
+// readers' working set. A chunk has at most one fetch in
 // flight: concurrent readers that need it wait for that fetch. Fetches run
 // in parallel up to Options.Fetchers, under the mount's context rather than
 // a reader's. A read waits for its chunks even when the kernel forwards an

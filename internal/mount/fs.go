@@ -42,8 +42,9 @@ type Options struct {
 	// They take fetch slots (Fetchers) only when no read waits for one.
 	PrefetchFetchers int
 	// PrefetchLead bounds the bytes of prefetched chunks that no read has
-	// used yet, held in memory; default half of MemoryBytes, negative for
-	// no bound.
+	// used yet, held in memory; default a quarter of MemoryBytes (chunks
+	// fetched ahead of reads, read-ahead's too, may hold half), negative
+	// for no bound but that half.
 	PrefetchLead int64
 	// StoreKeeps says the store keeps what it serves on local disk (a
 	// cache): the prefetch then goes on past PrefetchLead, leaving the
@@ -90,7 +91,7 @@ func (o *Options) setDefaults() {
 	}
 	o.PrefetchFetchers = min(o.PrefetchFetchers, o.Fetchers)
 	if o.PrefetchLead == 0 {
-		o.PrefetchLead = o.MemoryBytes / 2
+		o.PrefetchLead = o.MemoryBytes / 4
 	}
 	if o.Name == "" {
 		o.Name = "zos"
