@@ -206,7 +206,7 @@ func (c *chunks) touchLocked(el *list.Element) *cached {
 // that needs several chunks starts them all before waiting for the first.
 func (c *chunks) start(k int, ino uint64) {
 	c.mu.Lock()
-	if _, ok := c.cached[c.refs[k].Sum]; !ok {
+	if !c.hasLocked(c.refs[k].Sum) {
 		c.startLocked(k, ino, kindRead)
 	}
 	c.mu.Unlock()
