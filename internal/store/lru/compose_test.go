@@ -1,0 +1,153 @@
+package lru
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"math/rand/v2"
+	"sync"
+	"sync/atomic"
+	"testing"
+
+	"github.com/klauspost/compress/zstd"
+
+	"github.com/zosgrid/zos/internal/chunk"
+	"github.com/zosgrid/zos/internal/digest"
+	"github.com/zosgrid/zos/internal/store"
+	"github.com/zosgrid/zos/internal/store/cache"
+	"github.com/zosgrid/zos/internal/store/mem"
+)
+
+// counting is a remote that counts Gets.
+type counting struct {
+	*mem.Store
+	gets atomic.Int64
+}
+
+func (c *counting) Get(ctx context.Context, id digest.ID) ([]byte, error) {
+	c.gets.Add(1)
+	return c.Store.Get(ctx, id)
+}
+
+// TestReadThrough: a bounded cache under store/cache is a read-through
+// cache: one remote fetch per chunk however many readers, only verified
+// blobs cached, and the bound holds.
+func TestReadThrough(t *testing.T) {
+	ctx := context.Background()
+	bs := blobs("rt", 40, 8000)
+	budget := sizeOf(bs[:10]...)
+	local := open(t, t.TempDir(), budget)
+	remote := &counting{Store: mem.New()}
+	for _, b := range bs {
+		remote.Put(ctx, b.id, b.data)
+	}
+	c := cache.New(local, remote)
+
+	var wg sync.WaitGroup
+	for range 8 {
+		wg.Go(func() {
+			if got, err := c.Get(ctx, bs[0].id); err != nil || !bytes.Equal(got, bs[0].data) {
+				t.Errorf("Get: %v", err)
+			}
+		})
+	}
+	wg.Wait()
+	if n := remote.gets.Load(); n != 1 {
+		t.Fatalf("%d remote Gets for one chunk", n)
+	}
+	for range 2 {
+		if _, err := c.Get(ctx, bs[0].id); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := remote.gets.Load(); n != 1 {
+		t.Fatalf("cached chunk fetched again: %d remote Gets", n)
+	}
+
+	// Every chunk, twice: the cache stays within its budget.
+	for range 2 {
+		for _, b := range bs {
+			if _, err := c.Get(ctx, b.id); err != nil {
+				t.Fatal(err)
+			}
+			if st, _ := local.Stats(); st.Used > budget {
+				t.Fatalf("used %d > budget %d", st.Used, budget)
+			}
+		}
+	}
+
+	// A corrupt remote blob is an error and is never cached.
+	rb := blobs("rotten remote", 1, 3000)[0]
+	id, blob := rb.id, rb.data
+	bad := bytes.Clone(blob)
+	bad[100] ^= 1
+	remote.Corrupt(id, bad)
+	if _, err := c.Get(ctx, id); !errors.Is(err, chunk.ErrCorrupt) {
+		t.Fatalf("corrupt remote blob: %v", err)
+	}
+	if has(local, id) {
+		t.Fatal("corrupt blob cached")
+	}
+}
+
+// TestLeaseDelta: a chunk stored as a delta is read through a lease; the
+// chunk and its base stay pinned (and cached) until the lease is released.
+func TestLeaseDelta(t *testing.T) {
+	ctx := context.Background()
+	codec := chunk.NewCodec(zstd.SpeedDefault)
+	base := make([]byte, 64<<10) // incompressible alone, so the delta pays
+	rand.NewChaCha8([32]byte{1}).Read(base)
+	next := bytes.Clone(base)
+	copy(next[5000:], "a small change in the middle")
+	bsum, bid, bblob := codec.Seal(base)
+	nsum := digest.Sum(next)
+	nblob, ok := codec.SealDelta(nil, next, nsum, []chunk.Base{{Ref: chunk.Ref{Sum: bsum, Size: uint32(len(base))}, Plain: base}})
+	if !ok {
+		t.Fatal("no delta")
+	}
+	nid := chunk.ID(nsum)
+	if _, deps, _ := chunk.Deps(nblob); len(deps) != 1 || deps[0] != bid {
+		t.Fatalf("deps %v", deps)
+	}
+	remote := mem.New()
+	remote.Put(ctx, bid, bblob)
+	remote.Put(ctx, nid, nblob)
+	local := open(t, t.TempDir(), 0)
+	c := cache.New(local, remote)
+
+	view, release := local.Lease(c)
+	plain, err := store.Fetch(ctx, view, codec, chunk.Ref{Sum: nsum, Size: uint32(len(next))})
+	if err != nil || !bytes.Equal(plain, next) {
+		t.Fatalf("Fetch through a lease: %v", err)
+	}
+	if u, _ := local.Usage(ctx); u.Pinned != 2 || u.Blobs != 2 {
+		t.Fatalf("during the lease: %+v", u)
+	}
+	other := open(t, local.Root(), 0) // another process's evictor, as flock sees it
+	if r, _ := other.GC(ctx, 1); r.Blobs != 2 {
+		t.Fatalf("GC removed leased blobs: %+v", r)
+	}
+	release()
+	release()
+	if u, _ := local.Usage(ctx); u.Pinned != 0 {
+		t.Fatalf("after release: %+v", u)
+	}
+	if r, _ := other.GC(ctx, 1); r.Blobs != 0 {
+		t.Fatalf("GC after release: %+v", r)
+	}
+	// A warm read through a fresh lease: served from the cache, pinned again.
+	remote2 := &counting{Store: remote}
+	view, release = local.Lease(cache.New(local, remote2))
+	defer release()
+	for range 2 {
+		if _, err := store.Fetch(ctx, view, codec, chunk.Ref{Sum: nsum, Size: uint32(len(next))}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := remote2.gets.Load(); n != 2 {
+		t.Fatalf("%d remote Gets after eviction, want 2 (chunk and base, once)", n)
+	}
+	if u, _ := local.Usage(ctx); u.Pinned != 2 {
+		t.Fatalf("second lease: %+v", u)
+	}
+}
