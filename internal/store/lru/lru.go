@@ -50,6 +50,10 @@ type Options struct {
 	// Logger receives what the background eviction cannot return; nil
 	// discards it.
 	Logger *slog.Logger
+	// NoBackground turns the background eviction off in this Store (for
+	// tools that inspect the cache): only GC, Prune and a write that would
+	// pass the budget evict.
+	NoBackground bool
 }
 
 // Store is a bounded chunk cache in a directory. It is safe for concurrent
@@ -132,9 +136,13 @@ func Open(ctx context.Context, root string, opt Options) (*Store, error) {
 		return nil, err
 	}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
+	if opt.NoBackground {
+		close(s.done)
+		return s, nil
+	}
 	go s.run()
-	if st, err := s.Stats(); err == nil && st.Used > st.Budget*highWater/100 {
-		s.kickEviction()
+	if st, err := s.Stats(); err == nil && st.Used > st.Budget {
+		s.kickEviction() // a smaller budget than before: no need to wait for a write
 	}
 	return s, nil
 }
