@@ -43,6 +43,7 @@ func main() {
 		return &exitError{exitUsage, fmt.Errorf("%w (see '%s --help')", err, c.CommandPath())}
 	})
 	root.AddCommand(flistCmd(), keyCmd())
+	root.AddCommand(cacheCmd())
 	err := root.ExecuteContext(ctx)
 	if err == nil {
 		return
