@@ -159,13 +159,21 @@ func (s *Store) kickEviction() {
 	}
 }
 
-// run is the background eviction.
+// run is the background eviction; it also adds hits and misses to the
+// state record every flushEvery, so that an idle mount's show up.
 func (s *Store) run() {
 	defer close(s.done)
+	tick := time.NewTicker(flushEvery)
+	defer tick.Stop()
 	for {
 		select {
 		case <-s.ctx.Done():
 			return
+		case <-tick.C:
+			if s.hits.Load() != 0 || s.misses.Load() != 0 {
+				s.update(func(*state) error { return nil })
+			}
+			continue
 		case <-s.kick:
 		}
 		if err := s.evictBackground(s.ctx); err != nil && s.ctx.Err() == nil {
