@@ -35,6 +35,7 @@ type mountFlags struct {
 	upper         string
 	trace         string
 	noTrace       bool
+	prefetchers   int
 	fetchTimeout  time.Duration
 }
 
@@ -93,6 +94,7 @@ from mount time on; reads always come first.`,
 	fl.StringVar(&f.upper, "upper", "", "directory holding the writable layer's changes (with --rw)")
 	fl.StringVar(&f.trace, "trace", "", "prefetch the chunks this trace lists (default: FL.trace if it exists)")
 	fl.BoolVar(&f.noTrace, "no-trace", false, "do not prefetch by trace, even if FL.trace exists")
+	fl.IntVar(&f.prefetchers, "prefetch-fetchers", 0, "chunks the trace prefetch fetches at once (default 4; reads always come first)")
 	fl.DurationVar(&f.fetchTimeout, "fetch-timeout", 2*time.Minute, "give up on a chunk (EIO) after retrying its fetch this long")
 	fl.IntVar(&f.readyFD, "ready-fd", 0, "")
 	fl.MarkHidden("ready-fd") // the background parent's readiness pipe
@@ -174,15 +176,16 @@ func mountForeground(c *cobra.Command, args []string, f mountFlags) (err error) 
 	}
 	defer st.Close()
 	m, err := mount.Mount(ctx, mnt, r, st, mount.Options{
-		Logger:       logger,
-		Name:         "zos:" + r.Digest().Short(),
-		Dev:          !f.noDev,
-		Suid:         !f.noSUID,
-		Debug:        f.debug,
-		Upper:        f.upper,
-		FetchTimeout: f.fetchTimeout,
-		Prefetch:     prefetch,
-		StoreKeeps:   f.cacheDir != "",
+		Logger:           logger,
+		Name:             "zos:" + r.Digest().Short(),
+		Dev:              !f.noDev,
+		Suid:             !f.noSUID,
+		Debug:            f.debug,
+		Upper:            f.upper,
+		FetchTimeout:     f.fetchTimeout,
+		Prefetch:         prefetch,
+		PrefetchFetchers: f.prefetchers,
+		StoreKeeps:       f.cacheDir != "",
 	})
 	if err != nil {
 		if errors.Is(err, mount.ErrLayer) {
@@ -314,6 +317,9 @@ func mountBackground(c *cobra.Command, args []string, f mountFlags) error {
 		cargs = append(cargs, "--trace", abs(f.trace))
 	}
 	cargs = append(cargs, "--fetch-timeout", f.fetchTimeout.String())
+	if f.prefetchers > 0 {
+		cargs = append(cargs, "--prefetch-fetchers", strconv.Itoa(f.prefetchers))
+	}
 	for flag, on := range map[string]bool{"--debug": f.debug, "--nodev": f.noDev, "--nosuid": f.noSUID, "--rw": f.rw, "--no-trace": f.noTrace} {
 		if on {
 			cargs = append(cargs, flag)
