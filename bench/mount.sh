@@ -29,6 +29,8 @@
 #   START_TOOLS="zos zostrace zoswarm tar tarzst oci"
 #   RATE_KBPS=12500 LATENCY_MS=20   the slow link (1 KB = 1000 bytes: 12500 KB/s = 100 Mbit/s)
 #   SEQ_RUNTIME=60 RAND_RUNTIME=20  fio limits in seconds (sequential: the file or this, first)
+#   COLD_RAND_IOS=1000              random reads on a cold mount (a fixed count, not a time:
+#                                   after enough reads every chunk is cached and it is warm)
 #   META_REPS=3                     repetitions of the metadata measurements (best kept)
 #   CACHE_SIZE=4G                   passed as --cache-size to every mount when zos has that flag
 #   TRACE_CMD                       the shell command traced by `zos flist trace FL -- /bin/sh -c`
@@ -49,6 +51,7 @@ RATE_KBPS=${RATE_KBPS:-12500}
 LATENCY_MS=${LATENCY_MS:-20}
 SEQ_RUNTIME=${SEQ_RUNTIME:-60}
 RAND_RUNTIME=${RAND_RUNTIME:-20}
+COLD_RAND_IOS=${COLD_RAND_IOS:-1000}
 META_REPS=${META_REPS:-3}
 CACHE_SIZE=${CACHE_SIZE:-4G}
 RESULTS=${RESULTS:-$OUT/results.jsonl}
@@ -124,6 +127,7 @@ proxy_create() { toxi POST /proxies "{\"name\":\"$1\",\"listen\":\"127.0.0.1:$2\
 set_link() {
 	local p=$1 t
 	for t in count latency bw; do curl -sf -X DELETE "$API/proxies/$p/toxics/$t" >/dev/null || true; done
+	[ "$p" = store ] && curl -sf -X POST "http://127.0.0.1:$HTTP_PORT/.mountbench/requests" >/dev/null
 	toxi POST "/proxies/$p/toxics" '{"name":"count","type":"count","stream":"downstream","attributes":{"bytes":0}}'
 	case "$2" in
 	100M)
@@ -136,6 +140,8 @@ set_link() {
 	esac
 }
 proxy_bytes() { curl -sf "$API/proxies/$1/toxics/count" | jq .attributes.bytes; }
+# Requests served by the HTTP store (chunk fetches: round trips), reset by set_link.
+store_requests() { curl -sf "http://127.0.0.1:$HTTP_PORT/.mountbench/requests"; }
 
 # ---- zos ----
 zos_has() { "$ZOS" "$@" --help 2>/dev/null | grep -q "^  zos $*"; }
@@ -322,9 +328,11 @@ start_zos() {
 	local wall
 	wall=$(since "$t0")
 	bytes=$(proxy_bytes store)
+	local reqs
+	reqs=$(store_requests)
 	mountpoint -q "$w/mnt" && zumount "$w/mnt"
 	# shellcheck disable=SC2086
-	rec part=start row=$row link="$link" wall="$wall" t_ready="$mt" bytes="$bytes" status=$st msg="$msg" $times
+	rec part=start row=$row link="$link" wall="$wall" t_ready="$mt" bytes="$bytes" requests="$reqs" status=$st msg="$msg" $times
 	log "start $row $link: $st ${wall}s, $bytes bytes $msg"
 }
 
@@ -429,7 +437,8 @@ part_start() {
 }
 
 # ---- part 2: read throughput ----
-# fio_read NAME FILE MODE INVALIDATE: MODE seq (1 MiB) or rand (4 KiB, time based);
+# fio_read NAME FILE MODE INVALIDATE: MODE seq (1 MiB), rand (4 KiB, time based) or
+# coldrand (4 KiB, $COLD_RAND_IOS reads: most of them miss the cache);
 # writes $OUT/fio/NAME.json and prints "bw=BYTES/S iops=N io=BYTES".
 fio_read() {
 	local name=$1 file=$2 mode=$3 inv=$4 j=$OUT/fio/$1.json
@@ -438,6 +447,7 @@ fio_read() {
 	case "$mode" in
 	seq) a+=(--rw=read --bs=1M --runtime="$SEQ_RUNTIME") ;;
 	rand) a+=(--rw=randread --bs=4k --runtime="$RAND_RUNTIME" --time_based --norandommap --randrepeat=1) ;;
+	coldrand) a+=(--rw=randread --bs=4k --number_ios="$COLD_RAND_IOS" --runtime=120 --norandommap --randrepeat=1) ;;
 	esac
 	mkdir -p "$OUT/fio"
 	fio "${a[@]}" >/dev/null 2>"$OUT/fio/$name.err" || { oneline "$OUT/fio/$name.err" >&2; return 1; }
@@ -450,8 +460,10 @@ read_rec() {
 	shift 3
 	if r=$(fio_read "$row-$link-$mode" "$@" 2>"$OUT/fio/last.err"); then
 		[ "$row" = zoscold ] && bytes=$(proxy_bytes store)
+		local reqs=""
+		[ "$row" = zoscold ] && reqs=$(store_requests)
 		# shellcheck disable=SC2086
-		rec part=read row="$row" link="$link" mode="$mode" $r ${bytes:+wire=$bytes} status=ok
+		rec part=read row="$row" link="$link" mode="$mode" $r ${bytes:+wire=$bytes} ${reqs:+requests=$reqs} status=ok
 		log "read $row $link $mode: $r ${bytes:+wire=$bytes}"
 	else
 		rec part=read row="$row" link="$link" mode="$mode" status=FAIL msg="fio: $(oneline "$OUT/fio/last.err")"
@@ -493,7 +505,9 @@ part_read() {
 			mkdir -p "$w"
 			set_link store "$link"
 			if zmount "$SRV/file.fl" "$w/mnt" "$w/cache" "$w/mount.log" 2>"$w/err"; then
-				read_rec zoscold "$link" "$mode" "$w/mnt/file.bin" "$mode" 1
+				local fm=$mode
+				[ "$mode" = rand ] && fm=coldrand
+				read_rec zoscold "$link" "$mode" "$w/mnt/file.bin" "$fm" 1
 				if [ "$link" = fast ] && [ "$mode" = seq ]; then
 					# Warm: this mount's cache now holds every chunk. Same mount (kernel
 					# page cache, if zos keeps it), then a fresh mount over the full cache.
@@ -582,6 +596,9 @@ rec part=info tree_bytes="$TREE_BYTES" store_bytes="$(du -sb "$SRV/store" | cut 
 	tar_bytes="$(stat -c %s "$CORPUS/big.tar")" tarzst_bytes="$(stat -Lc %s "$SRV/big.tar.zst" 2>/dev/null || echo 0)" \
 	fl_bytes="$(stat -c %s "$SRV/big.fl")"
 
+# The machine is shared: sample the 1-minute load average every 10 s during the run.
+(while sleep 10; do cut -d' ' -f1 /proc/loadavg; done) >"$OUT/load.txt" &
+PIDS+=($!)
 start=$(date +%s)
 for part in $PARTS; do
 	log "part $part"
@@ -596,5 +613,5 @@ rm -rf "$OUT/run/read-src"
 
 python3 "$REPO/bench/mountreport.py" "$RESULTS" \
 	--date "$(date -u +%Y-%m-%dT%H:%MZ)" --cores "$(nproc)" --zos-rev "$ZOS_REV" --elapsed "$elapsed" \
-	--rate-kbps "$RATE_KBPS" --latency-ms "$LATENCY_MS" \
-	--load "start $LOAD0, end $(cut -d' ' -f1-3 /proc/loadavg)"
+	--rate-kbps "$RATE_KBPS" --latency-ms "$LATENCY_MS" --cold-rand-ios "$COLD_RAND_IOS" \
+	--load "start $LOAD0, end $(cut -d' ' -f1-3 /proc/loadavg); 1-minute load sampled every 10 s: $(sort -n "$OUT/load.txt" | awk '{s += $1; n++; m = $1} END {if (n) printf "mean %.2f, max %.2f", s / n, m}')"

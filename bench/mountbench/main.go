@@ -7,6 +7,9 @@
 //	mountbench proxy -api 127.0.0.1:8474
 //	mountbench serve -root DIR -listen 127.0.0.1:8080
 //
+// The file server counts the requests it serves: GET /.mountbench/requests
+// answers the count, POST resets it.
+//
 // # Toxics
 //
 // Toxiproxy's own bandwidth toxic limits each connection separately, so a
@@ -218,8 +221,27 @@ func runServe(args []string) error {
 	listen := fs.String("listen", "127.0.0.1:8080", "address")
 	fs.Parse(args)
 	go exitOnSignal()
-	s := &http.Server{Addr: *listen, Handler: http.FileServer(http.Dir(*root))}
+	s := &http.Server{Addr: *listen, Handler: countRequests(http.FileServer(http.Dir(*root)))}
 	return s.ListenAndServe()
+}
+
+// countRequests counts the requests h serves (each chunk a client fetches is
+// one, so the count is the number of round trips it paid). GET
+// /.mountbench/requests answers the count, and POST resets it; neither is
+// counted.
+func countRequests(h http.Handler) http.Handler {
+	var n atomic.Int64
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/.mountbench/requests" {
+			if r.Method == http.MethodPost {
+				n.Store(0)
+			}
+			fmt.Fprintln(w, n.Load())
+			return
+		}
+		n.Add(1)
+		h.ServeHTTP(w, r)
+	})
 }
 
 func exitOnSignal() {
