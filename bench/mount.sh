@@ -26,7 +26,8 @@
 #   OUT=/var/tmp/zos-bench-mount    scratch (wiped at the start; never in the repository)
 #   ZOS=$OUT/zos  BUILD=1           build zos from this checkout into $ZOS first (BUILD=0: as is)
 #   PARTS="start read meta"  LINKS="100M fast"
-#   START_TOOLS="zos zostrace zoswarm tar tarzst oci"
+#   START_TOOLS="zos zostrace zostracewide zoswarm tar tarzst oci"
+#   WIDE_PREFETCH=16                zostracewide: the trace row with --prefetch-fetchers this
 #   RATE_KBPS=12500 LATENCY_MS=20   the slow link (1 KB = 1000 bytes: 12500 KB/s = 100 Mbit/s)
 #   SEQ_RUNTIME=60 RAND_RUNTIME=20  fio limits in seconds (sequential: the file or this, first)
 #   COLD_RAND_IOS=1000              random reads on a cold mount (a fixed count, not a time:
@@ -46,7 +47,8 @@ ZOS=${ZOS:-$OUT/zos}
 BUILD=${BUILD:-1}
 PARTS=${PARTS:-"start read meta"}
 LINKS=${LINKS:-"100M fast"}
-START_TOOLS=${START_TOOLS:-"zos zostrace zoswarm tar tarzst oci"}
+START_TOOLS=${START_TOOLS:-"zos zostrace zostracewide zoswarm tar tarzst oci"}
+WIDE_PREFETCH=${WIDE_PREFETCH:-16}
 RATE_KBPS=${RATE_KBPS:-12500}
 LATENCY_MS=${LATENCY_MS:-20}
 SEQ_RUNTIME=${SEQ_RUNTIME:-60}
@@ -153,11 +155,13 @@ mount_flags() {
 	if grep -q -- '--cache-size' <<<"$h"; then echo "--cache-size $CACHE_SIZE"; fi
 	if [ "${1:-}" = notrace ] && grep -q -- '--no-trace' <<<"$h"; then echo --no-trace; fi
 }
-# zmount FL MNT CACHEDIR LOG [notrace]: mount through the proxy.
+# zmount FL MNT CACHEDIR LOG [notrace | EXTRA-FLAGS]: mount through the proxy.
 zmount() {
 	mkdir -p "$2" "$3"
-	# shellcheck disable=SC2046
-	"$ZOS" flist mount "$1" "$2" --store "$STORE_URL/store" --cache "$3" --log "$4" $(mount_flags "${5:-}") >/dev/null
+	local extra=${5:-}
+	[ "$extra" = notrace ] && extra=""
+	# shellcheck disable=SC2046,SC2086
+	"$ZOS" flist mount "$1" "$2" --store "$STORE_URL/store" --cache "$3" --log "$4" $(mount_flags "${5:-}") $extra >/dev/null
 }
 zumount() { "$ZOS" flist umount "$1" 2>/dev/null || "$ZOS" flist umount --lazy "$1"; }
 
@@ -298,11 +302,18 @@ pack_into_srv() { # SRCDIR NAME
 }
 
 # ---- part 1: cold start ----
-# start_zos LINK MODE: MODE lazy, trace (the flist's trace is fetched too) or warm
-# (zos flist warm first).
+# start_zos LINK MODE: MODE lazy, trace (the flist's trace is fetched too), tracewide (the
+# same with --prefetch-fetchers $WIDE_PREFETCH) or warm (zos flist warm first).
 start_zos() {
-	local link=$1 mode=$2 row=zos w t0 st=ok msg="" times="" mt=0 bytes
-	case "$mode" in trace) row=zostrace ;; warm) row=zoswarm ;; esac
+	local link=$1 mode=$2 row=zos w t0 st=ok msg="" times="" mt=0 bytes extra=""
+	case "$mode" in trace) row=zostrace ;; warm) row=zoswarm ;; tracewide)
+		row=zostracewide mode=trace extra="--prefetch-fetchers $WIDE_PREFETCH"
+		if ! "$ZOS" flist mount --help 2>/dev/null | grep -q -- '--prefetch-fetchers'; then
+			rec part=start row=$row link="$link" status=missing msg="zos flist mount has no --prefetch-fetchers"
+			return
+		fi
+		;;
+	esac
 	w=$OUT/run/start-$row-$link
 	mkdir -p "$w"
 	if [ "$mode" = trace ] && ! [ -s "$SRV/big.fl.trace" ]; then
@@ -317,7 +328,7 @@ start_zos() {
 		st=FAIL msg="fetching the trace failed"
 	elif [ "$mode" = warm ] && ! "$ZOS" flist warm "$w/big.fl" --store "$STORE_URL/store" --cache "$w/cache" >"$w/warm.log" 2>&1; then
 		st=FAIL msg="zos flist warm: $(oneline "$w/warm.log")"
-	elif ! zmount "$w/big.fl" "$w/mnt" "$w/cache" "$w/mount.log" 2>"$w/err"; then
+	elif ! zmount "$w/big.fl" "$w/mnt" "$w/cache" "$w/mount.log" "$extra" 2>"$w/err"; then
 		st=FAIL msg="mount: $(oneline "$w/err")"
 	else
 		mt=$(since "$t0")
@@ -424,6 +435,7 @@ part_start() {
 			case "$tool" in
 			zos) start_zos "$link" lazy ;;
 			zostrace) start_zos "$link" trace ;;
+			zostracewide) start_zos "$link" tracewide ;;
 			zoswarm)
 				if zos_has flist warm; then start_zos "$link" warm; else
 					rec part=start row=zoswarm link="$link" status=missing msg="zos flist warm not available"
@@ -613,5 +625,5 @@ rm -rf "$OUT/run/read-src"
 
 python3 "$REPO/bench/mountreport.py" "$RESULTS" \
 	--date "$(date -u +%Y-%m-%dT%H:%MZ)" --cores "$(nproc)" --zos-rev "$ZOS_REV" --elapsed "$elapsed" \
-	--rate-kbps "$RATE_KBPS" --latency-ms "$LATENCY_MS" --cold-rand-ios "$COLD_RAND_IOS" \
+	--rate-kbps "$RATE_KBPS" --latency-ms "$LATENCY_MS" --cold-rand-ios "$COLD_RAND_IOS" --wide-prefetch "$WIDE_PREFETCH" \
 	--load "start $LOAD0, end $(cut -d' ' -f1-3 /proc/loadavg); 1-minute load sampled every 10 s: $(sort -n "$OUT/load.txt" | awk '{s += $1; n++; m = $1} END {if (n) printf "mean %.2f, max %.2f", s / n, m}')"

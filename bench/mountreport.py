@@ -8,10 +8,11 @@ import argparse
 import json
 
 MB = 1e6
-START_ROWS = ["zos", "zostrace", "zoswarm", "tar", "tarzst", "oci"]
+START_ROWS = ["zos", "zostrace", "zostracewide", "zoswarm", "tar", "tarzst", "oci"]
 START_LABEL = {
     "zos": "zos lazy mount",
     "zostrace": "zos lazy mount + recorded trace",
+    "zostracewide": "zos lazy mount + recorded trace, --prefetch-fetchers %s",
     "zoswarm": "zos flist warm, then mount",
     "tar": "curl big.tar \\| tar -x",
     "tarzst": "curl big.tar.zst \\| zstd -d \\| tar -x",
@@ -57,7 +58,12 @@ def main():
     ap.add_argument("--latency-ms", default="20")
     ap.add_argument("--load", default="")
     ap.add_argument("--cold-rand-ios", default="")
+    ap.add_argument("--wide-prefetch", default="16")
     a = ap.parse_args()
+
+    def label(row):
+        return START_LABEL[row].replace("%s", a.wide_prefetch)
+
     recs = load(a.results)
     info = next((r for r in recs if r["part"] == "info"), {})
     tree = info.get("tree_bytes", 0)
@@ -99,7 +105,7 @@ def main():
                     continue
                 if not ok(r):
                     w("| %s | %s | %s: %s | | | | | | | | | | | |" % (
-                        START_LABEL[row], links[link], r["status"], esc(r.get("msg", ""))))
+                        label(row), links[link], r["status"], esc(r.get("msg", ""))))
                     continue
                 ready = ""
                 if row.startswith("zos"):
@@ -114,13 +120,13 @@ def main():
                     sp.append("%.1fx" % (cr["wall"] / r["wall"])
                               if ok(cr) and row.startswith("zos") else "")
                 w("| %s | %s | %.2f | %s | %s | %.1f | %.1f%% | %s | %s |" % (
-                    START_LABEL[row], links[link], r["wall"], ready, " | ".join(ts),
+                    label(row), links[link], r["wall"], ready, " | ".join(ts),
                     r["bytes"] / MB, 100 * r["bytes"] / tree if tree else 0,
                     r.get("requests", ""), " | ".join(sp)))
         w("")
-        for row in ("zos", "zostrace"):
+        for row in ("zos", "zostrace", "zostracewide"):
             z = start.get((row, "100M"))
-            what = START_LABEL[row]
+            what = label(row)
             if z is None:
                 continue
             if not ok(z):
