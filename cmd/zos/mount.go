@@ -20,12 +20,13 @@ import (
 	"github.com/zosgrid/zos/internal/mount"
 	"github.com/zosgrid/zos/internal/store"
 	"github.com/zosgrid/zos/internal/store/cache"
-	"github.com/zosgrid/zos/internal/store/dir"
+	"github.com/zosgrid/zos/internal/store/lru"
 )
 
 type mountFlags struct {
 	stores        []string
 	cacheDir      string
+	cacheSize     string
 	logFile       string
 	foreground    bool
 	debug         bool
@@ -84,7 +85,8 @@ from mount time on; reads always come first.`,
 	}
 	fl := c.Flags()
 	fl.StringArrayVar(&f.stores, "store", nil, "chunk store URL (default: the stores the flist records)")
-	fl.StringVar(&f.cacheDir, "cache", "", "keep fetched chunks in this directory (a read-through cache, not yet bounded)")
+	fl.StringVar(&f.cacheDir, "cache", "", "keep fetched chunks in this directory, shared by every mount (e.g. "+lru.DefaultDir+"; see 'zos cache')")
+	fl.StringVar(&f.cacheSize, "cache-size", "", "budget of the --cache directory, for all its users (e.g. 512M, 10G; default: the last one set, else 10G)")
 	fl.BoolVar(&f.foreground, "foreground", false, "serve in this process until unmounted or interrupted")
 	fl.StringVar(&f.logFile, "log", "", "log file of the server (default: standard error in the foreground, else "+defaultMountLog()+")")
 	fl.BoolVar(&f.debug, "debug", false, "log every FUSE request")
@@ -170,12 +172,17 @@ func mountForeground(c *cobra.Command, args []string, f mountFlags) (err error) 
 	if err != nil {
 		return err
 	}
-	st, err := openImageStore(ctx, r, f.stores, f.cacheDir)
+	st, local, err := openImageStore(ctx, r, f.stores, f.cacheDir, f.cacheSize)
 	if err != nil {
 		return err
 	}
 	defer st.Close()
+	var lease func(store.Store) (store.Store, func())
+	if local != nil {
+		lease = local.Lease
+	}
 	m, err := mount.Mount(ctx, mnt, r, st, mount.Options{
+		Lease:            lease,
 		Logger:           logger,
 		Name:             "zos:" + r.Digest().Short(),
 		Dev:              !f.noDev,
@@ -218,21 +225,28 @@ func mountForeground(c *cobra.Command, args []string, f mountFlags) (err error) 
 }
 
 // openImageStore opens the stores of an image (--store, else those the
-// flist records), behind the local cache when cacheDir is set.
-func openImageStore(ctx context.Context, r *flist.Reader, stores []string, cacheDir string) (store.Store, error) {
-	st, err := flistStores(ctx, r, stores, nil)
-	if err != nil {
-		return nil, err
-	}
-	if cacheDir != "" {
-		local, err := dir.New(cacheDir)
-		if err != nil {
-			st.Close()
-			return nil, fmt.Errorf("cache: %w", err)
+// flist records), behind the machine's bounded chunk cache when cacheDir is
+// set; local is that cache, or nil.
+func openImageStore(ctx context.Context, r *flist.Reader, stores []string, cacheDir, cacheSize string) (st store.Store, local *lru.Store, err error) {
+	var budget int64
+	if cacheSize != "" {
+		if budget, err = parseSize(cacheSize); err != nil {
+			return nil, nil, &exitError{exitUsage, fmt.Errorf("--cache-size: %w", err)}
 		}
-		st = cache.New(local, st)
 	}
-	return st, nil
+	st, err = flistStores(ctx, r, stores, nil)
+	if err != nil {
+		return nil, nil, err
+	}
+	if cacheDir == "" {
+		return st, nil, nil
+	}
+	local, err = lru.Open(ctx, cacheDir, lru.Options{Budget: budget})
+	if err != nil {
+		st.Close()
+		return nil, nil, fmt.Errorf("cache: %w", err)
+	}
+	return cache.New(local, st), local, nil
 }
 
 // tracePath is where a trace of the flist at fl lives by default.
@@ -309,6 +323,9 @@ func mountBackground(c *cobra.Command, args []string, f mountFlags) error {
 	}
 	if f.cacheDir != "" {
 		cargs = append(cargs, "--cache", abs(f.cacheDir))
+	}
+	if f.cacheSize != "" {
+		cargs = append(cargs, "--cache-size", f.cacheSize)
 	}
 	if f.upper != "" {
 		cargs = append(cargs, "--upper", abs(f.upper))

@@ -1,7 +1,10 @@
 package main
 
 import (
+	"bytes"
 	"errors"
+	"fmt"
+	"math/rand/v2"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -251,5 +254,41 @@ func TestCLIMountRW(t *testing.T) {
 	mustRun(t, "flist", "pack", tree, "-o", fl2, "--store", "dir://"+filepath.Join(dir, "store"))
 	if _, errs, code := run(t, "flist", "mount", fl2, mnt, "--rw", "--upper", layer, "--log", logf); code != exitUsage || !strings.Contains(errs, "holds changes to flist") {
 		t.Errorf("another image over the layer: exit %d %q", code, errs)
+	}
+}
+
+// TestCLIMountCacheBudget: a mount whose --cache is smaller than the image
+// reads every file right and leaves the cache within its budget.
+func TestCLIMountCacheBudget(t *testing.T) {
+	needFUSE(t)
+	dir := t.TempDir()
+	tree := filepath.Join(dir, "tree")
+	os.Mkdir(tree, 0o755)
+	r := rand.New(rand.NewPCG(5, 5))
+	want := map[string][]byte{}
+	for i := range 4 {
+		b := make([]byte, 1<<20)
+		for j := range b {
+			b[j] = byte(r.Uint32()) // incompressible: blobs as big as chunks
+		}
+		name := fmt.Sprintf("f%d", i)
+		want[name] = b
+		os.WriteFile(filepath.Join(tree, name), b, 0o644)
+	}
+	fl := filepath.Join(dir, "img.fl")
+	mustRun(t, "flist", "pack", tree, "-o", fl, "--store", "dir://"+filepath.Join(dir, "store"))
+	mnt, cache := filepath.Join(dir, "mnt"), filepath.Join(dir, "cache")
+	os.Mkdir(mnt, 0o755)
+	mountBG(t, fl, mnt, "--log", filepath.Join(dir, "mount.log"), "--cache", cache, "--cache-size", "1M")
+	for name, b := range want {
+		got, err := os.ReadFile(filepath.Join(mnt, name))
+		if err != nil || !bytes.Equal(got, b) {
+			t.Fatalf("%s: %d bytes, %v", name, len(got), err)
+		}
+	}
+	mustRun(t, "flist", "umount", mnt)
+	st := statsOf(t, cache)
+	if st.Budget != 1<<20 || st.Bytes > st.Budget || st.Evictions == 0 || st.Blobs == 0 {
+		t.Fatalf("cache after reading 4 MiB through a 1 MiB budget: %+v", st)
 	}
 }

@@ -81,7 +81,7 @@ func runTrace(c *cobra.Command, fl string, argv, stores []string, cacheDir, out,
 	if err != nil {
 		return err
 	}
-	st, err := openImageStore(ctx, r, stores, cacheDir)
+	st, _, err := openImageStore(ctx, r, stores, cacheDir, "")
 	if err != nil {
 		return err
 	}
@@ -258,7 +258,7 @@ chunks that still fail are reported and the others fetched anyway.`,
 			if err != nil {
 				return err
 			}
-			st, err := openImageStore(ctx, r, stores, cacheDir)
+			st, _, err := openImageStore(ctx, r, stores, cacheDir, "")
 			if err != nil {
 				return err
 			}

@@ -70,6 +70,7 @@ type chunks struct {
 	lead       int64
 	pending    int64
 	storeKeeps bool
+	lease      func(store.Store) (store.Store, func())
 
 	// timedOut remembers chunks whose fetch gave up on the timeout, for
 	// failMemory: the kernel retries a failed read-ahead with a read of
@@ -128,6 +129,7 @@ func newChunks(ctx context.Context, refs []flist.Chunk, st store.Store, opt *Opt
 		maxAhead:   opt.Fetchers,
 		lead:       opt.PrefetchLead,
 		storeKeeps: opt.StoreKeeps,
+		lease:      opt.Lease,
 	}
 	c.cond.L = &c.mu
 	if opt.Record {
@@ -304,7 +306,13 @@ func (c *chunks) fetch(k int, ino uint64, f *flight, held bool) {
 		}
 		return c.slots.acquire(ctx, f.kind == kindTrace && !f.waited.Load())
 	}
-	f.data, f.err = retryFetch(ctx, c.st, c.codec, ref, acquire, c.slots.release,
+	st := c.st
+	if c.lease != nil {
+		view, release := c.lease(st)
+		defer release()
+		st = view
+	}
+	f.data, f.err = retryFetch(ctx, st, c.codec, ref, acquire, c.slots.release,
 		func(try int, wait time.Duration, err error) {
 			c.stats.retries.Add(1)
 			c.log.Warn("chunk fetch failed, retrying", "id", chunk.ID(ref.Sum).String(), "chunk", k,

@@ -50,6 +50,11 @@ type Options struct {
 	// cache): the prefetch then goes on past PrefetchLead, leaving the
 	// chunks it fetches in the store rather than in memory.
 	StoreKeeps bool
+	// Lease, if set, gives each chunk fetch a view of the store that pins
+	// what the fetch reads (the chunk and its delta bases) in the local
+	// cache, and a release called once the fetch is over: a bounded cache
+	// (store/lru's Store.Lease) then never evicts a blob a fetch needs.
+	Lease func(store.Store) (view store.Store, release func())
 
 	// Mount options (see Mount).
 
