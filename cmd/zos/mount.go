@@ -96,7 +96,7 @@ from mount time on; reads always come first.`,
 	fl.StringVar(&f.upper, "upper", "", "directory holding the writable layer's changes (with --rw)")
 	fl.StringVar(&f.trace, "trace", "", "prefetch the chunks this trace lists (default: FL.trace if it exists)")
 	fl.BoolVar(&f.noTrace, "no-trace", false, "do not prefetch by trace, even if FL.trace exists")
-	fl.IntVar(&f.prefetchers, "prefetch-fetchers", 0, "chunks the trace prefetch fetches at once (default 4; reads always come first)")
+	fl.IntVar(&f.prefetchers, "prefetch-fetchers", 0, "chunks the trace prefetch fetches at once (default 16; reads always get a free fetch slot first)")
 	fl.DurationVar(&f.fetchTimeout, "fetch-timeout", 2*time.Minute, "give up on a chunk (EIO) after retrying its fetch this long")
 	fl.IntVar(&f.readyFD, "ready-fd", 0, "")
 	fl.MarkHidden("ready-fd") // the background parent's readiness pipe

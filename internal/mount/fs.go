@@ -38,8 +38,11 @@ type Options struct {
 	// Prefetch lists chunks (indexes into the flist's chunk table, a
 	// Trace's) to fetch in the background from mount time on, in order.
 	Prefetch []uint32
-	// PrefetchFetchers bounds the prefetch's fetches at once; default 4.
-	// They take fetch slots (Fetchers) only when no read waits for one.
+	// PrefetchFetchers bounds the prefetch's fetches at once; default 16,
+	// at most Fetchers. They take fetch slots (Fetchers) only when no read
+	// waits for one. A link's latency, not its bandwidth, bounds a prefetch
+	// with few fetchers: measured on big at 100 Mbit/s and 20 ms, a traced
+	// cold start took 6.2 s with 4 and 3.1 s with 16 (the link's floor).
 	PrefetchFetchers int
 	// PrefetchLead bounds the bytes of prefetched chunks that no read has
 	// used yet, held in memory; default a quarter of MemoryBytes (chunks
@@ -92,7 +95,7 @@ func (o *Options) setDefaults() {
 		o.FetchTimeout = 2 * time.Minute
 	}
 	if o.PrefetchFetchers <= 0 {
-		o.PrefetchFetchers = 4
+		o.PrefetchFetchers = 16
 	}
 	o.PrefetchFetchers = min(o.PrefetchFetchers, o.Fetchers)
 	if o.PrefetchLead == 0 {
