@@ -17,6 +17,11 @@
 // fails verification) moves on to the next. The error names every replica
 // that failed; it is store.ErrNotFound only when every replica said so.
 //
+// A replica that failed (other than "not found") is held back for a while
+// (DownFor): reads ask it after the others, so a dead replica costs its
+// retries once, not on every chunk. It is still asked when the others fail,
+// and the first success clears it.
+//
 // # Writes
 //
 // Put and Delete go to every store of the ID, concurrently, and succeed
@@ -32,6 +37,8 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
+	"time"
 
 	"github.com/zosgrid/zos/internal/chunk"
 	"github.com/zosgrid/zos/internal/digest"
@@ -59,7 +66,14 @@ type Router struct {
 	// replicated is true when some byte has more than one store, so List
 	// must drop duplicates.
 	replicated bool
+	// downUntil[i] is when store i's last failure stops holding it back
+	// (unix nanoseconds; 0: healthy).
+	downUntil []atomic.Int64
+	now       func() time.Time
 }
+
+// DownFor is how long a replica that failed a read is asked last.
+const DownFor = 30 * time.Second
 
 var _ store.Store = (*Router)(nil)
 
@@ -96,7 +110,43 @@ func New(routes []Route) (*Router, error) {
 	if len(gaps) > 0 {
 		return nil, fmt.Errorf("router: no route for IDs starting %s", strings.Join(gaps, ", "))
 	}
+	r.downUntil = make([]atomic.Int64, len(r.stores))
+	r.now = time.Now
 	return r, nil
+}
+
+// readOrder returns id's stores for a read: healthy ones in route order,
+// then those held back after a failure.
+func (r *Router) readOrder(id digest.ID) []int {
+	all := r.of(id)
+	if len(all) == 1 {
+		return all
+	}
+	now := r.now().UnixNano()
+	order := make([]int, 0, len(all))
+	for _, si := range all {
+		if r.downUntil[si].Load() <= now {
+			order = append(order, si)
+		}
+	}
+	for _, si := range all {
+		if r.downUntil[si].Load() > now {
+			order = append(order, si)
+		}
+	}
+	return order
+}
+
+// health records the outcome of a read from store si.
+func (r *Router) health(si int, err error) {
+	switch {
+	case err == nil || errors.Is(err, store.ErrNotFound):
+		r.downUntil[si].Store(0)
+	case errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded):
+		// the caller gave up: says nothing of the store
+	default:
+		r.downUntil[si].Store(r.now().Add(DownFor).UnixNano())
+	}
 }
 
 // index returns the index of s in r.stores, adding it if new. Stores are
@@ -166,13 +216,14 @@ func (r *Router) Get(ctx context.Context, id digest.ID) ([]byte, error) {
 	var errs []error
 	notFound := 0
 	var invalid *chunk.Invalid
-	for _, si := range r.of(id) {
+	for _, si := range r.readOrder(id) {
 		blob, err := r.stores[si].Get(ctx, id)
+		if ctx.Err() != nil && err != nil {
+			return nil, err
+		}
+		r.health(si, err)
 		if err == nil {
 			return blob, nil
-		}
-		if ctx.Err() != nil {
-			return nil, err
 		}
 		var inv *chunk.Invalid
 		switch {
@@ -196,8 +247,11 @@ func (r *Router) Get(ctx context.Context, id digest.ID) ([]byte, error) {
 
 func (r *Router) Has(ctx context.Context, id digest.ID) (bool, error) {
 	var errs []error
-	for _, si := range r.of(id) {
+	for _, si := range r.readOrder(id) {
 		ok, err := r.stores[si].Has(ctx, id)
+		if ctx.Err() == nil {
+			r.health(si, err)
+		}
 		if ok {
 			return true, nil
 		}

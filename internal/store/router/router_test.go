@@ -4,8 +4,11 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"strings"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/zosgrid/zos/internal/chunk"
 	"github.com/zosgrid/zos/internal/digest"
@@ -261,5 +264,72 @@ func TestString(t *testing.T) {
 	r := must(t, []Route{{0x00, 0x7f, mem.New()}, {0x80, 0xff, mem.New()}})
 	if got, want := r.String(), "router{00-7f=mem: 80-ff=mem:}"; got != want {
 		t.Fatalf("String = %q, want %q", got, want)
+	}
+}
+
+// switchable is a store that fails while off, counting the reads it gets.
+type switchable struct {
+	*mem.Store
+	off   atomic.Bool
+	reads atomic.Int64
+}
+
+func (s *switchable) Get(ctx context.Context, id digest.ID) ([]byte, error) {
+	s.reads.Add(1)
+	if s.off.Load() {
+		return nil, errDown
+	}
+	return s.Store.Get(ctx, id)
+}
+
+func (s *switchable) String() string { return "switchable:" }
+
+// A replica that fails is asked last for a while, so a dead replica costs
+// one failed read, not one per chunk; it is asked again when it is all
+// there is, and back in front once its hold expires.
+func TestDownReplicaHeldBack(t *testing.T) {
+	ctx := context.Background()
+	flaky, good := &switchable{Store: mem.New()}, mem.New()
+	r := must(t, []Route{{0x00, 0xff, flaky}, {0x00, 0xff, good}})
+	clock := time.Unix(1000, 0)
+	r.now = func() time.Time { return clock }
+	var ids []digest.ID
+	for i := range 20 {
+		_, id, blob := storetest.Blob(fmt.Sprint("c", i), 100)
+		flaky.Store.Put(ctx, id, blob)
+		good.Put(ctx, id, blob)
+		ids = append(ids, id)
+	}
+	flaky.off.Store(true)
+	for _, id := range ids {
+		if _, err := r.Get(ctx, id); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := flaky.reads.Load(); n != 1 {
+		t.Fatalf("dead replica asked %d times for 20 chunks, want 1", n)
+	}
+	// Only the held-back replica has this one: it is still asked.
+	_, only, blob := storetest.Blob("only", 100)
+	flaky.off.Store(false)
+	flaky.Store.Put(ctx, only, blob)
+	if got, err := r.Get(ctx, only); err != nil || !bytes.Equal(got, blob) {
+		t.Fatalf("chunk only on the held-back replica: %v", err)
+	}
+	// Its success cleared the hold: it is first again.
+	before := flaky.reads.Load()
+	r.Get(ctx, ids[0])
+	if flaky.reads.Load() != before+1 {
+		t.Fatal("a replica that answered again is not asked first")
+	}
+	// A hold expires on its own.
+	flaky.off.Store(true)
+	r.Get(ctx, ids[1])
+	clock = clock.Add(DownFor + time.Second)
+	flaky.off.Store(false)
+	before = flaky.reads.Load()
+	r.Get(ctx, ids[2])
+	if flaky.reads.Load() != before+1 {
+		t.Fatal("a replica is still held back after DownFor")
 	}
 }
