@@ -106,9 +106,13 @@ cleanup() {
 		done
 	fi
 	for id in $(runc list -q 2>/dev/null | grep '^zosbench-'); do runc delete -f "$id" >/dev/null 2>&1; done
+	# Forget what was released, so that a second call (the EXIT trap after the explicit one)
+	# cannot detach a loop device or signal a process id that someone else has since got.
 	[ -n "$LOOPDEV" ] && losetup -d "$LOOPDEV" 2>/dev/null
+	LOOPDEV=""
 	for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null; done
-	wait 2>/dev/null
+	wait "${PIDS[@]}" 2>/dev/null
+	PIDS=()
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
