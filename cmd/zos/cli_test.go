@@ -175,21 +175,7 @@ func TestCLIDiff(t *testing.T) {
 // TestCorpusRoundTrip packs and unpacks a real Debian root filesystem and
 // compares both trees attribute by attribute.
 func TestCorpusRoundTrip(t *testing.T) {
-	corpus := os.Getenv("ZOS_CORPUS")
-	if corpus == "" {
-		corpus = "/var/cache/zos-corpus"
-	}
-	src := filepath.Join(corpus, "min")
-	if _, err := os.Stat(filepath.Join(src, ".done")); err != nil {
-		msg := "Debian corpus not built: run ../shared/corpus/build-corpus.sh min"
-		if os.Getenv("CI") == "true" {
-			t.Fatal(msg)
-		}
-		t.Skip(msg)
-	}
-	if testing.Short() {
-		t.Skip("packs 200 MB: skipped in -short mode")
-	}
+	src := corpusMin(t, "packs 200 MB")
 	dir := t.TempDir()
 	fl := filepath.Join(dir, "min.fl")
 	mustRun(t, "flist", "pack", src, "-o", fl, "--store", "dir://"+filepath.Join(dir, "store"), "--workers", "2")
@@ -213,4 +199,27 @@ func TestCorpusRoundTrip(t *testing.T) {
 	if !bytes.Equal(a, b) {
 		t.Fatal("flist differs between --workers 2 and --workers 1")
 	}
+}
+
+// corpusMin returns the Debian corpus tree "min" (ZOS_CORPUS, default
+// /var/cache/zos-corpus), skipping the test when it is not built (fatal
+// under CI=true) or in -short mode (why says what the test costs).
+func corpusMin(t *testing.T, why string) string {
+	t.Helper()
+	corpus := os.Getenv("ZOS_CORPUS")
+	if corpus == "" {
+		corpus = "/var/cache/zos-corpus"
+	}
+	src := filepath.Join(corpus, "min")
+	if _, err := os.Stat(filepath.Join(src, ".done")); err != nil {
+		msg := "Debian corpus not built: run ../shared/corpus/build-corpus.sh min"
+		if os.Getenv("CI") == "true" {
+			t.Fatal(msg)
+		}
+		t.Skip(msg)
+	}
+	if testing.Short() {
+		t.Skip(why + ": skipped in -short mode")
+	}
+	return src
 }

@@ -139,21 +139,7 @@ func TestCLIMountLifecycle(t *testing.T) {
 // matches the tree attribute by attribute, and the system runs from it.
 func TestCLIMountCorpus(t *testing.T) {
 	needFUSE(t)
-	corpus := os.Getenv("ZOS_CORPUS")
-	if corpus == "" {
-		corpus = "/var/cache/zos-corpus"
-	}
-	src := filepath.Join(corpus, "min")
-	if _, err := os.Stat(filepath.Join(src, ".done")); err != nil {
-		msg := "Debian corpus not built: run ../shared/corpus/build-corpus.sh min"
-		if os.Getenv("CI") == "true" {
-			t.Fatal(msg)
-		}
-		t.Skip(msg)
-	}
-	if testing.Short() {
-		t.Skip("packs and reads 200 MB: skipped in -short mode")
-	}
+	src := corpusMin(t, "packs and reads 200 MB")
 	dir := t.TempDir()
 	fl := filepath.Join(dir, "min.fl")
 	mustRun(t, "flist", "pack", src, "-o", fl, "--store", "dir://"+filepath.Join(dir, "store"), "--workers", "2")
