@@ -37,6 +37,7 @@ type mountFlags struct {
 	trace         string
 	noTrace       bool
 	prefetchers   int
+	filePrefetch  string
 	fetchTimeout  time.Duration
 }
 
@@ -97,6 +98,7 @@ from mount time on; reads always come first.`,
 	fl.StringVar(&f.trace, "trace", "", "prefetch the chunks this trace lists (default: FL.trace if it exists)")
 	fl.BoolVar(&f.noTrace, "no-trace", false, "do not prefetch by trace, even if FL.trace exists")
 	fl.IntVar(&f.prefetchers, "prefetch-fetchers", 0, "chunks the trace prefetch fetches at once (default 16; reads always get a free fetch slot first)")
+	fl.StringVar(&f.filePrefetch, "file-prefetch", "", "on a file's first read, fetch up to this much of it in the background (e.g. 16M; 0 disables; default 64M)")
 	fl.DurationVar(&f.fetchTimeout, "fetch-timeout", 2*time.Minute, "give up on a chunk (EIO) after retrying its fetch this long")
 	fl.IntVar(&f.readyFD, "ready-fd", 0, "")
 	fl.MarkHidden("ready-fd") // the background parent's readiness pipe
@@ -168,6 +170,15 @@ func mountForeground(c *cobra.Command, args []string, f mountFlags) (err error) 
 	if err != nil {
 		return err
 	}
+	var filePrefetch int64
+	if f.filePrefetch != "" {
+		if filePrefetch, err = parseSize(f.filePrefetch); err != nil {
+			return &exitError{exitUsage, fmt.Errorf("--file-prefetch: %w", err)}
+		}
+		if filePrefetch == 0 {
+			filePrefetch = -1 // off
+		}
+	}
 	prefetch, err := loadTrace(args[0], f.trace, f.noTrace, r, logger)
 	if err != nil {
 		return err
@@ -192,6 +203,7 @@ func mountForeground(c *cobra.Command, args []string, f mountFlags) (err error) 
 		FetchTimeout:     f.fetchTimeout,
 		Prefetch:         prefetch,
 		PrefetchFetchers: f.prefetchers,
+		FilePrefetch:     filePrefetch,
 		StoreKeeps:       f.cacheDir != "",
 	})
 	if err != nil {
@@ -334,6 +346,9 @@ func mountBackground(c *cobra.Command, args []string, f mountFlags) error {
 		cargs = append(cargs, "--trace", abs(f.trace))
 	}
 	cargs = append(cargs, "--fetch-timeout", f.fetchTimeout.String())
+	if f.filePrefetch != "" {
+		cargs = append(cargs, "--file-prefetch", f.filePrefetch)
+	}
 	if f.prefetchers > 0 {
 		cargs = append(cargs, "--prefetch-fetchers", strconv.Itoa(f.prefetchers))
 	}

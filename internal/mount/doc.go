@@ -77,6 +77,13 @@
 // file, and it is bounded: past Options.Fetchers read-ahead fetches in
 // flight it waits for the reader to come back.
 //
+// The first read of a file also starts background fetches of its first
+// Options.FilePrefetch bytes, whatever the reader does next, under the
+// same bound; each later read of the file goes on where the bound stopped
+// them. A dynamic loader or an interpreter reads scattered pieces of its
+// files, each a round trip waiting for the one before; with the file's
+// chunks in flight they are hits instead.
+//
 // # Trace prefetch
 //
 // A Trace is the order in which a program first read an image's chunks

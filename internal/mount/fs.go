@@ -26,6 +26,18 @@ type Options struct {
 	// ReadAhead is how far past a sequential reader's position chunks are
 	// fetched in the background; default 4 MiB, negative disables it.
 	ReadAhead int64
+	// FilePrefetch is how much of a regular file, from its start, is
+	// fetched in the background once a read first needs one of its chunks,
+	// at read-ahead's priority and within its fetches at once (a later
+	// read of the file goes on where that bound stopped it); default
+	// 64 MiB, negative disables it. A dynamic loader or an interpreter
+	// reads scattered pieces of a file, each a round trip that waits for
+	// the one before: fetching the file's chunks at once turns those into
+	// hits. Measured on big at 100 Mbit/s and 20 ms (bench/mount.sh), the
+	// cold start took 12.6 s without it, 10.5 s with 4 MiB, 7.2 s with
+	// 16 MiB and 6.6 s with 64 MiB or 256 MiB, fetching 36.7, 41.7, 42.7
+	// and 50.7 MB (4.4% to 6.1% of the image).
+	FilePrefetch int64
 	// Fetchers bounds parallel store fetches; default 16.
 	Fetchers int
 	// FetchTimeout bounds one chunk fetch, retries of transient store
@@ -87,6 +99,9 @@ func (o *Options) setDefaults() {
 	o.MemoryBytes = max(o.MemoryBytes, 8<<20) // two of the largest chunks
 	if o.ReadAhead == 0 {
 		o.ReadAhead = 4 << 20
+	}
+	if o.FilePrefetch == 0 {
+		o.FilePrefetch = defaultFilePrefetch
 	}
 	if o.Fetchers <= 0 {
 		o.Fetchers = 16
@@ -156,7 +171,11 @@ type stream struct {
 	next   uint64 // file offset a sequential reader reads next
 	ahead  uint64 // stream offset up to which read-ahead has been started
 	window uint64 // current read-ahead distance; 0 until the reader looks sequential
+	filled uint64 // stream offset up to which the file prefetch has been started
 }
+
+// defaultFilePrefetch is Options.FilePrefetch's default.
+const defaultFilePrefetch = 64 << 20
 
 // New checks the image's structure and indexes what FUSE needs that the
 // flist does not store (link counts, parents). It reads no chunk. Fetches
@@ -513,6 +532,7 @@ func (f *FS) Read(cancel <-chan struct{}, in *fuse.ReadIn, buf []byte) (fuse.Rea
 	}
 	h := f.stream(in.NodeId, e)
 	end := min(in.Offset+uint64(in.Size), h.size)
+	f.prefetchFile(h, in.NodeId, in.Offset, end)
 	res, err := f.read(h, in.NodeId, in.Offset, end, buf)
 	if err != nil {
 		return nil, f.status("read", in.NodeId, err)
@@ -584,6 +604,32 @@ func (f *FS) readAhead(h *stream, ino, off, end uint64) {
 		h.ahead = to
 	} else {
 		h.ahead = max(h.ahead, f.r.ChunkStart(stopped))
+	}
+}
+
+// prefetchFile starts fetching the first Options.FilePrefetch bytes of a
+// file in the background, after the chunks of the read [off, end) that
+// called it, so that the read's own fetches take the first slots. Fetches
+// the read-ahead bound stopped are started by a later read.
+func (f *FS) prefetchFile(h *stream, ino, off, end uint64) {
+	if f.opt.FilePrefetch < 0 {
+		return
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	to := h.off + min(h.size, uint64(f.opt.FilePrefetch))
+	from := max(h.filled, h.off)
+	if from >= to {
+		return
+	}
+	for k := f.r.ChunkAt(h.off + off); k <= f.r.ChunkAt(h.off+end-1); k++ {
+		f.chunks.start(k, ino)
+	}
+	lo, hi := f.r.ChunkAt(from), f.r.ChunkAt(to-1)+1
+	if stopped := f.chunks.prefetch(lo, hi, ino); stopped == hi {
+		h.filled = to
+	} else {
+		h.filled = max(h.filled, f.r.ChunkStart(stopped))
 	}
 }
 
