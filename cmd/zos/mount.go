@@ -98,7 +98,7 @@ from mount time on; reads always come first.`,
 	fl.StringVar(&f.trace, "trace", "", "prefetch the chunks this trace lists (default: FL.trace if it exists)")
 	fl.BoolVar(&f.noTrace, "no-trace", false, "do not prefetch by trace, even if FL.trace exists")
 	fl.IntVar(&f.prefetchers, "prefetch-fetchers", 0, "chunks the trace prefetch fetches at once (default 16; reads always get a free fetch slot first)")
-	fl.StringVar(&f.filePrefetch, "file-prefetch", "", "on a file's first read, fetch up to this much of it in the background (e.g. 16M; 0 disables; default 64M)")
+	fl.StringVar(&f.filePrefetch, "file-prefetch", "", "on a file's first read, fetch up to this much of it in the background (e.g. 16M; 0 disables; default 64M, or 0 when a trace is used)")
 	fl.DurationVar(&f.fetchTimeout, "fetch-timeout", 2*time.Minute, "give up on a chunk (EIO) after retrying its fetch this long")
 	fl.IntVar(&f.readyFD, "ready-fd", 0, "")
 	fl.MarkHidden("ready-fd") // the background parent's readiness pipe
@@ -182,6 +182,11 @@ func mountForeground(c *cobra.Command, args []string, f mountFlags) (err error) 
 	prefetch, err := loadTrace(args[0], f.trace, f.noTrace, r, logger)
 	if err != nil {
 		return err
+	}
+	if prefetch != nil && f.filePrefetch == "" {
+		// A trace already says what to fetch; prefetching whole files too
+		// only competes with it for the link (docs/BENCHMARKS.md, lazy mount).
+		filePrefetch = -1
 	}
 	st, local, err := openImageStore(ctx, r, f.stores, f.cacheDir, f.cacheSize)
 	if err != nil {
