@@ -62,14 +62,7 @@ func readString(t *testing.T, p string) string {
 // the image through a writable mount, remounts, and finds every change
 // kept in the layer directory; the read-only image under it never changes.
 func TestWritableLayer(t *testing.T) {
-	needFUSE(t)
-	src := makeTree(t)
-	st, err := dir.New(t.TempDir())
-	must(t, err)
-	r := packTree(t, src, st)
-	layer := filepath.Join(t.TempDir(), "layer")
-	mnt := filepath.Join(t.TempDir(), "mnt")
-	must(t, os.Mkdir(mnt, 0o755))
+	src, st, r, layer, mnt := rwFixture(t)
 
 	m := mountRW(t, mnt, layer, r, st)
 	if m.Lower() != filepath.Join(layer, "lower") || !isMountPoint(t, m.Lower()) || !isMountPoint(t, mnt) {
@@ -199,14 +192,7 @@ func TestWritableLayer(t *testing.T) {
 // mount detaches it and the lower, and serves the layer again. A live
 // mount is refused.
 func TestWritableLayerStaleLower(t *testing.T) {
-	needFUSE(t)
-	src := makeTree(t)
-	st, err := dir.New(t.TempDir())
-	must(t, err)
-	r := packTree(t, src, st)
-	layer := filepath.Join(t.TempDir(), "layer")
-	mnt := filepath.Join(t.TempDir(), "mnt")
-	must(t, os.Mkdir(mnt, 0o755))
+	src, st, r, layer, mnt := rwFixture(t)
 	m := mountRW(t, mnt, layer, r, st)
 	must(t, os.WriteFile(filepath.Join(mnt, "kept"), []byte("kept"), 0o644))
 	if _, err := mount.Mount(context.Background(), mnt, r, st, mount.Options{Upper: layer}); !errors.Is(err, mount.ErrMounted) {
@@ -260,4 +246,19 @@ func abortFUSE(t *testing.T, dir string) {
 	if err := os.WriteFile(abort, []byte("1"), 0o200); err != nil {
 		t.Skipf("cannot abort a FUSE connection here: %v", err)
 	}
+}
+
+// rwFixture packs the test tree into a dir store and returns it with the
+// opened flist, a layer directory and an empty mount point (FUSE needed).
+func rwFixture(t *testing.T) (src string, st *dir.Store, r *flist.Reader, layer, mnt string) {
+	t.Helper()
+	needFUSE(t)
+	src = makeTree(t)
+	st, err := dir.New(t.TempDir())
+	must(t, err)
+	r = packTree(t, src, st)
+	layer = filepath.Join(t.TempDir(), "layer")
+	mnt = filepath.Join(t.TempDir(), "mnt")
+	must(t, os.Mkdir(mnt, 0o755))
+	return src, st, r, layer, mnt
 }
