@@ -58,7 +58,8 @@ type chunks struct {
 	freshBytes int64
 	cached     map[digest.ID]*list.Element // in lru or fresh
 	flights    map[digest.ID]*flight
-	ahead      int // read-ahead fetches in flight
+	ahead      int   // read-ahead fetches in flight
+	aheadBytes int64 // their plaintext bytes
 	maxAhead   int
 
 	// Trace prefetch: pending counts the bytes of chunks it fetched (or is
@@ -228,6 +229,11 @@ func (c *chunks) prefetch(lo, hi int, ino uint64) int {
 		if c.ahead >= c.maxAhead {
 			return k
 		}
+		// Never fetch ahead more than fresh may hold: a chunk evicted
+		// before its reader comes is fetched twice.
+		if room := c.budget/2 - c.freshBytes - c.aheadBytes; int64(c.refs[k].Size) > room && (c.ahead > 0 || c.freshBytes > 0) {
+			return k
+		}
 		c.startLocked(k, ino, kindAhead)
 	}
 	return hi
@@ -282,6 +288,7 @@ func (c *chunks) startLocked(k int, ino uint64, kind fetchKind) (*flight, bool) 
 	c.flights[sum] = f
 	if kind == kindAhead {
 		c.ahead++
+		c.aheadBytes += int64(c.refs[k].Size)
 		c.stats.prefetches.Add(1)
 	} else {
 		c.stats.misses.Add(1)
@@ -330,6 +337,7 @@ func (c *chunks) fetch(k int, ino uint64, f *flight, held bool) {
 	switch f.kind {
 	case kindAhead:
 		c.ahead--
+		c.aheadBytes -= int64(ref.Size)
 	case kindTrace:
 		c.stats.traceFetches.Add(1)
 		if f.keep && (f.err != nil || waited) {
