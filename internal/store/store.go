@@ -22,6 +22,8 @@ import (
 	"errors"
 	"fmt"
 
+	"golang.org/x/sync/errgroup"
+
 	"github.com/zosgrid/zos/internal/chunk"
 	"github.com/zosgrid/zos/internal/digest"
 )
@@ -103,4 +105,30 @@ func fetch(ctx context.Context, s Store, c *chunk.Codec, ref chunk.Ref, maxDepth
 		return nil, 0, err
 	}
 	return plain, depth, nil
+}
+
+// MissingByHas returns the IDs of ids that s does not hold, in order,
+// asking Has at most parallel at a time: the fallback for stores that
+// cannot answer a batch at once.
+func MissingByHas(ctx context.Context, s Store, ids []digest.ID, parallel int) ([]digest.ID, error) {
+	have := make([]bool, len(ids))
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(parallel)
+	for i, id := range ids {
+		g.Go(func() error {
+			ok, err := s.Has(gctx, id)
+			have[i] = ok
+			return err
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return nil, err
+	}
+	var out []digest.ID
+	for i, id := range ids {
+		if !have[i] {
+			out = append(out, id)
+		}
+	}
+	return out, nil
 }

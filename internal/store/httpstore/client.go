@@ -16,8 +16,6 @@ import (
 	"strings"
 	"time"
 
-	"golang.org/x/sync/errgroup"
-
 	"github.com/zosgrid/zos/internal/chunk"
 	"github.com/zosgrid/zos/internal/digest"
 	"github.com/zosgrid/zos/internal/key"
@@ -412,33 +410,9 @@ func (s *Store) missing(ctx context.Context, ids []digest.ID) ([]digest.ID, erro
 		return nil
 	}})
 	if errors.Is(err, errNoProtocol) {
-		return s.missingByHead(ctx, ids)
+		return store.MissingByHas(ctx, s, ids, 8) // a static server: HEADs, a few at a time
 	}
 	return out, err
-}
-
-// missingByHead asks a static server with HEADs, a few at a time.
-func (s *Store) missingByHead(ctx context.Context, ids []digest.ID) ([]digest.ID, error) {
-	have := make([]bool, len(ids))
-	g, gctx := errgroup.WithContext(ctx)
-	g.SetLimit(8)
-	for i, id := range ids {
-		g.Go(func() error {
-			ok, err := s.Has(gctx, id)
-			have[i] = ok
-			return err
-		})
-	}
-	if err := g.Wait(); err != nil {
-		return nil, err
-	}
-	var out []digest.ID
-	for i, id := range ids {
-		if !have[i] {
-			out = append(out, id)
-		}
-	}
-	return out, nil
 }
 
 // List streams the server's listing. A static server cannot list; that is

@@ -14,8 +14,6 @@ import (
 	"sync"
 	"time"
 
-	"golang.org/x/sync/errgroup"
-
 	"github.com/zosgrid/zos/internal/chunk"
 	"github.com/zosgrid/zos/internal/digest"
 	"github.com/zosgrid/zos/internal/key"
@@ -289,26 +287,7 @@ func (h *handler) lacking(ctx context.Context, ids []digest.ID) ([]digest.ID, er
 	if m, ok := h.s.(missinger); ok {
 		return m.Missing(ctx, ids)
 	}
-	have := make([]bool, len(ids))
-	g, gctx := errgroup.WithContext(ctx)
-	g.SetLimit(16)
-	for i, id := range ids {
-		g.Go(func() error {
-			ok, err := h.s.Has(gctx, id)
-			have[i] = ok
-			return err
-		})
-	}
-	if err := g.Wait(); err != nil {
-		return nil, err
-	}
-	var lack []digest.ID
-	for i, id := range ids {
-		if !have[i] {
-			lack = append(lack, id)
-		}
-	}
-	return lack, nil
+	return store.MissingByHas(ctx, h.s, ids, 16)
 }
 
 func (h *handler) list(w http.ResponseWriter, r *http.Request) {
