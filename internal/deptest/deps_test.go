@@ -19,6 +19,7 @@ var layer = map[string]int{
 	"internal/digest":  0,
 	"internal/chunker": 0,
 	"internal/key":     1,
+	"internal/auth":    2, // signed requests: key, digest
 	"internal/chunk":   1,
 	"internal/flist":   2,
 	"internal/store":   2,

@@ -16,6 +16,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/zosgrid/zos/internal/auth"
 	"github.com/zosgrid/zos/internal/chunk"
 	"github.com/zosgrid/zos/internal/digest"
 	"github.com/zosgrid/zos/internal/key"
@@ -236,8 +237,7 @@ func (s *Store) try(ctx context.Context, r request) error {
 	if r.signed {
 		// Fresh timestamp and nonce on every try: a server that saw the
 		// previous one would refuse it as a replay.
-		req.Header.Set("Authorization",
-			sign(*s.key, r.method, r.path, time.Now().Unix(), newNonce(), digest.Sum(r.body)))
+		auth.Sign(req, *s.key, r.body)
 	}
 	resp, err := s.client.Do(req)
 	if err != nil {
@@ -338,7 +338,7 @@ func (s *Store) write(ctx context.Context, method string, id digest.ID, body []b
 				return newStatusError(resp)
 			case !zos(resp):
 				// A static server answered the write as if it were a GET.
-				return fmt.Errorf("%w (server does not speak %s)", store.ErrReadOnly, signDomain)
+				return fmt.Errorf("%w (server does not speak zos store protocol %s)", store.ErrReadOnly, protoVersion)
 			}
 			return nil
 		}})

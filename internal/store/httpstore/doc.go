@@ -1,5 +1,5 @@
 // Package httpstore is a chunk store over HTTP: a client (New) and a server
-// (Handler) speaking zos store protocol v1, written up in docs/STORE-HTTP.md.
+// (Handler) speaking zos store protocol v2, written up in docs/STORE-HTTP.md.
 //
 // # Reads
 //
@@ -9,10 +9,11 @@
 //
 // # Writes
 //
-// PUT and DELETE carry an Authorization header signed with the writer's
-// ed25519 key over the method, the store path, a timestamp, a nonce and the
-// BLAKE3 of the body. A server accepts only keys it is given, within five
-// minutes of its clock, and each nonce once.
+// PUT and DELETE carry a request signed with the writer's ed25519 key
+// (package auth): method, host, full request target, timestamp, nonce and
+// the BLAKE3 of the body. A server accepts only keys it allows, within five
+// minutes of its clock, each nonce once (in a nonce store that servers
+// sharing a backend share).
 //
 // # Retries
 //

@@ -11,9 +11,8 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
-	"sync"
-	"time"
 
+	"github.com/zosgrid/zos/internal/auth"
 	"github.com/zosgrid/zos/internal/chunk"
 	"github.com/zosgrid/zos/internal/digest"
 	"github.com/zosgrid/zos/internal/key"
@@ -22,21 +21,32 @@ import (
 
 // HandlerOptions configures Handler.
 type HandlerOptions struct {
-	// Writers are the keys allowed to PUT and DELETE. None makes the
-	// handler read-only (writes answer 405).
+	// Writers are the keys allowed to PUT and DELETE.
 	Writers []key.Public
+	// Allow, if set, is asked about a signing key that is not among
+	// Writers; it returns nil to let the key write. With neither Writers
+	// nor Allow the handler is read-only (writes answer 405).
+	Allow func(ctx context.Context, k key.Public) error
+	// Verifier checks signatures: the host names the server answers to and
+	// the nonce store it shares with other servers. Nil verifies with a
+	// memory nonce store and accepts any host (see auth.Verifier.Hosts).
+	Verifier *auth.Verifier
 	// Logger receives server-side failures and refused writes; nil discards.
 	Logger *slog.Logger
 }
 
-// Handler serves s with zos store protocol v1: public reads, missing and
-// list queries, and writes signed by one of opts.Writers. Mount it at the
-// store's base path (with http.StripPrefix when that is not the root): the
-// handler sees store paths.
+// Handler serves s with zos store protocol v2: public reads, missing and
+// list queries, and signed writes by one of opts.Writers or a key that
+// opts.Allow accepts. Mount it at the store's base path (with
+// http.StripPrefix when that is not the root): the handler sees store
+// paths, and checks signatures over the request target as sent.
 func Handler(s store.Store, opts HandlerOptions) http.Handler {
-	h := &handler{s: s, log: opts.Logger, writers: map[key.Public]bool{}, nonces: map[nonceKey]int64{}}
+	h := &handler{s: s, log: opts.Logger, writers: map[key.Public]bool{}, allow: opts.Allow, v: opts.Verifier}
 	if h.log == nil {
 		h.log = slog.New(slog.DiscardHandler)
+	}
+	if h.v == nil {
+		h.v = &auth.Verifier{Nonces: &auth.MemoryNonces{}}
 	}
 	for _, k := range opts.Writers {
 		h.writers[k] = true
@@ -44,19 +54,12 @@ func Handler(s store.Store, opts HandlerOptions) http.Handler {
 	return h
 }
 
-type nonceKey struct {
-	key   key.Public
-	nonce string
-}
-
 type handler struct {
 	s       store.Store
 	log     *slog.Logger
 	writers map[key.Public]bool
-
-	mu        sync.Mutex
-	nonces    map[nonceKey]int64 // accepted nonces and when they leave the window (unix s)
-	lastPrune int64
+	allow   func(context.Context, key.Public) error
+	v       *auth.Verifier
 }
 
 // missinger is what a backing store offers when it can answer a batched
@@ -149,7 +152,7 @@ func (h *handler) head(w http.ResponseWriter, r *http.Request, id digest.ID) {
 }
 
 func (h *handler) write(w http.ResponseWriter, r *http.Request, id digest.ID) {
-	if len(h.writers) == 0 {
+	if len(h.writers) == 0 && h.allow == nil {
 		http.Error(w, "read-only store", http.StatusMethodNotAllowed)
 		return
 	}
@@ -157,15 +160,8 @@ func (h *handler) write(w http.ResponseWriter, r *http.Request, id digest.ID) {
 		http.Error(w, "body too large", http.StatusRequestEntityTooLarge)
 		return
 	}
-	a, err := parseAuth(r.Header.Get("Authorization"))
-	if err == nil && !h.writers[a.key] {
-		err = fmt.Errorf("key %s may not write here", a.key)
-	}
-	if err == nil {
-		err = h.checkTime(a.ts)
-	}
-	if err != nil {
-		h.refuse(w, r, err)
+	if r.Header.Get("Authorization") == "" {
+		h.refuse(w, r, auth.ErrMissing)
 		return
 	}
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, MaxBlobSize))
@@ -177,11 +173,22 @@ func (h *handler) write(w http.ResponseWriter, r *http.Request, id digest.ID) {
 		http.Error(w, "reading body: "+err.Error(), http.StatusBadRequest)
 		return
 	}
-	if !a.key.Verify(signDomain, message(r.Method, r.URL.Path, a.ts, a.nonce, digest.Sum(body)), a.sig) {
-		h.refuse(w, r, errors.New("signature does not verify"))
-		return
+	a, err := h.v.Check(r, body)
+	if err == nil && !h.writers[a.Key] {
+		if h.allow == nil {
+			err = fmt.Errorf("key %s may not write here", a.Key)
+		} else if aerr := h.allow(r.Context(), a.Key); aerr != nil {
+			err = fmt.Errorf("key %s may not write here: %w", a.Key, aerr)
+		}
 	}
-	if err := h.useNonce(a); err != nil {
+	if err == nil {
+		err = h.v.Use(r.Context(), a)
+		if err != nil && !errors.Is(err, auth.ErrUnauthorized) {
+			h.fail(w, r, err)
+			return
+		}
+	}
+	if err != nil {
 		h.refuse(w, r, err)
 		return
 	}
@@ -207,39 +214,8 @@ func (h *handler) write(w http.ResponseWriter, r *http.Request, id digest.ID) {
 
 func (h *handler) refuse(w http.ResponseWriter, r *http.Request, why error) {
 	h.log.Debug("write refused", "method", r.Method, "path", r.URL.Path, "remote", r.RemoteAddr, "why", why)
-	w.Header().Set("WWW-Authenticate", authScheme)
+	w.Header().Set("WWW-Authenticate", auth.Scheme)
 	http.Error(w, "unauthorized: "+why.Error(), http.StatusUnauthorized)
-}
-
-func (h *handler) checkTime(ts int64) error {
-	now := time.Now().Unix()
-	skew := int64(MaxSkew / time.Second)
-	if ts < now-skew || ts > now+skew {
-		return fmt.Errorf("timestamp %d is more than %v from the server's clock", ts, MaxSkew)
-	}
-	return nil
-}
-
-// useNonce records a's nonce, refusing one already seen. A nonce is kept
-// until its timestamp leaves the window; from then on checkTime refuses it.
-func (h *handler) useNonce(a auth) error {
-	now := time.Now().Unix()
-	k := nonceKey{a.key, a.nonce}
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	if now-h.lastPrune >= 60 {
-		for n, exp := range h.nonces {
-			if exp < now {
-				delete(h.nonces, n)
-			}
-		}
-		h.lastPrune = now
-	}
-	if _, seen := h.nonces[k]; seen {
-		return errors.New("nonce already used (replay)")
-	}
-	h.nonces[k] = a.ts + int64(MaxSkew/time.Second)
-	return nil
 }
 
 func (h *handler) missing(w http.ResponseWriter, r *http.Request) {
