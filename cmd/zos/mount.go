@@ -38,6 +38,7 @@ type mountFlags struct {
 	noTrace       bool
 	prefetchers   int
 	filePrefetch  string
+	keepWhole     string
 	fetchTimeout  time.Duration
 }
 
@@ -99,6 +100,7 @@ from mount time on; reads always come first.`,
 	fl.BoolVar(&f.noTrace, "no-trace", false, "do not prefetch by trace, even if FL.trace exists")
 	fl.IntVar(&f.prefetchers, "prefetch-fetchers", 0, "chunks the trace prefetch fetches at once (default 16; reads always get a free fetch slot first)")
 	fl.StringVar(&f.filePrefetch, "file-prefetch", "", "on a file's first read, fetch up to this much of it in the background (e.g. 16M; 0 disables; default 64M, or 0 when a trace is used)")
+	fl.StringVar(&f.keepWhole, "keep-whole", "", "with --cache: keep files from this size up whole in the cache once read, and serve them by FUSE passthrough at disk speed (default 1M; 0 disables)")
 	fl.DurationVar(&f.fetchTimeout, "fetch-timeout", 2*time.Minute, "give up on a chunk (EIO) after retrying its fetch this long")
 	fl.IntVar(&f.readyFD, "ready-fd", 0, "")
 	fl.MarkHidden("ready-fd") // the background parent's readiness pipe
@@ -183,6 +185,15 @@ func mountForeground(c *cobra.Command, args []string, f mountFlags) (err error) 
 	if err != nil {
 		return err
 	}
+	var minWhole int64
+	if f.keepWhole != "" {
+		if minWhole, err = parseSize(f.keepWhole); err != nil {
+			return &exitError{exitUsage, fmt.Errorf("--keep-whole: %w", err)}
+		}
+		if minWhole == 0 {
+			minWhole = -1 // off
+		}
+	}
 	if prefetch != nil && f.filePrefetch == "" {
 		// A trace already says what to fetch; prefetching whole files too
 		// only competes with it for the link (docs/BENCHMARKS.md, lazy mount).
@@ -194,11 +205,17 @@ func mountForeground(c *cobra.Command, args []string, f mountFlags) (err error) 
 	}
 	defer st.Close()
 	var lease func(store.Store) (store.Store, func())
+	var files mount.FileCache
 	if local != nil {
 		lease = local.Lease
+		if minWhole >= 0 {
+			files = local
+		}
 	}
 	m, err := mount.Mount(ctx, mnt, r, st, mount.Options{
 		Lease:            lease,
+		Files:            files,
+		MinWhole:         minWhole,
 		Logger:           logger,
 		Name:             "zos:" + r.Digest().Short(),
 		Dev:              !f.noDev,
@@ -353,6 +370,9 @@ func mountBackground(c *cobra.Command, args []string, f mountFlags) error {
 	cargs = append(cargs, "--fetch-timeout", f.fetchTimeout.String())
 	if f.filePrefetch != "" {
 		cargs = append(cargs, "--file-prefetch", f.filePrefetch)
+	}
+	if f.keepWhole != "" {
+		cargs = append(cargs, "--keep-whole", f.keepWhole)
 	}
 	if f.prefetchers > 0 {
 		cargs = append(cargs, "--prefetch-fetchers", strconv.Itoa(f.prefetchers))

@@ -443,6 +443,9 @@ type Stats struct {
 	TraceHits    int64 // reads that used a chunk the trace prefetch fetched or was fetching
 	TraceEvicted int64 // trace-prefetched chunks evicted before any read used them
 	TraceLeft    int64 // trace entries the prefetch has yet to handle
+
+	PassthroughOpens int64 // opens of files the cache holds whole (no Read reaches us)
+	WholeKept        int64 // files written whole into the cache
 }
 
 func (c *chunks) snapshot() Stats {

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -71,6 +72,17 @@ type Options struct {
 	// (store/lru's Store.Lease) then never evicts a blob a fetch needs.
 	Lease func(store.Store) (view store.Store, release func())
 
+	// Files, if set, is the local cache's store of whole files: a regular
+	// file of at least MinWhole bytes that it holds is opened in FUSE
+	// passthrough mode (the kernel reads it from the cache's file system,
+	// at that file system's speed), and a file that Read served is written
+	// into it whole once its chunks are all in the local cache.
+	Files FileCache
+	// MinWhole is the size from which files are kept whole; default 1 MiB.
+	// Smaller files share chunks and are served from the page cache once
+	// read.
+	MinWhole int64
+
 	// Mount options (see Mount).
 
 	// Name is the source shown in the mount table; default "zos".
@@ -116,6 +128,9 @@ func (o *Options) setDefaults() {
 	if o.PrefetchLead == 0 {
 		o.PrefetchLead = o.MemoryBytes / 4
 	}
+	if o.MinWhole <= 0 {
+		o.MinWhole = defaultMinWhole
+	}
 	if o.Name == "" {
 		o.Name = "zos"
 	}
@@ -147,6 +162,17 @@ type FS struct {
 
 	mu      sync.Mutex
 	streams map[uint64]*stream // read-ahead state of files being read, by node ID
+
+	// Whole files (whole.go).
+	ctx       context.Context // the mount's lifetime
+	srv       *fuse.Server
+	omu       sync.Mutex
+	opens     map[uint64]*opened // open handles, by node ID
+	building  map[uint64]bool    // files being written whole
+	buildSlot chan struct{}      // one file written at a time
+	passOff   atomic.Bool        // the kernel refused passthrough: do not try again
+	passOpens atomic.Int64
+	wholeKept atomic.Int64
 }
 
 type dirInfo struct {
@@ -194,6 +220,10 @@ func New(ctx context.Context, r *flist.Reader, st store.Store, opt Options) (*FS
 		opt:           opt,
 		stop:          stop,
 		streams:       map[uint64]*stream{},
+		ctx:           ctx,
+		opens:         map[uint64]*opened{},
+		building:      map[uint64]bool{},
+		buildSlot:     make(chan struct{}, 1),
 	}
 	if err := f.index(); err != nil {
 		stop()
@@ -299,7 +329,11 @@ func (f *FS) nlink(idx uint64, e *flist.Entry) uint32 {
 }
 
 // Stats returns the chunk layer's counters.
-func (f *FS) Stats() Stats { return f.chunks.snapshot() }
+func (f *FS) Stats() Stats {
+	s := f.chunks.snapshot()
+	s.PassthroughOpens, s.WholeKept = f.passOpens.Load(), f.wholeKept.Load()
+	return s
+}
 
 // Close cancels the fetches in flight. The filesystem must not be served
 // afterwards.
@@ -488,16 +522,13 @@ func (f *FS) StatFs(cancel <-chan struct{}, h *fuse.InHeader, out *fuse.StatfsOu
 	return fuse.OK
 }
 
-// Open and OpenDir answer ENOSYS: the kernel then stops sending OPEN,
-// OPENDIR and their RELEASEs for good, and treats every open as if we had
-// answered FOPEN_KEEP_CACHE (and FOPEN_CACHE_DIR for directories), which
-// is what an immutable image wants: pages and listings stay cached across
-// opens, and opening costs no round trip. Read-ahead state is therefore
-// kept per inode, not per open file.
-func (f *FS) Open(cancel <-chan struct{}, in *fuse.OpenIn, out *fuse.OpenOut) fuse.Status {
-	return fuse.ENOSYS
-}
-
+// OpenDir answers ENOSYS, and so does Open without a file cache
+// (whole.go): the kernel then stops sending OPEN, OPENDIR and their
+// RELEASEs for good, and treats every open as if we had answered
+// FOPEN_KEEP_CACHE (and FOPEN_CACHE_DIR for directories), which is what an
+// immutable image wants: pages and listings stay cached across opens, and
+// opening costs no round trip. Read-ahead state is therefore kept per
+// inode, not per open file.
 func (f *FS) OpenDir(cancel <-chan struct{}, in *fuse.OpenIn, out *fuse.OpenOut) fuse.Status {
 	return fuse.ENOSYS
 }
@@ -531,6 +562,7 @@ func (f *FS) Read(cancel <-chan struct{}, in *fuse.ReadIn, buf []byte) (fuse.Rea
 		return fuse.ReadResultData(nil), fuse.OK
 	}
 	h := f.stream(in.NodeId, e)
+	f.readCached(in.NodeId)
 	end := min(in.Offset+uint64(in.Size), h.size)
 	f.prefetchFile(h, in.NodeId, in.Offset, end)
 	res, err := f.read(h, in.NodeId, in.Offset, end, buf)

@@ -122,6 +122,11 @@ func (s *Store) fetch(ctx context.Context, id digest.ID) ([]byte, error) {
 
 // fill runs once per shared fetch.
 func (s *Store) fill(ctx context.Context, id digest.ID) (any, error) {
+	// A shared fetch that ended between the caller's miss and now has
+	// cached the blob: do not fetch it again.
+	if blob, err := s.local.Get(ctx, id); err == nil {
+		return blob, nil
+	}
 	blob, err := s.remote.Get(ctx, id)
 	if err != nil {
 		if ctx.Err() != nil {

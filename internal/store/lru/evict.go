@@ -24,6 +24,7 @@ type entry struct {
 	mtime int64 // unix ns: the blob's recency
 	dev   uint64
 	ino   uint64
+	file  bool // a whole plaintext file (files.go), not a blob
 }
 
 // scanned is what a scan of the directory found.
@@ -57,13 +58,17 @@ func (s *Store) scan(ctx context.Context, removeStale bool) (scanned, error) {
 			return nil
 		}
 		id, ok := blobID(sh, name)
+		file := false
 		if !ok {
-			return nil
+			if id, ok = fileName(sh, name); !ok {
+				return nil
+			}
+			file = true
 		}
 		if unix.Fstatat(int(sh.Fd()), name, &st, unix.AT_SYMLINK_NOFOLLOW) != nil || st.Mode&unix.S_IFMT != unix.S_IFREG {
 			return nil
 		}
-		r.entries = append(r.entries, entry{id: id, size: st.Size, mtime: st.Mtim.Nano(), dev: st.Dev, ino: st.Ino})
+		r.entries = append(r.entries, entry{id: id, size: st.Size, mtime: st.Mtim.Nano(), dev: st.Dev, ino: st.Ino, file: file})
 		r.bytes += st.Size
 		return nil
 	})
@@ -118,10 +123,13 @@ func evictOldest(entries []entry, need int64, try func(entry) (int64, bool), com
 // tryEvict removes e unless it is pinned (here or in another process) or
 // was used since the scan, and reports the bytes removed.
 func (s *Store) tryEvict(e entry) (int64, bool) {
-	if s.pinnedHere(e.id) {
-		return 0, false
+	p := s.FilePath(e.id)
+	if !e.file {
+		if s.pinnedHere(e.id) {
+			return 0, false
+		}
+		p = s.Path(e.id)
 	}
-	p := s.Path(e.id)
 	f, err := os.Open(p)
 	if err != nil {
 		return 0, false

@@ -362,6 +362,19 @@ func (s *Store) Put(ctx context.Context, id digest.ID, blob []byte) error {
 		// Lock before the link: the blob is pinned from its first instant.
 		flock(f, unix.LOCK_SH)
 	}
+	linked, err := s.place(ctx, tmp, p, size)
+	if err != nil {
+		return fmt.Errorf("chunk cache: put %s (%d bytes): %w", id.Short(), size, err)
+	}
+	if linked && pinned {
+		keep = s.adopt(id, f)
+	}
+	return nil
+}
+
+// place links the temporary file tmp of size bytes to p within the budget,
+// evicting to make room if needed; linked is false if p was present.
+func (s *Store) place(ctx context.Context, tmp, p string, size int64) (linked bool, err error) {
 	used, budget, linked, err := s.commit(tmp, p, size)
 	if errors.Is(err, errNoState) {
 		// The record was removed or torn under us: recount, and go on.
@@ -375,20 +388,25 @@ func (s *Store) Put(ctx context.Context, id digest.ID, blob []byte) error {
 		}
 	}
 	if err != nil {
-		return fmt.Errorf("chunk cache: put %s (%d bytes): %w", id.Short(), size, err)
-	}
-	if linked && pinned {
-		keep = s.adopt(id, f)
+		return false, err
 	}
 	if used > budget*highWater/100 {
 		s.kickEviction()
 	}
-	return nil
+	return linked, nil
 }
 
 // writeTemp writes blob to a new temporary file in p's shard and returns
 // its name and the open file.
 func (s *Store) writeTemp(p string, blob []byte) (string, *os.File, error) {
+	return s.writeTempFunc(p, func(f *os.File) error {
+		_, err := f.Write(blob)
+		return err
+	})
+}
+
+// writeTempFunc is writeTemp with the content written by fill.
+func (s *Store) writeTempFunc(p string, fill func(*os.File) error) (string, *os.File, error) {
 	dir := filepath.Dir(p)
 	var tmp string
 	var f *os.File
@@ -410,7 +428,7 @@ func (s *Store) writeTemp(p string, blob []byte) (string, *os.File, error) {
 	if err != nil {
 		return "", nil, err
 	}
-	if _, err := f.Write(blob); err != nil {
+	if err := fill(f); err != nil {
 		f.Close()
 		os.Remove(tmp)
 		return "", nil, err
