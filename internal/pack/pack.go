@@ -24,9 +24,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"runtime"
-	"strings"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -54,6 +51,12 @@ type Options struct {
 	// same file, when that is at least a quarter smaller (package chunk).
 	// The flist does not change; only how new chunks are stored.
 	Base *flist.Reader
+	// Meta holds more META keys to record (zos.oci.config for an image);
+	// not MetaChunker or MetaStores.
+	Meta map[string][]byte
+	// TempDir is where Layers spools small files' content once it
+	// outgrows memory (default os.TempDir()).
+	TempDir string
 }
 
 // Stats describe a pack, during and after it.
@@ -68,6 +71,9 @@ type Stats struct {
 	StoredBytes int64 // blob bytes written to the store
 	DeltaChunks int   // new chunks stored as deltas against Base
 	MetaBytes   int
+	Layer       int // layers: the one being applied (1-based)
+	Layers      int // layers: how many the image has
+	Orphans     int // layers: chunks of content a later layer replaced (left for the GC)
 	Elapsed     time.Duration
 }
 
@@ -77,36 +83,14 @@ const (
 	MetaStores  = "zos.stores"
 )
 
-type job struct {
-	idx   int
-	data  *[]byte     // from the streamer's pool; the worker returns it
-	bases []chunk.Ref // with Options.Base: candidate delta bases
-}
-
-type result struct {
-	idx  int
-	ref  chunk.Ref
-	neu  bool
-	blob int
-}
-
 // Dir packs the tree at root into st and returns the encoded flist.
 func Dir(ctx context.Context, root string, st store.Store, opt Options) ([]byte, Stats, error) {
 	start := time.Now()
-	if opt.Workers <= 0 {
-		opt.Workers = 2 * runtime.GOMAXPROCS(0)
-	}
-	if opt.Chunking == (chunker.Params{}) {
-		opt.Chunking = chunker.Default
-	}
-	if opt.Level == 0 {
-		opt.Level = zstd.SpeedFastest
-	}
-	ck, err := chunker.New(opt.Chunking)
+	opt, ck, err := opt.withDefaults()
 	if err != nil {
 		return nil, Stats{}, err
 	}
-	tree, count, err := walk(root)
+	tree, _, err := walk(root)
 	if err != nil {
 		return nil, Stats{}, err
 	}
@@ -117,153 +101,25 @@ func Dir(ctx context.Context, root string, st store.Store, opt Options) ([]byte,
 		}
 	}
 	entries, nodes := flist.Flatten(tree)
-
-	var stats Stats
-	stats.Entries = count
-	var bytesRead, stored atomic.Int64
-	var newChunks, doneChunks, deltaChunks atomic.Int64
-	for i := range entries {
-		if !entries[i].IsLink() && entries[i].Kind() == flist.KindRegular {
-			stats.Files++
-			stats.TotalBytes += int64(entries[i].Size)
-		}
-	}
-
-	ctx, cancel := context.WithCancelCause(ctx)
-	defer cancel(nil)
-	jobs := make(chan job, opt.Workers*4)
-	results := make(chan result, opt.Workers*4)
-	codec := chunk.NewCodec(opt.Level)
-	bufs := &sync.Pool{New: func() any { return new([]byte) }}
-
-	var wg sync.WaitGroup
-	for w := 0; w < opt.Workers; w++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			var blob []byte // reused for every chunk this worker seals
-			for j := range jobs {
-				sum := digest.Sum(*j.data)
-				id := chunk.ID(sum)
-				r := result{idx: j.idx, ref: chunk.Ref{Sum: sum, Size: uint32(len(*j.data))}}
-				has, err := st.Has(ctx, id)
-				if err != nil {
-					cancel(fmt.Errorf("store %s: %w", st, err))
-					continue
-				}
-				if !has {
-					delta := false
-					if len(j.bases) > 0 {
-						var bases []chunk.Base
-						for _, ref := range j.bases {
-							if b, ok := base.get(ctx, st, codec, ref); ok {
-								bases = append(bases, b)
-							}
-						}
-						var d []byte
-						if d, delta = codec.SealDelta(blob, *j.data, sum, bases); delta {
-							blob = d
-							deltaChunks.Add(1)
-						}
-					}
-					if !delta {
-						blob = codec.SealTo(blob, *j.data, sum)
-					}
-					if err := st.Put(ctx, id, blob); err != nil {
-						cancel(fmt.Errorf("store %s: %w", st, err))
-						continue
-					}
-					r.neu, r.blob = true, len(blob)
-					newChunks.Add(1)
-					stored.Add(int64(len(blob)))
-				}
-				bufs.Put(j.data)
-				doneChunks.Add(1)
-				select {
-				case results <- r:
-				case <-ctx.Done():
-				}
-			}
-		}()
-	}
-
-	var refs []chunk.Ref
-	collected := make(chan struct{})
-	go func() {
-		defer close(collected)
-		for r := range results {
-			for len(refs) <= r.idx {
-				refs = append(refs, chunk.Ref{})
-			}
-			refs[r.idx] = r.ref
-		}
-	}()
-
-	stopProgress := make(chan struct{})
-	progressDone := make(chan struct{})
-	snapshot := func() Stats {
-		s := stats
-		s.Bytes = bytesRead.Load()
-		s.Chunks = int(doneChunks.Load())
-		s.NewChunks = int(newChunks.Load())
-		s.DeltaChunks = int(deltaChunks.Load())
-		s.StoredBytes = stored.Load()
-		s.Elapsed = time.Since(start)
-		return s
-	}
-	go func() {
-		defer close(progressDone)
-		if opt.Progress == nil {
-			return
-		}
-		t := time.NewTicker(200 * time.Millisecond)
-		defer t.Stop()
-		for {
-			select {
-			case <-t.C:
-				opt.Progress(snapshot())
-			case <-stopProgress:
-				return
-			}
-		}
-	}()
-
-	s := streamer{ck: ck, jobs: jobs, ctx: ctx, read: &bytesRead, bufs: bufs, root: root, base: base}
-	serr := s.run(entries, nodes)
-	close(jobs)
-	wg.Wait()
-	close(results)
-	<-collected
-	close(stopProgress)
-	<-progressDone
-	if serr != nil {
-		return nil, Stats{}, serr
-	}
-	if err := context.Cause(ctx); err != nil {
+	sl := newSealer(ctx, st, opt, base, start)
+	sl.setTree(entries)
+	s := &streamer{ck: ck, sl: sl, read: &sl.bytesRead, root: root, base: base}
+	serr := s.run(entries, nodes, dirSource(nodes))
+	refs, err := sl.finish(serr)
+	if err != nil {
 		return nil, Stats{}, err
 	}
-	if len(refs) != s.next {
-		return nil, Stats{}, fmt.Errorf("pack: %d chunks sealed of %d", len(refs), s.next)
-	}
-	stats.DupFiles = s.dups
-	meta := map[string][]byte{
-		MetaChunker: fmt.Appendf(nil, "fastcdc %d %d %d", opt.Chunking.Min, opt.Chunking.Avg, opt.Chunking.Max),
-	}
-	if len(opt.Stores) > 0 {
-		meta[MetaStores] = []byte(strings.Join(opt.Stores, "\n"))
-	}
-	fl, err := flist.Encode(&flist.Image{Entries: entries, Chunks: refs, Meta: meta})
-	if err != nil {
-		return nil, Stats{}, fmt.Errorf("pack: %w", err)
-	}
-	stats = snapshot()
-	stats.DupFiles = s.dups
-	stats.MetaBytes = len(fl)
-	if opt.Progress != nil {
-		opt.Progress(stats)
-	}
-	return fl, stats, nil
+	return sl.encode(entries, s, refs, opt, nil)
 }
+
+// dirSource reads regular files' content from the walked tree.
+type dirSource []*flist.Node
+
+func (d dirSource) small(i int, b []byte) (int, error) { return readSmall(d[i].Source, b) }
+func (d dirSource) large(s *streamer, i int) (uint64, error) {
+	return s.readLarge(d[i].Source)
+}
+func (d dirSource) name(i int) string { return d[i].Source }
 
 // streamer cuts the content stream. It owns the pending bytes and the
 // offset bookkeeping; it sets each regular entry's Offset.
@@ -273,10 +129,8 @@ func Dir(ctx context.Context, root string, st store.Store, opt Options) ([]byte,
 // memory per file or per chunk once it is warm.
 type streamer struct {
 	ck   *chunker.Chunker
-	jobs chan<- job
-	ctx  context.Context
-	read *atomic.Int64
-	bufs *sync.Pool // *[]byte chunk copies handed to workers
+	sl   *sealer
+	read *atomic.Int64 // content bytes read, for progress
 	root string
 	base *baseIndex // nil without Options.Base
 	// spans are the files in the stream not yet wholly emitted, in stream
@@ -286,26 +140,39 @@ type streamer struct {
 	arena []byte // the backing array, reused
 	buf   []byte // pending bytes, not yet cut: a window of base
 	pos   uint64 // stream offset of buf[0]
-	next  int    // index of the next chunk
+	// order holds the sealer's slot of each chunk of the stream, in stream
+	// order: the image's chunk table is refs[order[i]].
+	order []int
 	dups  int
+}
+
+// source gives the streamer the content of entry i (a regular file).
+type source interface {
+	// small reads the whole content into b, which has room for one byte
+	// more than the expected size (to notice growth).
+	small(i int, b []byte) (int, error)
+	// large appends the content to the stream; the streamer has cut
+	// before and cuts after.
+	large(s *streamer, i int) (uint64, error)
+	// name names the content in errors.
+	name(i int) string
 }
 
 // readPiece is how much of a large file the streamer reads at once.
 const readPiece = 4 << 20
 
 func (s *streamer) emit(n int) error {
-	data := s.bufs.Get().(*[]byte)
+	data := s.sl.bufs.Get().(*[]byte)
 	*data = append((*data)[:0], s.buf[:n]...)
 	var bases []chunk.Ref
 	if s.base != nil {
 		bases = s.basesFor(s.pos, uint64(n))
 	}
-	select {
-	case s.jobs <- job{idx: s.next, data: data, bases: bases}:
-	case <-s.ctx.Done():
-		return context.Cause(s.ctx)
+	slot, err := s.sl.seal(data, bases)
+	if err != nil {
+		return err
 	}
-	s.next++
+	s.order = append(s.order, slot)
 	s.pos += uint64(n)
 	s.buf = s.buf[n:]
 	return nil
@@ -344,7 +211,9 @@ func (s *streamer) room(n int) {
 	s.buf = nb
 }
 
-func (s *streamer) run(entries []flist.Entry, nodes []*flist.Node) error {
+// run lays the regular files of entries out in the content stream, in
+// entry order, and cuts it.
+func (s *streamer) run(entries []flist.Entry, nodes []*flist.Node, src source) error {
 	small := uint64(s.ck.Params().Avg)
 	seen := map[digest.ID]uint64{} // content of small files -> stream offset
 	s.room(readPiece)
@@ -353,18 +222,17 @@ func (s *streamer) run(entries []flist.Entry, nodes []*flist.Node) error {
 		if e.IsLink() || e.Kind() != flist.KindRegular || e.Size == 0 {
 			continue
 		}
-		path := nodes[i].Source
 		if e.Size < small {
 			// Read straight into the pending buffer; drop it again if the
 			// content is already in the stream.
 			s.room(int(e.Size) + 1)
 			at := len(s.buf)
-			n, err := readSmall(path, s.buf[at:at+int(e.Size)+1])
+			n, err := src.small(i, s.buf[at:at+int(e.Size)+1])
 			if err != nil {
 				return err
 			}
 			if uint64(n) != e.Size {
-				return fmt.Errorf("%s changed while packing (%d bytes, was %d): pack a quiescent tree or a snapshot", path, n, e.Size)
+				return fmt.Errorf("%s changed while packing (%d bytes, was %d): pack a quiescent tree or a snapshot", src.name(i), n, e.Size)
 			}
 			s.read.Add(int64(n))
 			sum := digest.Sum(s.buf[at : at+n])
@@ -388,12 +256,12 @@ func (s *streamer) run(entries []flist.Entry, nodes []*flist.Node) error {
 		}
 		e.Offset = s.pos
 		s.track(e, nodes[i])
-		n, err := s.readLarge(path)
+		n, err := src.large(s, i)
 		if err != nil {
 			return err
 		}
 		if n != e.Size {
-			return fmt.Errorf("%s changed while packing (%d bytes, was %d): pack a quiescent tree or a snapshot", path, n, e.Size)
+			return fmt.Errorf("%s changed while packing (%d bytes, was %d): pack a quiescent tree or a snapshot", src.name(i), n, e.Size)
 		}
 		if err := s.cut(true); err != nil {
 			return err
@@ -423,10 +291,20 @@ func (s *streamer) readLarge(path string) (uint64, error) {
 		return 0, fmt.Errorf("read %s: %w", path, err)
 	}
 	defer f.Close()
+	n, err := s.readFrom(f)
+	if err != nil {
+		return n, fmt.Errorf("read %s: %w", path, err)
+	}
+	return n, nil
+}
+
+// readFrom appends everything r holds to the stream, cutting as it goes
+// (but not after the last byte: the caller decides).
+func (s *streamer) readFrom(r io.Reader) (uint64, error) {
 	var total uint64
 	for {
 		s.room(readPiece)
-		n, err := f.Read(s.buf[len(s.buf):cap(s.buf)])
+		n, err := r.Read(s.buf[len(s.buf):cap(s.buf)])
 		s.buf = s.buf[:len(s.buf)+n]
 		total += uint64(n)
 		s.read.Add(int64(n))
@@ -434,7 +312,7 @@ func (s *streamer) readLarge(path string) (uint64, error) {
 			return total, nil
 		}
 		if err != nil {
-			return total, fmt.Errorf("read %s: %w", path, err)
+			return total, err
 		}
 		if err := s.cut(false); err != nil {
 			return total, err
