@@ -70,13 +70,17 @@ func cacheStatsCmd() *cobra.Command {
 				return json.NewEncoder(c.OutOrStdout()).Encode(map[string]any{
 					"dir": s.Root(), "blobs": u.Blobs, "bytes": u.Bytes, "budget": st.Budget,
 					"pinned": u.Pinned, "pinned_bytes": u.PinnedBytes, "temp_files": u.Temps, "temp_bytes": u.TempBytes,
+					"whole_files": u.Files, "whole_file_bytes": u.FileBytes,
 					"hits": st.Hits, "misses": st.Misses, "evictions": st.Evictions, "evicted_bytes": st.EvictedBytes,
 					"counted_blobs": st.Blobs, "counted_bytes": st.Used, "recounted": st.Reconciled.UTC().Format(time.RFC3339),
 				})
 			}
 			w := tabwriter.NewWriter(c.OutOrStdout(), 0, 0, 2, ' ', 0)
 			fmt.Fprintf(w, "cache\t%s\n", s.Root())
-			fmt.Fprintf(w, "blobs\t%d (%s)\n", u.Blobs, human(u.Bytes))
+			fmt.Fprintf(w, "blobs\t%d (%s)\n", u.Blobs-u.Files, human(u.Bytes-u.FileBytes))
+			if u.Files > 0 {
+				fmt.Fprintf(w, "whole files\t%d (%s), served by passthrough\n", u.Files, human(u.FileBytes))
+			}
 			fmt.Fprintf(w, "budget\t%s (%.1f%% used)\n", human(st.Budget), 100*float64(u.Bytes)/float64(st.Budget))
 			if u.Pinned >= 0 {
 				fmt.Fprintf(w, "pinned\t%d (%s)\n", u.Pinned, human(u.PinnedBytes))

@@ -84,6 +84,19 @@
 // files, each a round trip waiting for the one before; with the file's
 // chunks in flight they are hits instead.
 //
+// # Whole files
+//
+// With a local cache that keeps whole files (Options.Files, store/lru),
+// a regular file of at least Options.MinWhole bytes whose plaintext the
+// cache holds whole is opened in FUSE passthrough mode: the kernel reads
+// and maps it from the cache's file system, and no read reaches the
+// server. A file Read served is written whole into the cache when its
+// last such handle closes, if every chunk of it is cached (docs/CACHE.md,
+// "Whole files"). Open is then answered (one round trip per open) instead
+// of ENOSYS. The kernel gives an inode one backing file and refuses to mix
+// passthrough and cached opens of it, so a new open takes the mode of the
+// handles still open.
+//
 // # Trace prefetch
 //
 // A Trace is the order in which a program first read an image's chunks

@@ -374,6 +374,8 @@ type Usage struct {
 	PinnedBytes int64 //
 	Temps       int64 // temporary files (writes in progress, or left by a crash less than an hour ago)
 	TempBytes   int64 //
+	Files       int64 // whole files (files.go), counted in Blobs too
+	FileBytes   int64 // their sizes, counted in Bytes too
 }
 
 // Usage scans the directory. Pins are read from the kernel's table of
@@ -384,6 +386,12 @@ func (s *Store) Usage(ctx context.Context) (Usage, error) {
 		return Usage{}, err
 	}
 	u := Usage{Blobs: int64(len(sc.entries)), Bytes: sc.bytes, Temps: int64(sc.temps), TempBytes: sc.tempBytes}
+	for _, e := range sc.entries {
+		if e.file {
+			u.Files++
+			u.FileBytes += e.size
+		}
+	}
 	shared, err := sharedFlocks()
 	if err != nil {
 		u.Pinned, u.PinnedBytes = -1, -1
