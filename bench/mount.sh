@@ -33,7 +33,7 @@
 #   COLD_RAND_IOS=1000              random reads on a cold mount (a fixed count, not a time:
 #                                   after enough reads every chunk is cached and it is warm)
 #   META_REPS=3                     repetitions of the metadata measurements (best kept)
-#   CACHE_SIZE=4G                   passed as --cache-size to every mount when zos has that flag
+#   CACHE_SIZE=8G                   passed as --cache-size to every mount when zos has that flag
 #   TRACE_CMD                       the shell command traced by `zos flist trace FL -- /bin/sh -c`
 #                                   (default: the four commands; /proc mounted if zos did not)
 #   RESULTS=$OUT/results.jsonl      raw measurements
@@ -55,7 +55,7 @@ SEQ_RUNTIME=${SEQ_RUNTIME:-60}
 RAND_RUNTIME=${RAND_RUNTIME:-20}
 COLD_RAND_IOS=${COLD_RAND_IOS:-1000}
 META_REPS=${META_REPS:-3}
-CACHE_SIZE=${CACHE_SIZE:-4G}
+CACHE_SIZE=${CACHE_SIZE:-8G}
 RESULTS=${RESULTS:-$OUT/results.jsonl}
 BIN=$CACHE/bin
 MB=$BIN/mountbench
@@ -487,6 +487,22 @@ read_rec() {
 	fi
 }
 
+# wait_whole CACHEDIR: wait until the cache holds a whole file (zos cache stats --json
+# whole_files), at most 2 minutes; records the wait. Nothing to wait for with a zos that
+# does not keep whole files.
+wait_whole() {
+	local t0 n=0
+	"$ZOS" cache stats --json --cache "$1" 2>/dev/null | grep -q whole_files || return 0
+	t0=$(now)
+	while [ "$(since "$t0" | cut -d. -f1)" -lt 120 ]; do
+		n=$("$ZOS" cache stats --json --cache "$1" | jq -r '.whole_files // 0')
+		[ "$n" -gt 0 ] && break
+		sleep 0.2
+	done
+	rec part=read row=whole link=fast wait="$(since "$t0")" files="$n" status=ok
+	log "whole file kept after ${n:+$(since "$t0")}s ($n files)"
+}
+
 part_read() {
 	local d=$OUT/run/read-src link w
 	mkdir -p "$d" "$OUT/fio"
@@ -530,10 +546,20 @@ part_read() {
 					cat "$w/mnt/file.bin" >/dev/null
 					read_rec zoscache "$link" seq "$w/mnt/file.bin" seq 0
 					read_rec zoscache "$link" rand "$w/mnt/file.bin" rand 0
+					# A zos that keeps read files whole in its cache (FUSE passthrough) does
+					# so in the background once the file is closed: wait for it (at most 2
+					# minutes) and record how long that took after the last read.
+					wait_whole "$w/cache"
 					zumount "$w/mnt"
 					set_link store "$link"
 					zmount "$SRV/file.fl" "$w/mnt" "$w/cache" "$w/mount2.log"
+					# fio's invalidate drops the FUSE file's pages, not those of a passthrough
+					# backing file: drop every clean page, so "disk" means disk for zos too.
+					sync
+					echo 3 >/proc/sys/vm/drop_caches
 					read_rec zosdisk "$link" seq "$w/mnt/file.bin" seq 1
+					sync
+					echo 3 >/proc/sys/vm/drop_caches
 					read_rec zosdisk "$link" rand "$w/mnt/file.bin" rand 1
 				fi
 				zumount "$w/mnt"
