@@ -34,6 +34,7 @@ var layer = map[string]int{
 	"internal/store/router":    3,
 	"internal/store/storetest": 3,
 	"internal/store/storeurl":  4, // opens any backend by URL
+	"internal/oci":             4, // images as layer streams: only the registry client below it
 
 	"internal/pack":     5,
 	"internal/unpack":   5,
