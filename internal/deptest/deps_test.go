@@ -34,12 +34,15 @@ var layer = map[string]int{
 	"internal/store/router":    3,
 	"internal/store/storetest": 3,
 	"internal/store/storeurl":  4, // opens any backend by URL
+	"internal/hub/object":      1, // the hub's named objects (dir, S3)
+	"internal/hub/hubclient":   3, // wire types and client: nodes import it, not the server
 	"internal/oci":             4, // images as layer streams: only the registry client below it
 
 	"internal/pack":     5,
 	"internal/unpack":   5,
 	"internal/treediff": 5,
 	"internal/mount":    6,
+	"internal/hub":      7, // the server: above pack and oci, for conversion
 	"internal/deptest":  9,
 }
 

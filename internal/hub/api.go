@@ -1,0 +1,728 @@
+package hub
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"sort"
+	"strconv"
+	"strings"
+
+	"github.com/zosgrid/zos/internal/auth"
+	"github.com/zosgrid/zos/internal/digest"
+	"github.com/zosgrid/zos/internal/flist"
+	"github.com/zosgrid/zos/internal/hub/hubclient"
+	"github.com/zosgrid/zos/internal/hub/object"
+	"github.com/zosgrid/zos/internal/key"
+)
+
+// maxJSON bounds a JSON request body.
+const maxJSON = 64 << 10
+
+func writeJSON(w http.ResponseWriter, code int, v any) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusInternalServerError)
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Content-Length", strconv.Itoa(len(b)+1))
+	w.WriteHeader(code)
+	w.Write(append(b, '\n'))
+}
+
+// fail answers err; it is the boundary, so server-side failures are logged
+// here and only here.
+func (h *Hub) fail(w http.ResponseWriter, r *http.Request, err error) {
+	var he *httpError
+	body := hubclient.ErrorBody{Error: err.Error()}
+	code := http.StatusInternalServerError
+	switch {
+	case errors.As(err, &he):
+		code = he.code
+		body = he.body
+		body.Error = he.msg
+		if code == http.StatusUnauthorized {
+			w.Header().Set("WWW-Authenticate", auth.Scheme)
+		}
+	case errors.Is(err, auth.ErrUnauthorized):
+		code = http.StatusUnauthorized
+		w.Header().Set("WWW-Authenticate", auth.Scheme)
+	case errors.Is(err, errForbidden):
+		code = http.StatusForbidden
+	case errors.Is(err, errBusy):
+		code = http.StatusServiceUnavailable
+		w.Header().Set("Retry-After", "2")
+	case isNotFound(err):
+		code = http.StatusNotFound
+	case r.Context().Err() != nil:
+		return // the client left
+	}
+	if code == http.StatusInternalServerError {
+		h.log.Error("request failed", "method", r.Method, "path", r.URL.Path, "err", err)
+		body.Error = "internal error (see the hub's log)"
+	} else {
+		h.log.Debug("request refused", "method", r.Method, "path", r.URL.Path, "status", code, "why", err)
+	}
+	writeJSON(w, code, body)
+}
+
+// readBody reads at most limit bytes of body.
+func readBody(w http.ResponseWriter, r *http.Request, limit int64) ([]byte, error) {
+	if r.ContentLength > limit {
+		return nil, errorf(http.StatusRequestEntityTooLarge, "body over %d bytes", limit)
+	}
+	b, err := io.ReadAll(http.MaxBytesReader(w, r.Body, limit))
+	if err != nil {
+		if _, ok := errors.AsType[*http.MaxBytesError](err); ok {
+			return nil, errorf(http.StatusRequestEntityTooLarge, "body over %d bytes", limit)
+		}
+		return nil, errorf(http.StatusBadRequest, "reading body: %v", err)
+	}
+	return b, nil
+}
+
+// signed reads the body and verifies the request's signature.
+func (h *Hub) signed(w http.ResponseWriter, r *http.Request, limit int64) (key.Public, []byte, error) {
+	body, err := readBody(w, r, limit)
+	if err != nil {
+		return key.Public{}, nil, err
+	}
+	k, err := h.v.Verify(r.Context(), r, body)
+	return k, body, err
+}
+
+// reader returns the signer of a read, or nil for an anonymous one.
+func (h *Hub) reader(w http.ResponseWriter, r *http.Request) (*key.Public, error) {
+	if r.Header.Get("Authorization") == "" {
+		return nil, nil
+	}
+	k, _, err := h.signed(w, r, 0)
+	if err != nil {
+		return nil, err
+	}
+	return &k, nil
+}
+
+func decodeJSON(body []byte, v any) error {
+	dec := json.NewDecoder(strings.NewReader(string(body)))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return errorf(http.StatusBadRequest, "bad JSON body: %v", err)
+	}
+	return nil
+}
+
+func (h *Hub) register(w http.ResponseWriter, r *http.Request) {
+	k, body, err := h.signed(w, r, maxJSON)
+	if err != nil {
+		h.fail(w, r, err)
+		return
+	}
+	var reg hubclient.Register
+	if err := decodeJSON(body, &reg); err != nil {
+		h.fail(w, r, err)
+		return
+	}
+	if err := hubclient.CheckNamespace(reg.Name); err != nil {
+		h.fail(w, r, errorf(http.StatusBadRequest, "%v", err))
+		return
+	}
+	owner := k
+	if reg.Key != nil {
+		owner = *reg.Key
+	}
+	switch {
+	case owner != k && !h.admins[k]:
+		err = fmt.Errorf("%w: only an admin may register a namespace for another key", errForbidden)
+	case h.opt.AdminRegistration && !h.admins[k]:
+		err = fmt.Errorf("%w: this hub registers users through its admins", errForbidden)
+	}
+	if err != nil {
+		h.fail(w, r, err)
+		return
+	}
+	ctx := r.Context()
+	// The key first: one namespace per key, decided by create-if-absent.
+	if err := h.b.Objects.Create(ctx, keyObj(owner), []byte(reg.Name)); err != nil {
+		if errors.Is(err, object.ErrExist) {
+			ns, _ := h.b.Objects.Get(ctx, keyObj(owner))
+			err = errorf(http.StatusConflict, "key %s already owns namespace %q", owner, ns)
+		}
+		h.fail(w, r, err)
+		return
+	}
+	u := hubclient.User{Name: reg.Name, Key: owner, Private: reg.Private, Created: h.opt.Now().UTC()}
+	b, _ := json.Marshal(u)
+	if err := h.b.Objects.Create(ctx, userObj(reg.Name), b); err != nil {
+		h.b.Objects.Delete(context.WithoutCancel(ctx), keyObj(owner))
+		if errors.Is(err, object.ErrExist) {
+			err = errorf(http.StatusConflict, "namespace %q is taken", reg.Name)
+		}
+		h.fail(w, r, err)
+		return
+	}
+	h.log.Info("user registered", "ns", u.Name, "key", u.Key, "by", k)
+	writeJSON(w, http.StatusCreated, u)
+}
+
+func (h *Hub) listUsers(w http.ResponseWriter, r *http.Request) {
+	var users []hubclient.User
+	err := h.b.Objects.List(r.Context(), usersPrefix, func(fi object.Info) error {
+		var u hubclient.User
+		if err := h.getJSON(r.Context(), fi.Name, &u); err != nil {
+			if isNotFound(err) {
+				return nil
+			}
+			return err
+		}
+		users = append(users, u)
+		return nil
+	})
+	if err != nil {
+		h.fail(w, r, err)
+		return
+	}
+	sort.Slice(users, func(i, j int) bool { return users[i].Name < users[j].Name })
+	if users == nil {
+		users = []hubclient.User{}
+	}
+	writeJSON(w, http.StatusOK, users)
+}
+
+func (h *Hub) getUser(w http.ResponseWriter, r *http.Request) {
+	u, err := h.user(r.Context(), r.PathValue("ns"))
+	if err != nil {
+		h.fail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, u)
+}
+
+func (h *Hub) updateUser(w http.ResponseWriter, r *http.Request) {
+	ns := r.PathValue("ns")
+	k, body, err := h.signed(w, r, maxJSON)
+	if err == nil {
+		err = h.mayWrite(r.Context(), k, ns)
+	}
+	var up hubclient.UserUpdate
+	if err == nil {
+		err = decodeJSON(body, &up)
+	}
+	var u hubclient.User
+	if err == nil {
+		u, err = h.user(r.Context(), ns)
+	}
+	if err == nil {
+		u.Private = up.Private
+		err = h.putJSON(r.Context(), userObj(ns), u)
+	}
+	if err != nil {
+		h.fail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, u)
+}
+
+// repos reads the names under ns (name "" for all of them).
+func (h *Hub) repos(ctx context.Context, ns, name string) ([]hubclient.Repo, error) {
+	prefix := reposPrefix + ns + "/"
+	if name != "" {
+		prefix = repoObj(ns, name)
+	}
+	byName := map[string]*hubclient.Repo{}
+	get := func(n string) *hubclient.Repo {
+		if byName[n] == nil {
+			byName[n] = &hubclient.Repo{NS: ns, Name: n}
+		}
+		return byName[n]
+	}
+	err := h.b.Objects.List(ctx, prefix, func(fi object.Info) error {
+		parts := nsOf(fi.Name, reposPrefix+ns+"/") // NAME, then link | v/D | t/TAG
+		if len(parts) < 2 {
+			return nil
+		}
+		repo := get(parts[0])
+		var err error
+		switch {
+		case len(parts) == 2 && parts[1] == "link":
+			var l hubclient.LinkRequest
+			err = h.getJSON(ctx, fi.Name, &l)
+			repo.Link = l.Target
+		case len(parts) == 3 && parts[1] == "v":
+			var v hubclient.Version
+			if err = h.getJSON(ctx, fi.Name, &v); err == nil {
+				repo.Versions = append(repo.Versions, v)
+			}
+		case len(parts) == 3 && parts[1] == "t":
+			var t hubclient.TagRequest
+			if err = h.getJSON(ctx, fi.Name, &t); err == nil {
+				if repo.Tags == nil {
+					repo.Tags = map[string]digest.ID{}
+				}
+				repo.Tags[parts[2]] = t.Digest
+			}
+		}
+		if isNotFound(err) {
+			return nil // removed while listing
+		}
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	out := make([]hubclient.Repo, 0, len(byName))
+	for _, r := range byName {
+		sort.Slice(r.Versions, func(i, j int) bool { return r.Versions[i].Pushed.Before(r.Versions[j].Pushed) })
+		out = append(out, *r)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out, nil
+}
+
+func (h *Hub) listRepos(w http.ResponseWriter, r *http.Request) {
+	ns := r.PathValue("ns")
+	k, err := h.reader(w, r)
+	if err == nil {
+		err = h.mayRead(r.Context(), k, ns)
+	}
+	var repos []hubclient.Repo
+	if err == nil {
+		repos, err = h.repos(r.Context(), ns, "")
+	}
+	if err != nil {
+		h.fail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, repos)
+}
+
+func (h *Hub) getRepo(w http.ResponseWriter, r *http.Request) {
+	ns, name := r.PathValue("ns"), r.PathValue("name")
+	k, err := h.reader(w, r)
+	if err == nil {
+		err = hubclient.CheckName(name)
+		if err != nil {
+			err = errorf(http.StatusBadRequest, "%v", err)
+		}
+	}
+	if err == nil {
+		err = h.mayRead(r.Context(), k, ns)
+	}
+	var repos []hubclient.Repo
+	if err == nil {
+		repos, err = h.repos(r.Context(), ns, name)
+	}
+	if err == nil && len(repos) == 0 {
+		err = errorf(http.StatusNotFound, "no %s/%s", ns, name)
+	}
+	if err != nil {
+		h.fail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, repos[0])
+}
+
+// pathRef parses {ns}/{ref} of a request.
+func pathRef(r *http.Request) (hubclient.Ref, error) {
+	ref, err := hubclient.ParseRef(r.PathValue("ns") + "/" + r.PathValue("ref"))
+	if err != nil {
+		return ref, errorf(http.StatusBadRequest, "%v", err)
+	}
+	return ref, nil
+}
+
+func (h *Hub) push(w http.ResponseWriter, r *http.Request) {
+	result := "error"
+	defer func() { h.metrics.pushes.WithLabelValues(result).Inc() }()
+	ref, err := pathRef(r)
+	if err == nil && !ref.Digest.IsZero() {
+		err = errorf(http.StatusBadRequest, "push to NS/NAME[:TAG], not to a digest")
+	}
+	if err != nil {
+		result = "invalid"
+		h.fail(w, r, err)
+		return
+	}
+	k, body, err := h.signed(w, r, hubclient.MaxFlistSize)
+	if err == nil {
+		err = h.mayWrite(r.Context(), k, ref.NS)
+	}
+	if err != nil {
+		result = "refused"
+		h.fail(w, r, err)
+		return
+	}
+	fl, err := flist.Open(body)
+	if err == nil {
+		err = fl.Validate()
+	}
+	var signers []key.Public
+	if err == nil && len(fl.Signatures()) > 0 {
+		signers, err = fl.VerifySignatures()
+	}
+	if err != nil {
+		result = "invalid"
+		h.fail(w, r, errorf(http.StatusBadRequest, "not a valid flist: %v", err))
+		return
+	}
+	tag := ref.Tag
+	if tag == "" {
+		tag = hubclient.DefaultTag
+	}
+	v := hubclient.Version{Digest: fl.Digest(), Size: int64(len(body)), Pushed: h.opt.Now().UTC(), By: k, Signers: signers}
+	if err := h.commit(r.Context(), ref.NS, ref.Name, tag, v, fl, true); err != nil {
+		var he *httpError
+		switch {
+		case errors.As(err, &he) && he.body.MissingCount > 0:
+			result = "missing_chunks"
+		case errors.Is(err, errBusy):
+			result = "busy"
+		}
+		h.fail(w, r, err)
+		return
+	}
+	result = "ok"
+	h.log.Info("flist pushed", "ref", ref.NS+"/"+ref.Name+":"+tag, "digest", v.Digest, "by", k, "bytes", len(body))
+	writeJSON(w, http.StatusCreated, hubclient.Pushed{
+		Ref: ref.NS + "/" + ref.Name + ":" + tag, Digest: v.Digest, Size: v.Size, Signers: signers})
+}
+
+// serveFlist answers with the stored file of d.
+func (h *Hub) serveFlist(w http.ResponseWriter, r *http.Request, d digest.ID, resolvedRef string) {
+	b, err := h.b.Objects.Get(r.Context(), flistObj(d))
+	if err != nil {
+		h.fail(w, r, err)
+		return
+	}
+	fl, err := flist.Open(b)
+	if err != nil || fl.Digest() != d {
+		h.fail(w, r, fmt.Errorf("stored flist %s is corrupt: %v", d, err))
+		return
+	}
+	var signers []string
+	for _, s := range fl.Signatures() {
+		signers = append(signers, key.Public(s.Key).String()) // verified when stored
+	}
+	hd := w.Header()
+	hd.Set("Content-Type", hubclient.ContentType)
+	hd.Set("Content-Length", strconv.Itoa(len(b)))
+	hd.Set(hubclient.HeaderDigest, d.String())
+	hd.Set("ETag", `"`+d.String()+`"`)
+	if len(signers) > 0 {
+		hd.Set(hubclient.HeaderSigners, strings.Join(signers, ","))
+	}
+	if resolvedRef != "" {
+		hd.Set(hubclient.HeaderRef, resolvedRef)
+	}
+	if r.Method == http.MethodHead {
+		return
+	}
+	w.Write(b)
+}
+
+func (h *Hub) pull(w http.ResponseWriter, r *http.Request) {
+	ref, err := pathRef(r)
+	var k *key.Public
+	if err == nil {
+		k, err = h.reader(w, r)
+	}
+	var res resolved
+	if err == nil {
+		res, err = h.resolve(r.Context(), ref, k)
+	}
+	if err != nil {
+		h.fail(w, r, err)
+		return
+	}
+	if ref.Digest.IsZero() {
+		w.Header().Set("Cache-Control", "no-cache") // tags move
+	} else {
+		w.Header().Set("Cache-Control", "public, max-age=31536000, immutable")
+	}
+	h.serveFlist(w, r, res.digest, res.ns+"/"+res.name+"@"+res.digest.String())
+}
+
+func (h *Hub) pullDigest(w http.ResponseWriter, r *http.Request) {
+	d, err := digest.Parse(r.PathValue("digest"))
+	if err != nil {
+		h.fail(w, r, errorf(http.StatusBadRequest, "%v", err))
+		return
+	}
+	k, err := h.reader(w, r)
+	if err != nil {
+		h.fail(w, r, err)
+		return
+	}
+	// Served if a name the reader may read holds it: a private image's
+	// digest alone does not open it.
+	found, readable := "", ""
+	var denied error
+	err = h.b.Objects.List(r.Context(), refsPrefix+d.String()+"/", func(fi object.Info) error {
+		parts := nsOf(fi.Name, refsPrefix+d.String()+"/")
+		if len(parts) != 2 || readable != "" {
+			return nil
+		}
+		found = parts[0] + "/" + parts[1]
+		if err := h.mayRead(r.Context(), k, parts[0]); err != nil {
+			denied = err
+			return nil
+		}
+		readable = found + "@" + d.String()
+		return nil
+	})
+	switch {
+	case err != nil:
+	case readable != "":
+	case denied != nil:
+		err = denied
+	default:
+		err = errorf(http.StatusNotFound, "no name holds flist %s", d)
+	}
+	if err != nil {
+		h.fail(w, r, err)
+		return
+	}
+	w.Header().Set("Cache-Control", "public, max-age=31536000, immutable")
+	h.serveFlist(w, r, d, readable)
+}
+
+func (h *Hub) remove(w http.ResponseWriter, r *http.Request) {
+	ref, err := pathRef(r)
+	var k key.Public
+	if err == nil {
+		k, _, err = h.signed(w, r, 0)
+	}
+	if err == nil {
+		err = h.mayWrite(r.Context(), k, ref.NS)
+	}
+	if err == nil {
+		err = h.removeRef(r.Context(), ref)
+	}
+	if err != nil {
+		h.fail(w, r, err)
+		return
+	}
+	h.log.Info("removed", "ref", ref.String(), "by", k)
+	w.WriteHeader(http.StatusNoContent)
+}
+
+// removeRef deletes a tag, a version (and its tags) or a whole name. The
+// version record goes before its ref, so a GC never sees a version whose
+// ref is gone.
+func (h *Hub) removeRef(ctx context.Context, ref hubclient.Ref) error {
+	o := h.b.Objects
+	switch {
+	case ref.Tag != "":
+		if _, err := o.Stat(ctx, tagObj(ref.NS, ref.Name, ref.Tag)); err != nil {
+			if isNotFound(err) {
+				return errorf(http.StatusNotFound, "no %s", ref)
+			}
+			return err
+		}
+		return o.Delete(ctx, tagObj(ref.NS, ref.Name, ref.Tag))
+	case !ref.Digest.IsZero():
+		if _, err := o.Stat(ctx, versionObj(ref.NS, ref.Name, ref.Digest)); err != nil {
+			if isNotFound(err) {
+				return errorf(http.StatusNotFound, "no %s", ref)
+			}
+			return err
+		}
+		repos, err := h.repos(ctx, ref.NS, ref.Name)
+		if err != nil {
+			return err
+		}
+		for _, rp := range repos {
+			for tag, d := range rp.Tags {
+				if d == ref.Digest {
+					if err := o.Delete(ctx, tagObj(ref.NS, ref.Name, tag)); err != nil {
+						return err
+					}
+				}
+			}
+		}
+		if err := o.Delete(ctx, versionObj(ref.NS, ref.Name, ref.Digest)); err != nil {
+			return err
+		}
+		return o.Delete(ctx, refObj(ref.Digest, ref.NS, ref.Name))
+	}
+	var names []string
+	if err := o.List(ctx, repoObj(ref.NS, ref.Name), func(fi object.Info) error {
+		names = append(names, fi.Name)
+		return nil
+	}); err != nil {
+		return err
+	}
+	if len(names) == 0 {
+		return errorf(http.StatusNotFound, "no %s", ref)
+	}
+	for _, n := range names {
+		if err := o.Delete(ctx, n); err != nil {
+			return err
+		}
+		if d, ok := strings.CutPrefix(n, repoObj(ref.NS, ref.Name)+"v/"); ok {
+			if id, err := digest.Parse(d); err == nil {
+				if err := o.Delete(ctx, refObj(id, ref.NS, ref.Name)); err != nil {
+					return err
+				}
+			}
+		}
+	}
+	return nil
+}
+
+func (h *Hub) tag(w http.ResponseWriter, r *http.Request) {
+	ns, name, tag := r.PathValue("ns"), r.PathValue("name"), r.PathValue("tag")
+	err := errors.Join(hubclient.CheckNamespace(ns), hubclient.CheckName(name), hubclient.CheckTag(tag))
+	if err != nil {
+		err = errorf(http.StatusBadRequest, "%v", err)
+	}
+	var k key.Public
+	var body []byte
+	if err == nil {
+		k, body, err = h.signed(w, r, maxJSON)
+	}
+	if err == nil {
+		err = h.mayWrite(r.Context(), k, ns)
+	}
+	var t hubclient.TagRequest
+	if err == nil {
+		err = decodeJSON(body, &t)
+	}
+	if err == nil {
+		if _, serr := h.b.Objects.Stat(r.Context(), versionObj(ns, name, t.Digest)); isNotFound(serr) {
+			err = errorf(http.StatusNotFound, "%s/%s has no version %s: push or promote it first", ns, name, t.Digest)
+		} else {
+			err = serr
+		}
+	}
+	if err == nil {
+		err = h.putJSON(r.Context(), tagObj(ns, name, tag), t)
+	}
+	if err != nil {
+		h.fail(w, r, err)
+		return
+	}
+	h.log.Info("tagged", "ref", ns+"/"+name+":"+tag, "digest", t.Digest, "by", k)
+	w.WriteHeader(http.StatusNoContent)
+}
+
+func (h *Hub) link(w http.ResponseWriter, r *http.Request) {
+	ns, name := r.PathValue("ns"), r.PathValue("name")
+	err := errors.Join(hubclient.CheckNamespace(ns), hubclient.CheckName(name))
+	if err != nil {
+		err = errorf(http.StatusBadRequest, "%v", err)
+	}
+	var k key.Public
+	var body []byte
+	if err == nil {
+		k, body, err = h.signed(w, r, maxJSON)
+	}
+	if err == nil {
+		err = h.mayWrite(r.Context(), k, ns)
+	}
+	var l hubclient.LinkRequest
+	if err == nil {
+		err = decodeJSON(body, &l)
+	}
+	var target hubclient.Ref
+	if err == nil {
+		if target, err = hubclient.ParseRef(l.Target); err != nil {
+			err = errorf(http.StatusBadRequest, "%v", err)
+		} else if target.NS == ns && target.Name == name {
+			err = errorf(http.StatusBadRequest, "a link cannot point at itself")
+		}
+	}
+	if err == nil {
+		_, err = h.user(r.Context(), target.NS)
+	}
+	if err == nil {
+		repos, rerr := h.repos(r.Context(), ns, name)
+		if rerr != nil {
+			err = rerr
+		} else if len(repos) > 0 && len(repos[0].Versions)+len(repos[0].Tags) > 0 {
+			err = errorf(http.StatusConflict, "%s/%s holds flists; remove them first", ns, name)
+		}
+	}
+	if err == nil {
+		err = h.putJSON(r.Context(), linkObj(ns, name), hubclient.LinkRequest{Target: target.String()})
+	}
+	if err != nil {
+		h.fail(w, r, err)
+		return
+	}
+	h.log.Info("linked", "name", ns+"/"+name, "target", target.String(), "by", k)
+	w.WriteHeader(http.StatusNoContent)
+}
+
+func (h *Hub) promote(w http.ResponseWriter, r *http.Request) {
+	result := "error"
+	defer func() { h.metrics.pushes.WithLabelValues(result).Inc() }()
+	dst, err := pathRef(r)
+	if err == nil && !dst.Digest.IsZero() {
+		err = errorf(http.StatusBadRequest, "promote to NS/NAME[:TAG], not to a digest")
+	}
+	var k key.Public
+	var body []byte
+	if err == nil {
+		k, body, err = h.signed(w, r, maxJSON)
+	}
+	if err == nil {
+		err = h.mayWrite(r.Context(), k, dst.NS)
+	}
+	var p hubclient.PromoteRequest
+	if err == nil {
+		err = decodeJSON(body, &p)
+	}
+	var src hubclient.Ref
+	if err == nil {
+		if src, err = hubclient.ParseRef(p.Source); err != nil {
+			err = errorf(http.StatusBadRequest, "%v", err)
+		}
+	}
+	var res resolved
+	if err == nil {
+		res, err = h.resolve(r.Context(), src, &k)
+	}
+	tag := dst.Tag
+	if tag == "" {
+		tag = hubclient.DefaultTag
+	}
+	v := hubclient.Version{Digest: res.digest, Size: res.version.Size, Pushed: h.opt.Now().UTC(), By: k,
+		Signers: res.version.Signers, From: res.ns + "/" + res.name + "@" + res.digest.String()}
+	if err == nil {
+		err = h.commit(r.Context(), dst.NS, dst.Name, tag, v, nil, false)
+	}
+	if err != nil {
+		if errors.Is(err, errBusy) {
+			result = "busy"
+		}
+		h.fail(w, r, err)
+		return
+	}
+	result = "ok"
+	h.log.Info("promoted", "ref", dst.NS+"/"+dst.Name+":"+tag, "from", v.From, "by", k)
+	writeJSON(w, http.StatusCreated, hubclient.Pushed{Ref: dst.NS + "/" + dst.Name + ":" + tag, Digest: v.Digest, Size: v.Size, Signers: v.Signers})
+}
+
+func (h *Hub) gcEndpoint(w http.ResponseWriter, r *http.Request) {
+	k, _, err := h.signed(w, r, 0)
+	if err == nil && !h.admins[k] {
+		err = fmt.Errorf("%w: only admins run garbage collection", errForbidden)
+	}
+	if err != nil {
+		h.fail(w, r, err)
+		return
+	}
+	dry := r.URL.Query().Get("dry_run") == "1"
+	stats, err := GC(r.Context(), h.b, GCOptions{DryRun: dry, Logger: h.log, Now: h.opt.Now})
+	h.metrics.countGC(stats, err)
+	if err != nil {
+		h.fail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, stats)
+}

@@ -1,0 +1,119 @@
+package object
+
+import (
+	"context"
+	"errors"
+	"sort"
+	"sync"
+	"sync/atomic"
+	"testing"
+
+	"github.com/minio/minio-go/v7"
+	"github.com/minio/minio-go/v7/pkg/credentials"
+
+	"github.com/zosgrid/zos/internal/store/storetest"
+)
+
+// conformance runs the Store contract against s.
+func conformance(t *testing.T, s Store) {
+	ctx := context.Background()
+	if _, err := s.Get(ctx, "a/b"); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("Get missing: %v", err)
+	}
+	if _, err := s.Stat(ctx, "a/b"); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("Stat missing: %v", err)
+	}
+	if err := s.Put(ctx, "a/b", []byte("one")); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Put(ctx, "a/b", []byte("two")); err != nil {
+		t.Fatal(err)
+	}
+	if b, err := s.Get(ctx, "a/b"); err != nil || string(b) != "two" {
+		t.Fatalf("Get: %q %v", b, err)
+	}
+	if err := s.Create(ctx, "a/b", []byte("three")); !errors.Is(err, ErrExist) {
+		t.Fatalf("Create over an object: %v", err)
+	}
+	if fi, err := s.Stat(ctx, "a/b"); err != nil || fi.Size != 3 || fi.ModTime.IsZero() {
+		t.Fatalf("Stat: %+v %v", fi, err)
+	}
+	for _, bad := range []string{"", "/a", "a//b", "a/../b", ".tmp/x", "a b"} {
+		if err := s.Put(ctx, bad, nil); err == nil {
+			t.Errorf("Put %q accepted", bad)
+		}
+	}
+
+	// Exactly one of many concurrent Creates wins.
+	var wins atomic.Int32
+	var wg sync.WaitGroup
+	for range 8 {
+		wg.Go(func() {
+			err := s.Create(ctx, "race/x", []byte("r"))
+			if err == nil {
+				wins.Add(1)
+			} else if !errors.Is(err, ErrExist) {
+				t.Error(err)
+			}
+		})
+	}
+	wg.Wait()
+	if wins.Load() != 1 {
+		t.Fatalf("%d concurrent Creates won, want 1", wins.Load())
+	}
+
+	for _, n := range []string{"l/x/1", "l/x/2", "l/xy", "l/y/1", "m/1"} {
+		if err := s.Put(ctx, n, []byte(n)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for prefix, want := range map[string][]string{
+		"l/x/": {"l/x/1", "l/x/2"},
+		"l/x":  {"l/x/1", "l/x/2", "l/xy"},
+		"l/":   {"l/x/1", "l/x/2", "l/xy", "l/y/1"},
+		"nope": nil,
+	} {
+		var got []string
+		if err := s.List(ctx, prefix, func(fi Info) error { got = append(got, fi.Name); return nil }); err != nil {
+			t.Fatal(err)
+		}
+		sort.Strings(got)
+		if len(got) != len(want) || len(got) > 0 && got[0] != want[0] || len(got) > 0 && got[len(got)-1] != want[len(want)-1] {
+			t.Errorf("List %q = %v, want %v", prefix, got, want)
+		}
+	}
+	if err := s.Delete(ctx, "l/x/1"); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Delete(ctx, "l/x/1"); err != nil {
+		t.Fatalf("Delete missing: %v", err)
+	}
+	if _, err := s.Get(ctx, "l/x/1"); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("Get deleted: %v", err)
+	}
+}
+
+func TestDir(t *testing.T) {
+	s, err := NewDir(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	conformance(t, s)
+}
+
+func TestS3(t *testing.T) {
+	endpoint, access, secret := storetest.StartMinIO(t)
+	c, err := minio.New(endpoint, &minio.Options{Creds: credentials.NewStaticV4(access, secret, "")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	if err := c.MakeBucket(ctx, "objects", minio.MakeBucketOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	s, err := NewS3(ctx, c, "objects", "hub/meta", "s3://"+endpoint+"/objects/hub/meta")
+	if err != nil {
+		t.Fatal(err)
+	}
+	conformance(t, s)
+}
