@@ -44,6 +44,7 @@ func main() {
 	})
 	root.AddCommand(flistCmd(), keyCmd())
 	root.AddCommand(cacheCmd())
+	root.AddCommand(hubCmd())
 	err := root.ExecuteContext(ctx)
 	if err == nil {
 		return

@@ -190,4 +190,3 @@ func (d *Dir) List(ctx context.Context, prefix string, fn func(Info) error) erro
 
 // Root returns the directory.
 func (d *Dir) Root() string { return d.root }
-

@@ -1,0 +1,502 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/zosgrid/zos/internal/digest"
+	"github.com/zosgrid/zos/internal/hub"
+	"github.com/zosgrid/zos/internal/hub/hubclient"
+	"github.com/zosgrid/zos/internal/key"
+)
+
+func hubCmd() *cobra.Command {
+	c := &cobra.Command{Use: "hub", Short: "Run a hub, or publish and fetch flists on one"}
+	c.AddCommand(hubServeCmd(), hubGCCmd(), hubRegisterCmd(), hubPushCmd(), hubPullCmd(), hubLsCmd(),
+		hubTagCmd(), hubLinkCmd(), hubPromoteCmd(), hubRmCmd())
+	return c
+}
+
+// hubFlags are the client flags every hub subcommand shares.
+type hubFlags struct {
+	url     string
+	keyFile string
+	json    bool
+}
+
+func (f *hubFlags) add(c *cobra.Command, jsonToo bool) {
+	c.Flags().StringVar(&f.url, "hub", os.Getenv("ZOS_HUB"), "hub URL (default $ZOS_HUB)")
+	c.Flags().StringVar(&f.keyFile, "key", os.Getenv("ZOS_KEY"), "secret key file that signs requests (default $ZOS_KEY)")
+	if jsonToo {
+		c.Flags().BoolVar(&f.json, "json", false, "print the result as JSON")
+	}
+}
+
+// client opens the hub client; needKey says the command cannot work unsigned.
+func (f *hubFlags) client(needKey bool) (*hubclient.Client, error) {
+	if f.url == "" {
+		return nil, &exitError{exitUsage, errors.New("no hub: pass --hub URL or set ZOS_HUB")}
+	}
+	var k *key.Secret
+	if f.keyFile != "" {
+		s, err := key.Load(f.keyFile)
+		if err != nil {
+			return nil, err
+		}
+		k = &s
+	} else if needKey {
+		return nil, &exitError{exitUsage, errors.New("this needs a signed request: pass --key FILE or set ZOS_KEY (make one with 'zos key gen FILE')")}
+	}
+	return hubclient.New(f.url, k)
+}
+
+// hubErr maps client errors to exit statuses.
+func hubErr(err error) error {
+	var se *hubclient.StatusError
+	if errors.As(err, &se) && se.Body.MissingCount > 0 {
+		return &exitError{exitContent, err}
+	}
+	return err
+}
+
+func parseRefArg(s string) (hubclient.Ref, error) {
+	r, err := hubclient.ParseRef(s)
+	if err != nil {
+		return r, &exitError{exitUsage, err}
+	}
+	return r, nil
+}
+
+func printJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
+func hubServeCmd() *cobra.Command {
+	var listen, data, level string
+	var hosts, admins []string
+	var adminReg bool
+	c := &cobra.Command{
+		Use:   "serve [--listen ADDR] [--data DIR | --data s3://...]",
+		Short: "Serve flists and chunks over HTTP (docs/HUB.md)",
+		Args:  usageArgs(0, "no arguments"),
+		RunE: func(c *cobra.Command, args []string) error {
+			var lv slog.Level
+			if err := lv.UnmarshalText([]byte(level)); err != nil {
+				return &exitError{exitUsage, fmt.Errorf("--log-level: %w", err)}
+			}
+			log := slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: lv}))
+			var adm []key.Public
+			for _, a := range admins {
+				k, err := key.ParsePublic(a)
+				if err != nil {
+					return &exitError{exitUsage, fmt.Errorf("--admin: %w", err)}
+				}
+				adm = append(adm, k)
+			}
+			ctx := c.Context()
+			b, err := hub.OpenBackend(ctx, data)
+			if err != nil {
+				return err
+			}
+			defer b.Close()
+			ln, err := net.Listen("tcp", listen)
+			if err != nil {
+				return err
+			}
+			if len(hosts) == 0 {
+				// A specific listen address is how clients reach the hub
+				// when nothing else is said; a wildcard cannot be.
+				if h, _, _ := net.SplitHostPort(listen); h != "" && h != "0.0.0.0" && h != "::" {
+					hosts = []string{ln.Addr().String()}
+					if h == "127.0.0.1" || h == "localhost" {
+						_, port, _ := net.SplitHostPort(ln.Addr().String())
+						hosts = append(hosts, "localhost:"+port)
+					}
+				} else {
+					log.Warn("no --host given: signed requests for any host are accepted, so one captured on another hub could be replayed here")
+				}
+			}
+			hb := hub.New(b, hub.Options{Hosts: hosts, Admins: adm, AdminRegistration: adminReg, Logger: log})
+			go hb.Run(ctx)
+			srv := &http.Server{Handler: hb, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute}
+			go func() {
+				<-ctx.Done()
+				sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+				defer cancel()
+				srv.Shutdown(sctx)
+			}()
+			log.Info("hub serving", "addr", ln.Addr().String(), "data", b.Objects.String(), "hosts", hosts, "admins", len(adm))
+			if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+				return err
+			}
+			return nil
+		},
+	}
+	c.Flags().StringVar(&listen, "listen", "127.0.0.1:8080", "address to listen on")
+	c.Flags().StringVar(&data, "data", "/var/lib/zos/hub", "where the hub keeps its data: a directory or s3://ACCESS:SECRET@HOST/BUCKET[/PREFIX][?tls=false]")
+	c.Flags().StringArrayVar(&hosts, "host", nil, "a HOST[:PORT] clients address the hub by; requests signed for others are refused (repeatable)")
+	c.Flags().StringArrayVar(&admins, "admin", nil, "an admin's public key (ed25519:...): may act in every namespace and run gc (repeatable)")
+	c.Flags().BoolVar(&adminReg, "admin-registration", false, "only admins register users (default: anyone may claim a free namespace)")
+	c.Flags().StringVar(&level, "log-level", "info", "debug, info, warn or error")
+	return c
+}
+
+func hubGCCmd() *cobra.Command {
+	var data string
+	var grace time.Duration
+	var dry bool
+	var f hubFlags
+	c := &cobra.Command{
+		Use:   "gc [--data DIR|s3://... | --hub URL --key ADMINKEY]",
+		Short: "Delete chunks no flist needs and flists no name refers to (safe while the hub runs)",
+		Args:  usageArgs(0, "no arguments"),
+		RunE: func(c *cobra.Command, args []string) error {
+			var st hubclient.GCStats
+			var err error
+			switch {
+			case data != "" && f.url != "":
+				return &exitError{exitUsage, errors.New("give --data (collect directly) or --hub (ask a hub), not both")}
+			case data != "":
+				var b *hub.Backend
+				b, err = hub.OpenBackend(c.Context(), data)
+				if err != nil {
+					return err
+				}
+				defer b.Close()
+				st, err = hub.GC(c.Context(), b, hub.GCOptions{Grace: grace, DryRun: dry,
+					Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))})
+			default:
+				cl, cerr := f.client(true)
+				if cerr != nil {
+					return cerr
+				}
+				st, err = cl.GC(c.Context(), dry)
+			}
+			if err != nil {
+				return err
+			}
+			if f.json {
+				return printJSON(c.OutOrStdout(), st)
+			}
+			verb := "deleted"
+			if dry {
+				verb = "would delete"
+			}
+			fmt.Fprintf(c.OutOrStdout(), "%s %d chunks (%d bytes) and %d flists; kept %d chunks needed by %d named flists, %d young; %v\n",
+				verb, st.Deleted, st.DeletedBytes, st.DeletedFlists, st.Marked, st.Referenced, st.Young, st.Elapsed.Round(time.Millisecond))
+			return nil
+		},
+	}
+	c.Flags().StringVar(&data, "data", "", "the hub's data (as for serve): collect directly")
+	c.Flags().DurationVar(&grace, "grace", time.Hour, "keep chunks and flists younger than this (uploads in flight)")
+	c.Flags().BoolVar(&dry, "dry-run", false, "report without deleting")
+	f.add(c, true)
+	return c
+}
+
+func hubRegisterCmd() *cobra.Command {
+	var f hubFlags
+	var private bool
+	var forKey string
+	c := &cobra.Command{
+		Use:   "register NAMESPACE --key FILE",
+		Short: "Claim a namespace for your key (first come, first served)",
+		Args:  usageArgs(1, "one NAMESPACE"),
+		RunE: func(c *cobra.Command, args []string) error {
+			cl, err := f.client(true)
+			if err != nil {
+				return err
+			}
+			reg := hubclient.Register{Name: args[0], Private: private}
+			if forKey != "" {
+				k, err := key.ParsePublic(forKey)
+				if err != nil {
+					return &exitError{exitUsage, err}
+				}
+				reg.Key = &k
+			}
+			u, err := cl.Register(c.Context(), reg)
+			if err != nil {
+				return err
+			}
+			if f.json {
+				return printJSON(c.OutOrStdout(), u)
+			}
+			fmt.Fprintf(c.OutOrStdout(), "registered %s for %s\n", u.Name, u.Key)
+			return nil
+		},
+	}
+	c.Flags().BoolVar(&private, "private", false, "reads of the namespace need a request signed by its owner")
+	c.Flags().StringVar(&forKey, "for", "", "register for this public key instead (admins only)")
+	f.add(c, true)
+	return c
+}
+
+func hubPushCmd() *cobra.Command {
+	var f hubFlags
+	c := &cobra.Command{
+		Use:   "push FL NAMESPACE/NAME[:TAG]",
+		Short: "Publish an flist whose chunks are already in the hub (pack with --store HUB/chunks)",
+		Args:  usageArgs(2, "FL and NAMESPACE/NAME[:TAG]"),
+		RunE: func(c *cobra.Command, args []string) error {
+			ref, err := parseRefArg(args[1])
+			if err != nil {
+				return err
+			}
+			b, err := os.ReadFile(args[0])
+			if err != nil {
+				return err
+			}
+			cl, err := f.client(true)
+			if err != nil {
+				return err
+			}
+			p, err := cl.Push(c.Context(), ref, b)
+			if err != nil {
+				return hubErr(err)
+			}
+			if f.json {
+				return printJSON(c.OutOrStdout(), p)
+			}
+			fmt.Fprintf(c.OutOrStdout(), "%s@%s\n", p.Ref, p.Digest)
+			return nil
+		},
+	}
+	f.add(c, true)
+	return c
+}
+
+func hubPullCmd() *cobra.Command {
+	var f hubFlags
+	var out string
+	c := &cobra.Command{
+		Use:   "pull NAMESPACE/NAME[:TAG|@DIGEST] [-o FILE]",
+		Short: "Download an flist (checked against the digest the hub announces)",
+		Args:  usageArgs(1, "one reference"),
+		RunE: func(c *cobra.Command, args []string) error {
+			var p hubclient.Pulled
+			cl, err := f.client(false)
+			if err != nil {
+				return err
+			}
+			if d, derr := digest.Parse(args[0]); derr == nil {
+				p, err = cl.PullDigest(c.Context(), d)
+			} else {
+				ref, rerr := parseRefArg(args[0])
+				if rerr != nil {
+					return rerr
+				}
+				if out == "" {
+					out = ref.Name + ".fl"
+				}
+				p, err = cl.Pull(c.Context(), ref)
+			}
+			if err != nil {
+				return err
+			}
+			if out == "" {
+				out = p.Digest.String() + ".fl"
+			}
+			if err := os.WriteFile(out, p.Flist, 0o644); err != nil {
+				return err
+			}
+			if f.json {
+				return printJSON(c.OutOrStdout(), map[string]any{"file": out, "digest": p.Digest, "resolved": p.Resolved, "signers": p.Signers})
+			}
+			fmt.Fprintf(c.OutOrStdout(), "%s %s\n", out, p.Resolved)
+			return nil
+		},
+	}
+	c.Flags().StringVarP(&out, "output", "o", "", "file to write (default NAME.fl)")
+	f.add(c, true)
+	return c
+}
+
+func hubLsCmd() *cobra.Command {
+	var f hubFlags
+	c := &cobra.Command{
+		Use:   "ls [NAMESPACE[/NAME]]",
+		Short: "List users, a namespace's flists, or one name's versions and tags",
+		Args:  cobra.MaximumNArgs(1),
+		RunE: func(c *cobra.Command, args []string) error {
+			cl, err := f.client(false)
+			if err != nil {
+				return err
+			}
+			w := c.OutOrStdout()
+			if len(args) == 0 {
+				us, err := cl.Users(c.Context())
+				if err != nil {
+					return err
+				}
+				if f.json {
+					return printJSON(w, us)
+				}
+				tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+				for _, u := range us {
+					vis := "public"
+					if u.Private {
+						vis = "private"
+					}
+					fmt.Fprintf(tw, "%s\t%s\t%s\n", u.Name, u.Key, vis)
+				}
+				return tw.Flush()
+			}
+			var repos []hubclient.Repo
+			if ns, name, ok := strings.Cut(args[0], "/"); ok {
+				r, err := cl.Repo(c.Context(), ns, name)
+				if err != nil {
+					return err
+				}
+				repos = []hubclient.Repo{r}
+			} else if repos, err = cl.Repos(c.Context(), ns); err != nil {
+				return err
+			}
+			if f.json {
+				return printJSON(w, repos)
+			}
+			tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+			for _, r := range repos {
+				if r.Link != "" {
+					fmt.Fprintf(tw, "%s/%s\t-> %s\n", r.NS, r.Name, r.Link)
+					continue
+				}
+				tags := map[digest.ID][]string{}
+				for t, d := range r.Tags {
+					tags[d] = append(tags[d], t)
+				}
+				for _, v := range r.Versions {
+					fmt.Fprintf(tw, "%s/%s@%s\t%s\t%d\t%s\n", r.NS, r.Name, v.Digest, strings.Join(tags[v.Digest], ","), v.Size, v.Pushed.Format(time.RFC3339))
+				}
+			}
+			return tw.Flush()
+		},
+	}
+	f.add(c, true)
+	return c
+}
+
+func hubTagCmd() *cobra.Command {
+	var f hubFlags
+	c := &cobra.Command{
+		Use:   "tag NAMESPACE/NAME:TAG DIGEST",
+		Short: "Point a tag at one of the name's versions",
+		Args:  usageArgs(2, "NAMESPACE/NAME:TAG and DIGEST"),
+		RunE: func(c *cobra.Command, args []string) error {
+			ref, err := parseRefArg(args[0])
+			if err != nil {
+				return err
+			}
+			if ref.Tag == "" {
+				return &exitError{exitUsage, errors.New("tag takes NAMESPACE/NAME:TAG")}
+			}
+			d, err := digest.Parse(args[1])
+			if err != nil {
+				return &exitError{exitUsage, err}
+			}
+			cl, err := f.client(true)
+			if err != nil {
+				return err
+			}
+			return cl.Tag(c.Context(), ref.NS, ref.Name, ref.Tag, d)
+		},
+	}
+	f.add(c, false)
+	return c
+}
+
+func hubLinkCmd() *cobra.Command {
+	var f hubFlags
+	c := &cobra.Command{
+		Use:   "link NAMESPACE/NAME TARGET",
+		Short: "Make a name forward to another reference (NS/NAME[:TAG|@DIGEST]), followed on every read",
+		Args:  usageArgs(2, "NAMESPACE/NAME and TARGET"),
+		RunE: func(c *cobra.Command, args []string) error {
+			ref, err := parseRefArg(args[0])
+			if err != nil {
+				return err
+			}
+			target, err := parseRefArg(args[1])
+			if err != nil {
+				return err
+			}
+			cl, err := f.client(true)
+			if err != nil {
+				return err
+			}
+			return cl.Link(c.Context(), ref.NS, ref.Name, target)
+		},
+	}
+	f.add(c, false)
+	return c
+}
+
+func hubPromoteCmd() *cobra.Command {
+	var f hubFlags
+	c := &cobra.Command{
+		Use:   "promote SOURCE NAMESPACE/NAME[:TAG]",
+		Short: "Copy what a reference resolves to (through links and tags) into a namespace",
+		Args:  usageArgs(2, "SOURCE and NAMESPACE/NAME[:TAG]"),
+		RunE: func(c *cobra.Command, args []string) error {
+			src, err := parseRefArg(args[0])
+			if err != nil {
+				return err
+			}
+			dst, err := parseRefArg(args[1])
+			if err != nil {
+				return err
+			}
+			cl, err := f.client(true)
+			if err != nil {
+				return err
+			}
+			p, err := cl.Promote(c.Context(), dst, src)
+			if err != nil {
+				return err
+			}
+			if f.json {
+				return printJSON(c.OutOrStdout(), p)
+			}
+			fmt.Fprintf(c.OutOrStdout(), "%s@%s\n", p.Ref, p.Digest)
+			return nil
+		},
+	}
+	f.add(c, true)
+	return c
+}
+
+func hubRmCmd() *cobra.Command {
+	var f hubFlags
+	c := &cobra.Command{
+		Use:   "rm NAMESPACE/NAME[:TAG|@DIGEST]",
+		Short: "Remove a name (with its versions and tags), a tag, or a version and its tags",
+		Args:  usageArgs(1, "one reference"),
+		RunE: func(c *cobra.Command, args []string) error {
+			ref, err := parseRefArg(args[0])
+			if err != nil {
+				return err
+			}
+			cl, err := f.client(true)
+			if err != nil {
+				return err
+			}
+			return cl.Remove(c.Context(), ref)
+		},
+	}
+	f.add(c, false)
+	return c
+}
