@@ -53,9 +53,6 @@ func (e *StatusError) Error() string {
 	if msg == "" {
 		msg = http.StatusText(e.Code)
 	}
-	if e.Body.MissingCount > 0 {
-		return fmt.Sprintf("hub: %s (%d chunks missing; upload them with 'zos flist pack --store HUB/chunks')", msg, e.Body.MissingCount)
-	}
 	return fmt.Sprintf("hub: %s (HTTP %d)", msg, e.Code)
 }
 
