@@ -53,6 +53,8 @@ func (h *Hub) fail(w http.ResponseWriter, r *http.Request, err error) {
 		w.Header().Set("WWW-Authenticate", auth.Scheme)
 	case errors.Is(err, errForbidden):
 		code = http.StatusForbidden
+	case errors.Is(err, ErrSweeping):
+		code = http.StatusConflict
 	case errors.Is(err, errBusy):
 		code = http.StatusServiceUnavailable
 		w.Header().Set("Retry-After", "2")
