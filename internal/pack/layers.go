@@ -56,7 +56,10 @@ func Layers(ctx context.Context, src LayerSource, st store.Store, opt Options) (
 	if opt.Base != nil {
 		return nil, Stats{}, errors.New("pack: a base image is not supported when converting layers")
 	}
-	sp := newSpool(opt.TempDir, spoolMemory)
+	if opt.spoolMemory == 0 {
+		opt.spoolMemory = spoolMemory
+	}
+	sp := newSpool(opt.TempDir, opt.spoolMemory)
 	defer sp.close()
 	sl := newSealer(ctx, st, opt, nil, start)
 	t := newTree(ck, sl, sp)
@@ -186,6 +189,10 @@ func (t *tree) apply(ctx context.Context, tr *tar.Reader) error {
 	}
 }
 
+// errSparse refuses sparse files: a few bytes of layer could expand to
+// terabytes of holes, and no image builder writes them.
+var errSparse = fmt.Errorf("%w: sparse files are not supported", ErrLayer)
+
 // cleanPath makes a tar name relative to the root as umoci does: ".."
 // cannot climb above the root, and an absolute name is rooted there. It
 // returns the components; none means the root.
@@ -277,6 +284,13 @@ func (t *tree) entry(hdr *tar.Header, r io.Reader, upper map[string]struct{}) er
 	switch hdr.Typeflag {
 	case tar.TypeXGlobalHeader:
 		return nil // metadata of the archive (git archive writes one), not a file
+	case tar.TypeGNUSparse:
+		return errSparse
+	}
+	for k := range hdr.PAXRecords {
+		if strings.HasPrefix(k, "GNU.sparse.") {
+			return errSparse
+		}
 	}
 	comps := cleanPath(hdr.Name)
 	if len(comps) == 0 {
@@ -315,7 +329,7 @@ func (t *tree) entry(hdr *tar.Header, r io.Reader, upper map[string]struct{}) er
 		delete(dir.kids, file)
 	}
 	switch hdr.Typeflag {
-	case tar.TypeReg, tar.TypeGNUSparse:
+	case tar.TypeReg:
 		n = &fnode{e: flist.Entry{Mode: uint32(flist.KindRegular), Size: uint64(hdr.Size)}}
 		if err := t.content(n, r, hdr.Size); err != nil {
 			return err

@@ -57,6 +57,8 @@ type Options struct {
 	// TempDir is where Layers spools small files' content once it
 	// outgrows memory (default os.TempDir()).
 	TempDir string
+
+	spoolMemory int64 // tests: default spoolMemory
 }
 
 // Stats describe a pack, during and after it.
