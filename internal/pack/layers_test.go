@@ -38,7 +38,9 @@ type th struct {
 func file(name string, data []byte) th {
 	return th{tar.Header{Name: name, Typeflag: tar.TypeReg, Mode: 0o644, Size: int64(len(data))}, data}
 }
-func dirEnt(name string) th { return th{tar.Header{Name: name, Typeflag: tar.TypeDir, Mode: 0o755}, nil} }
+func dirEnt(name string) th {
+	return th{tar.Header{Name: name, Typeflag: tar.TypeDir, Mode: 0o755}, nil}
+}
 func symlink(name, target string) th {
 	return th{tar.Header{Name: name, Typeflag: tar.TypeSymlink, Linkname: target, Mode: 0o777}, nil}
 }
