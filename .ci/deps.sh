@@ -15,7 +15,7 @@ exec </dev/null
 cd /
 
 bin=${ZOS_CI_BIN:-/var/cache/zos-ci/bin}
-apt_pkgs=(fuse3 redis-server zstd squashfs-tools casync erofs-utils debootstrap umoci skopeo)
+apt_pkgs=(fuse3 redis-server zstd squashfs-tools casync erofs-utils debootstrap umoci skopeo docker-registry)
 
 log() { printf 'deps: %s\n' "$*" >&2; }
 

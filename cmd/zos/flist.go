@@ -22,6 +22,7 @@ import (
 	"github.com/zosgrid/zos/internal/chunk"
 	"github.com/zosgrid/zos/internal/flist"
 	"github.com/zosgrid/zos/internal/key"
+	"github.com/zosgrid/zos/internal/oci"
 	"github.com/zosgrid/zos/internal/pack"
 	"github.com/zosgrid/zos/internal/store"
 	"github.com/zosgrid/zos/internal/store/storeurl"
@@ -104,23 +105,55 @@ func packCmd() *cobra.Command {
 	var out string
 	var stores []string
 	var workers int
-	var jsonOut bool
-	var keyFile, baseFile, level string
+	var jsonOut, insecure bool
+	var keyFile, baseFile, level, creds, platform string
 	c := &cobra.Command{
-		Use:   "pack DIR -o OUT.fl --store URL [--store URL...] [--base OLD.fl]",
-		Short: "Pack a directory tree into an flist and its chunks into stores",
-		Args:  usageArgs(1, "one DIR"),
+		Use:   "pack DIR|docker://REF|oci:DIR[:TAG]|docker-archive:FILE -o OUT.fl --store URL [--store URL...] [--base OLD.fl]",
+		Short: "Pack a directory tree, or convert a Docker/OCI image, into an flist and its chunks into stores",
+		Long: `Pack a directory tree into an flist and its chunks into stores.
+
+Given an image instead of a directory (docker://REF from a registry, oci:DIR[:TAG] from an OCI
+layout, docker-archive:FILE from a docker save tarball), pack applies its layers in order, as
+umoci unpack would, without a Docker daemon and without the image ever being on disk, and keeps
+the image's run configuration in the flist. Registry credentials come from --creds, else from
+$DOCKER_CONFIG/config.json or ~/.docker/config.json; plain HTTP is used only for loopback
+registries unless --insecure.`,
+		Args: usageArgs(1, "one DIR or image reference"),
 		RunE: func(c *cobra.Command, args []string) error {
 			if out == "" {
 				return &exitError{exitUsage, errors.New("pack needs -o OUT.fl")}
 			}
+			src := args[0]
+			image := oci.IsRef(src)
 			// Fail before packing, not after: the source must be a directory
 			// and the flist's directory must exist.
-			if fi, err := os.Stat(args[0]); err != nil || !fi.IsDir() {
-				return &exitError{exitUsage, fmt.Errorf("%s is not a directory: pack needs the root of a tree", args[0])}
+			if !image {
+				if fi, err := os.Stat(src); err != nil || !fi.IsDir() {
+					return &exitError{exitUsage, fmt.Errorf("%s is not a directory: pack needs the root of a tree, or an image (docker://REF, oci:DIR[:TAG], docker-archive:FILE)", src)}
+				}
+				if creds != "" || insecure || platform != "" {
+					return &exitError{exitUsage, errors.New("--creds, --insecure and --platform are for images, not directories")}
+				}
+			} else if baseFile != "" {
+				return &exitError{exitUsage, errors.New("--base works with directories only, not images")}
 			}
 			if fi, err := os.Stat(filepath.Dir(out)); err != nil || !fi.IsDir() {
 				return &exitError{exitUsage, fmt.Errorf("cannot write %s: directory %s does not exist (create it first)", out, filepath.Dir(out))}
+			}
+			var img *oci.Image
+			if image {
+				iopt := oci.Options{Insecure: insecure, Platform: platform}
+				if creds != "" {
+					u, p, ok := strings.Cut(creds, ":")
+					if !ok || u == "" {
+						return &exitError{exitUsage, errors.New("--creds takes USER:PASSWORD")}
+					}
+					iopt.Username, iopt.Password = u, p
+				}
+				var err error
+				if img, err = oci.Open(c.Context(), src, iopt); err != nil {
+					return err
+				}
 			}
 			var k *key.Secret
 			if keyFile != "" {
@@ -154,15 +187,29 @@ func packCmd() *cobra.Command {
 			}
 			if bar != nil {
 				opt.Progress = func(s pack.Stats) {
-					bar.ChangeMax64(s.TotalBytes)
+					if image {
+						bar.Describe(fmt.Sprintf("layer %d/%d", s.Layer, s.Layers))
+					} else {
+						bar.ChangeMax64(s.TotalBytes)
+					}
 					bar.Set64(s.Bytes)
 				}
 			}
-			fl, stats, err := pack.Dir(c.Context(), args[0], st, opt)
+			var fl []byte
+			var stats pack.Stats
+			if image {
+				opt.Meta = img.Meta()
+				fl, stats, err = pack.Layers(c.Context(), img, st, opt)
+			} else {
+				fl, stats, err = pack.Dir(c.Context(), src, st, opt)
+			}
 			if bar != nil {
 				bar.Finish()
 			}
 			if err != nil {
+				if errors.Is(err, pack.ErrLayer) || errors.Is(err, oci.ErrDiffID) {
+					return &exitError{exitContent, err}
+				}
 				return err
 			}
 			if err := writeFileAtomic(out, fl); err != nil {
@@ -171,20 +218,37 @@ func packCmd() *cobra.Command {
 			r, _ := flist.Open(fl)
 			secs := stats.Elapsed.Seconds()
 			if jsonOut {
-				return json.NewEncoder(c.OutOrStdout()).Encode(map[string]any{
+				m := map[string]any{
 					"flist": out, "digest": r.Digest().String(), "entries": stats.Entries, "files": stats.Files,
 					"bytes": stats.TotalBytes, "chunks": stats.Chunks, "new_chunks": stats.NewChunks,
 					"stored_chunks": stats.Chunks - stats.NewChunks, "delta_chunks": stats.DeltaChunks, "dup_files": stats.DupFiles,
 					"store_bytes_written": stats.StoredBytes, "metadata_bytes": stats.MetaBytes,
 					"seconds": secs, "mb_per_s": mb(stats.TotalBytes) / secs,
-				})
+				}
+				if image {
+					m["source"], m["layers"], m["layer_bytes"], m["orphan_chunks"] = src, stats.Layers, stats.Bytes, stats.Orphans
+					m["stored_chunks"] = max(stats.Chunks+stats.Orphans-stats.NewChunks, 0)
+					m["mb_per_s"] = mb(stats.Bytes) / secs
+				}
+				return json.NewEncoder(c.OutOrStdout()).Encode(m)
 			}
 			w := c.OutOrStdout()
-			fmt.Fprintf(w, "packed %s -> %s\n", args[0], out)
+			if image {
+				fmt.Fprintf(w, "converted %s -> %s\n", src, out)
+			} else {
+				fmt.Fprintf(w, "packed %s -> %s\n", src, out)
+			}
 			fmt.Fprintf(w, "  digest    %s\n", r.Digest())
+			if image {
+				fmt.Fprintf(w, "  layers    %d (%.1f MB of tar read)\n", stats.Layers, mb(stats.Bytes))
+			}
 			fmt.Fprintf(w, "  entries   %d (%d files, %d stored once for several names)\n", stats.Entries, stats.Files, stats.DupFiles)
 			fmt.Fprintf(w, "  bytes     %.1f MB\n", mb(stats.TotalBytes))
-			fmt.Fprintf(w, "  chunks    %d (%d new, %d already stored)\n", stats.Chunks, stats.NewChunks, stats.Chunks-stats.NewChunks)
+			if image {
+				fmt.Fprintf(w, "  chunks    %d (%d new; %d more of content a later layer replaced)\n", stats.Chunks, stats.NewChunks, stats.Orphans)
+			} else {
+				fmt.Fprintf(w, "  chunks    %d (%d new, %d already stored)\n", stats.Chunks, stats.NewChunks, stats.Chunks-stats.NewChunks)
+			}
 			if opt.Base != nil {
 				fmt.Fprintf(w, "  deltas    %d new chunks stored as deltas against %s\n", stats.DeltaChunks, baseFile)
 			}
@@ -201,6 +265,9 @@ func packCmd() *cobra.Command {
 	c.Flags().BoolVar(&jsonOut, "json", false, "print the summary as JSON")
 	c.Flags().StringVar(&keyFile, "key", "", "secret key file that signs writes to http stores")
 	c.Flags().StringVar(&baseFile, "base", "", "an earlier flist whose chunks are in the store (e.g. the previous version): store new chunks as deltas against it")
+	c.Flags().StringVar(&creds, "creds", "", "images: registry credentials USER:PASSWORD (default: the docker config.json)")
+	c.Flags().BoolVar(&insecure, "insecure", false, "images: allow plain HTTP and unverified TLS to the registry")
+	c.Flags().StringVar(&platform, "platform", "", "images: which image of a multi-platform index, os/arch[/variant] (default: linux and this machine's architecture)")
 	return c
 }
 
