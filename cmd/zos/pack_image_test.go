@@ -67,7 +67,9 @@ func ociLayout(t *testing.T) string {
 		"rootfs": map[string]any{"type": "layers", "diff_ids": []string{d1, d2}},
 	})
 	cd, cn := put(config)
-	desc := func(mt, d string, n int) map[string]any { return map[string]any{"mediaType": mt, "digest": d, "size": n} }
+	desc := func(mt, d string, n int) map[string]any {
+		return map[string]any{"mediaType": mt, "digest": d, "size": n}
+	}
 	manifest, _ := json.Marshal(map[string]any{
 		"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
 		"config": desc("application/vnd.oci.image.config.v1+json", cd, cn),
