@@ -513,3 +513,52 @@ func TestIndexPicksHostPlatform(t *testing.T) {
 		t.Error("an arm64 image opened as linux/amd64")
 	}
 }
+
+// TestConvertCorpusEqualsUmoci converts a real Debian root filesystem (the
+// corpus's min.tar, as GNU tar wrote it) with a second layer that deletes,
+// replaces and writes through the usrmerge symlinks, and compares with
+// umoci unpack of the same image.
+func TestConvertCorpusEqualsUmoci(t *testing.T) {
+	corpus := os.Getenv("ZOS_CORPUS")
+	if corpus == "" {
+		corpus = "/var/cache/zos-corpus"
+	}
+	tarFile := filepath.Join(corpus, "min.tar")
+	if _, err := os.Stat(tarFile); err != nil {
+		t.Skip("Debian corpus not built (../shared/corpus/build-corpus.sh min): real-image comparison not run")
+	}
+	if testing.Short() {
+		t.Skip("real-image comparison: skipped in -short mode")
+	}
+	// gzip: umoci 0.4.7 cannot read uncompressed OCI layers.
+	base, err := tarball.LayerFromFile(tarFile, tarball.WithMediaType(types.OCILayer), tarball.WithCompressionLevel(1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	top := layer(t, []ent{
+		{name: "usr/share/doc/.wh..wh..opq"},
+		{name: "usr/share/doc/", typ: tar.TypeDir},
+		{name: "usr/share/doc/README", data: []byte("docs removed")},
+		{name: "etc/.wh.apt"},
+		{name: "bin/zos-added", mode: 0o755, data: blob(11, 100<<10)}, // through bin -> usr/bin
+		{name: "etc/hostname", data: []byte("zos\n")},
+		{name: "etc/hostname-hl", typ: tar.TypeLink, link: "etc/hostname"},
+		{name: "var/lib/dpkg/", typ: tar.TypeDir, mode: 0o700},
+	})
+	img := buildImage(t, []v1.Layer{base, top}, "amd64")
+	lay := writeLayout(t, img, "min")
+	opened, err := oci.Open(context.Background(), oci.Layout+lay+":min", oci.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	fl, stats, err := pack.Layers(context.Background(), opened, mem.New(), pack.Options{Meta: opened.Meta()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if stats.Files < 1000 {
+		t.Fatalf("stats %+v: not a root filesystem", stats)
+	}
+	// min.tar has a "./" entry: the root's attributes come from it.
+	rootfs := umociRootfs(t, lay, "min", false)
+	compareWithDir(t, opened, fl, rootfs, opened.Meta())
+}
