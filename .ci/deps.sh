@@ -3,8 +3,9 @@
 #
 # Idempotent and non-interactive: it reads no standard input, skips apt-get when every package is
 # already installed, and builds the MinIO server only when the cached binary is missing. Tests
-# start their own redis-server and minio on random loopback ports, so the Debian redis-server
-# service is stopped and disabled here to keep port 6379 and its pid file out of their way.
+# start their own redis-server and minio on random loopback ports (and the hub benchmark its own
+# nginx), so the Debian redis-server and nginx services are stopped and disabled here to keep
+# ports 6379 and 80 and their pid files out of their way. chromium runs the hub's web page test.
 #
 # Environment:
 #   ZOS_CI_BIN    where the MinIO binary is cached (default /var/cache/zos-ci/bin, outside the repo)
@@ -15,7 +16,7 @@ exec </dev/null
 cd /
 
 bin=${ZOS_CI_BIN:-/var/cache/zos-ci/bin}
-apt_pkgs=(fuse3 redis-server zstd squashfs-tools casync erofs-utils debootstrap umoci skopeo docker-registry)
+apt_pkgs=(fuse3 redis-server zstd squashfs-tools casync erofs-utils debootstrap umoci skopeo docker-registry chromium nginx)
 
 log() { printf 'deps: %s\n' "$*" >&2; }
 
@@ -43,16 +44,19 @@ else
 	log "apt packages present"
 fi
 
-# A redis-server service started by the package (where an init runs) would hold port 6379; tests
-# do not need it. Stop it and keep it from starting again, ignoring machines without an init.
-if command -v systemctl >/dev/null 2>&1 && systemctl is-system-running >/dev/null 2>&1; then
-	systemctl disable --now redis-server >/dev/null 2>&1 || true
-elif command -v service >/dev/null 2>&1; then
-	service redis-server stop >/dev/null 2>&1 || true
-fi
-if command -v update-rc.d >/dev/null 2>&1; then
-	update-rc.d redis-server disable >/dev/null 2>&1 || true
-fi
+# The redis-server and nginx services started by their packages (where an init runs) would hold
+# ports 6379 and 80; tests and benchmarks run their own. Stop them and keep them from starting
+# again, ignoring machines without an init.
+for svc in redis-server nginx; do
+	if command -v systemctl >/dev/null 2>&1 && systemctl is-system-running >/dev/null 2>&1; then
+		systemctl disable --now "$svc" >/dev/null 2>&1 || true
+	elif command -v service >/dev/null 2>&1; then
+		service "$svc" stop >/dev/null 2>&1 || true
+	fi
+	if command -v update-rc.d >/dev/null 2>&1; then
+		update-rc.d "$svc" disable >/dev/null 2>&1 || true
+	fi
+done
 
 # The MinIO server: no Debian package, so build it from the Go module proxy once and cache it.
 if [[ -x $bin/minio ]]; then
