@@ -149,6 +149,7 @@ func (h *Hub) routes() {
 	m.HandleFunc("PUT /v1/links/{ns}/{name}", h.link)
 	m.HandleFunc("POST /v1/promote/{ns}/{ref}", h.promote)
 	m.HandleFunc("POST /v1/gc", h.gcEndpoint)
+	h.webRoutes(m)
 	h.mux = m
 }
 
@@ -196,7 +197,10 @@ func routeOf(pattern string) string {
 	if i := strings.Index(p, "{"); i > 0 {
 		p = p[:i]
 	}
-	return strings.TrimSuffix(p, "/")
+	if p = strings.TrimSuffix(p, "/"); p == "" {
+		return "/" // the web page's home
+	}
+	return p
 }
 
 const (
