@@ -30,6 +30,8 @@
 #   WIDE_PREFETCH=16                zostracewide: the trace row with --prefetch-fetchers this
 #   RATE_KBPS=12500 LATENCY_MS=20   the slow link (1 KB = 1000 bytes: 12500 KB/s = 100 Mbit/s)
 #   SEQ_RUNTIME=60 RAND_RUNTIME=20  fio limits in seconds (sequential: the file or this, first)
+#   DISK_REPS=5                     alternated reps of the warm-disk rows (the median is reported)
+#   DISK_RAND_IOS=50000             random reads of the warm-disk rows (zos new mount and its reference)
 #   COLD_RAND_IOS=1000              random reads on a cold mount (a fixed count, not a time:
 #                                   after enough reads every chunk is cached and it is warm)
 #   META_REPS=3                     repetitions of the metadata measurements (best kept)
@@ -54,6 +56,8 @@ LATENCY_MS=${LATENCY_MS:-20}
 SEQ_RUNTIME=${SEQ_RUNTIME:-60}
 RAND_RUNTIME=${RAND_RUNTIME:-20}
 COLD_RAND_IOS=${COLD_RAND_IOS:-1000}
+DISK_RAND_IOS=${DISK_RAND_IOS:-50000}
+DISK_REPS=${DISK_REPS:-5}
 META_REPS=${META_REPS:-3}
 CACHE_SIZE=${CACHE_SIZE:-8G}
 RESULTS=${RESULTS:-$OUT/results.jsonl}
@@ -463,6 +467,10 @@ fio_read() {
 	case "$mode" in
 	seq) a+=(--rw=read --bs=1M --runtime="$SEQ_RUNTIME") ;;
 	rand) a+=(--rw=randread --bs=4k --runtime="$RAND_RUNTIME" --time_based --norandommap --randrepeat=1) ;;
+	# diskrand: a fixed count of reads (a time-based run would end up reading the page cache
+	# once the file is in it), without POSIX_FADV_RANDOM: the hint would reach ext4's file but
+	# not a FUSE passthrough backing file, which would compare different read-ahead policies.
+	diskrand) a+=(--rw=randread --bs=4k --number_ios="$DISK_RAND_IOS" --runtime=300 --norandommap --randrepeat=1 --fadvise_hint=0) ;;
 	coldrand) a+=(--rw=randread --bs=4k --number_ios="$COLD_RAND_IOS" --runtime=120 --norandommap --randrepeat=1) ;;
 	esac
 	mkdir -p "$OUT/fio"
@@ -485,6 +493,16 @@ read_rec() {
 		rec part=read row="$row" link="$link" mode="$mode" status=FAIL msg="fio: $(oneline "$OUT/fio/last.err")"
 		log "read $row $link $mode: FAIL"
 	fi
+}
+
+# drop_pages: write back and drop every clean page of the machine; logs the page cache before
+# and after.
+drop_pages() {
+	local before
+	before=$(awk '/^Cached:/ {print $2}' /proc/meminfo)
+	sync
+	echo 3 >/proc/sys/vm/drop_caches
+	log "dropped clean pages: page cache $((before / 1024)) MiB -> $(($(awk '/^Cached:/ {print $2}' /proc/meminfo) / 1024)) MiB"
 }
 
 # wait_whole CACHEDIR: wait until the cache holds a whole file (zos cache stats --json
@@ -553,14 +571,29 @@ part_read() {
 					zumount "$w/mnt"
 					set_link store "$link"
 					zmount "$SRV/file.fl" "$w/mnt" "$w/cache" "$w/mount2.log"
+					# The reference: the same bytes on the same ext4, read directly. With whole
+					# files that is the cache's copy (the very file passthrough reads); else
+					# the source file. Read once first, untimed: this VM's disk serves recently
+					# read or written data from the host's memory, so both start alike.
 					# fio's invalidate drops the FUSE file's pages, not those of a passthrough
-					# backing file: drop every clean page, so "disk" means disk for zos too.
-					sync
-					echo 3 >/proc/sys/vm/drop_caches
-					read_rec zosdisk "$link" seq "$w/mnt/file.bin" seq 1
-					sync
-					echo 3 >/proc/sys/vm/drop_caches
-					read_rec zosdisk "$link" rand "$w/mnt/file.bin" rand 1
+					# backing file: every clean page is dropped before each measurement.
+					local ref
+					ref=$(ls "$w"/cache/*/*.file 2>/dev/null | head -1)
+					[ -n "$ref" ] || ref=$BIGFILE
+					cat "$ref" >/dev/null
+					local rep
+					local rep pair
+					for rep in $(seq "$DISK_REPS"); do
+						pair=("ext4same - $ref" "zosdisk $link $w/mnt/file.bin")
+						[ $((rep % 2)) = 0 ] && pair=("${pair[1]}" "${pair[0]}")
+						for dm in seq diskrand; do
+							for p in "${pair[@]}"; do
+								read -r -a p <<<"$p"
+								drop_pages
+								read_rec "${p[0]}" "${p[1]}" "${dm/diskrand/rand}" "${p[2]}" "$dm" 1
+							done
+						done
+					done
 				fi
 				zumount "$w/mnt"
 			else
@@ -655,5 +688,5 @@ rm -rf "$OUT/run/read-src"
 
 python3 "$REPO/bench/mountreport.py" "$RESULTS" \
 	--date "$(date -u +%Y-%m-%dT%H:%MZ)" --cores "$(nproc)" --zos-rev "$ZOS_REV" --elapsed "$elapsed" \
-	--rate-kbps "$RATE_KBPS" --latency-ms "$LATENCY_MS" --cold-rand-ios "$COLD_RAND_IOS" --wide-prefetch "$WIDE_PREFETCH" \
+	--rate-kbps "$RATE_KBPS" --latency-ms "$LATENCY_MS" --cold-rand-ios "$COLD_RAND_IOS" --disk-rand-ios "$DISK_RAND_IOS" --wide-prefetch "$WIDE_PREFETCH" \
 	--load "start $LOAD0, end $(cut -d' ' -f1-3 /proc/loadavg); 1-minute load sampled every 10 s: $(sort -n "$OUT/load.txt" | awk '{s += $1; n++; m = $1} END {if (n) printf "mean %.2f, max %.2f", s / n, m}')"

@@ -24,6 +24,7 @@ READ_ROWS = [
     ("ext4cache", "-", "ext4, page cache"),
     ("zoscold", "fast", "zos cold, unthrottled link"),
     ("zoscold", "100M", "zos cold, 100 Mbit/s link"),
+    ("ext4same", "-", "ext4, the same bytes read directly: the cache's whole file (page cache dropped)"),
     ("zosdisk", "fast", "zos warm: new mount over a full disk cache"),
     ("zoscache", "fast", "zos warm: same mount after a full read"),
 ]
@@ -58,6 +59,7 @@ def main():
     ap.add_argument("--latency-ms", default="20")
     ap.add_argument("--load", default="")
     ap.add_argument("--cold-rand-ios", default="")
+    ap.add_argument("--disk-rand-ios", default="")
     ap.add_argument("--wide-prefetch", default="16")
     a = ap.parse_args()
 
@@ -154,7 +156,15 @@ def main():
                             100 * share))
 
     # ---- read throughput ----
-    rd = {(r["row"], r.get("link", "-"), r.get("mode", "")): r for r in recs if r["part"] == "read"}
+    # Rows measured several times (alternated reps): the rep with the median bandwidth.
+    reps = {}
+    for r in recs:
+        if r["part"] == "read":
+            reps.setdefault((r["row"], r.get("link", "-"), r.get("mode", "")), []).append(r)
+    rd = {}
+    for k, rs in reps.items():
+        good = sorted((r for r in rs if ok(r) and "bw" in r), key=lambda r: r["bw"])
+        rd[k] = dict(good[len(good) // 2], reps=len(good)) if good else rs[-1]
     linkbw = {r["link"]: r["bw"] for r in recs if r["part"] == "read" and r.get("row") == "link"}
     if rd:
         pack = next((r for r in recs if r["part"] == "read" and r.get("row") == "pack"), None)
@@ -172,7 +182,7 @@ def main():
         w("| file system | seq MB/s | seq wire MB/s | seq vs ext4 | rand 4 KiB IOPS | rand MB/s "
           "| rand mean latency µs | rand vs ext4 |")
         w("|---|---:|---:|---:|---:|---:|---:|---:|")
-        ref = {"zoscache": "ext4cache", "zosdisk": "ext4disk"}
+        ref = {"zoscache": "ext4cache", "zosdisk": "ext4same"}
         for row, link, label in READ_ROWS:
             cells = []
             for mode in ("seq", "rand"):
@@ -204,9 +214,14 @@ def main():
             w("The first mount kept the file whole in its cache (FUSE passthrough for later opens): "
               "%s whole file(s) %.1f s after the warm reads ended. Before each \"new mount\" "
               "measurement every clean page was dropped (`echo 3 > /proc/sys/vm/drop_caches`), so "
-              "it reads the disk like the ext4 row." % (whole.get("files", "?"), float(whole.get("wait", 0))))
+              "it reads the disk like the ext4 rows; the warm-disk rows do a fixed count of random reads (%s) "
+              "without the POSIX_FADV_RANDOM hint, which would reach ext4 but not a passthrough backing file. "
+              "Those two rows alternate, %s reps each, which one reads first swapping every rep (this VM's "
+              "disk serves blocks read a moment before from the host's memory, 3x faster); the table "
+              "shows the median rep." % (whole.get("files", "?"), float(whole.get("wait", 0)), a.disk_rand_ios,
+                 rd.get(("zosdisk", "fast", "seq"), {}).get("reps", "?")))
             w("")
-        for row, base, what in (("zoscache", "ext4cache", "page cache"), ("zosdisk", "ext4disk", "disk")):
+        for row, base, what in (("zoscache", "ext4cache", "page cache"), ("zosdisk", "ext4same", "disk")):
             for mode, lim in (("seq", 0.9), ("rand", 0.5)):
                 r, b = rd.get((row, "fast", mode)), rd.get((base, "-", mode))
                 name = "warm %s (%s) >= %.1fx native" % (
