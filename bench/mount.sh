@@ -30,6 +30,7 @@
 #   WIDE_PREFETCH=16                zostracewide: the trace row with --prefetch-fetchers this
 #   RATE_KBPS=12500 LATENCY_MS=20   the slow link (1 KB = 1000 bytes: 12500 KB/s = 100 Mbit/s)
 #   SEQ_RUNTIME=60 RAND_RUNTIME=20  fio limits in seconds (sequential: the file or this, first)
+#   ZOS_MOUNT_FLAGS=""              extra flags for every zos mount (e.g. "--fetchers 32")
 #   DISK_REPS=5                     alternated reps of the warm-disk rows (the median is reported)
 #   DISK_RAND_IOS=50000             random reads of the warm-disk rows (zos new mount and its reference)
 #   COLD_RAND_IOS=1000              random reads on a cold mount (a fixed count, not a time:
@@ -58,6 +59,7 @@ RAND_RUNTIME=${RAND_RUNTIME:-20}
 COLD_RAND_IOS=${COLD_RAND_IOS:-1000}
 DISK_RAND_IOS=${DISK_RAND_IOS:-50000}
 DISK_REPS=${DISK_REPS:-5}
+ZOS_MOUNT_FLAGS=${ZOS_MOUNT_FLAGS:-}
 META_REPS=${META_REPS:-3}
 CACHE_SIZE=${CACHE_SIZE:-8G}
 RESULTS=${RESULTS:-$OUT/results.jsonl}
@@ -162,6 +164,7 @@ mount_flags() {
 	h=$("$ZOS" flist mount --help 2>/dev/null)
 	if grep -q -- '--cache-size' <<<"$h"; then echo "--cache-size $CACHE_SIZE"; fi
 	if [ "${1:-}" = notrace ] && grep -q -- '--no-trace' <<<"$h"; then echo --no-trace; fi
+	echo "$ZOS_MOUNT_FLAGS"
 }
 # zmount FL MNT CACHEDIR LOG [notrace | EXTRA-FLAGS]: mount through the proxy.
 zmount() {

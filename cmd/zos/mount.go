@@ -37,6 +37,7 @@ type mountFlags struct {
 	trace         string
 	noTrace       bool
 	prefetchers   int
+	fetchers      int
 	filePrefetch  string
 	keepWhole     string
 	fetchTimeout  time.Duration
@@ -98,6 +99,7 @@ from mount time on; reads always come first.`,
 	fl.StringVar(&f.upper, "upper", "", "directory holding the writable layer's changes (with --rw)")
 	fl.StringVar(&f.trace, "trace", "", "prefetch the chunks this trace lists (default: FL.trace if it exists)")
 	fl.BoolVar(&f.noTrace, "no-trace", false, "do not prefetch by trace, even if FL.trace exists")
+	fl.IntVar(&f.fetchers, "fetchers", 0, "chunk fetches in flight at once, for reads and read-ahead (default 32; a link's bandwidth x latency needs bandwidth x RTT / chunk size of them)")
 	fl.IntVar(&f.prefetchers, "prefetch-fetchers", 0, "chunks the trace prefetch fetches at once (default 16; reads always get a free fetch slot first)")
 	fl.StringVar(&f.filePrefetch, "file-prefetch", "", "on a file's first read, fetch up to this much of it in the background (e.g. 16M; 0 disables; default 64M, or 0 when a trace is used)")
 	fl.StringVar(&f.keepWhole, "keep-whole", "", "with --cache: keep files from this size up whole in the cache once read, and serve them by FUSE passthrough at disk speed (default 1M; 0 disables)")
@@ -225,6 +227,7 @@ func mountForeground(c *cobra.Command, args []string, f mountFlags) (err error) 
 		FetchTimeout:     f.fetchTimeout,
 		Prefetch:         prefetch,
 		PrefetchFetchers: f.prefetchers,
+		Fetchers:         f.fetchers,
 		FilePrefetch:     filePrefetch,
 		StoreKeeps:       f.cacheDir != "",
 	})
@@ -373,6 +376,9 @@ func mountBackground(c *cobra.Command, args []string, f mountFlags) error {
 	}
 	if f.keepWhole != "" {
 		cargs = append(cargs, "--keep-whole", f.keepWhole)
+	}
+	if f.fetchers > 0 {
+		cargs = append(cargs, "--fetchers", strconv.Itoa(f.fetchers))
 	}
 	if f.prefetchers > 0 {
 		cargs = append(cargs, "--prefetch-fetchers", strconv.Itoa(f.prefetchers))

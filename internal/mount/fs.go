@@ -39,7 +39,11 @@ type Options struct {
 	// 16 MiB and 6.6 s with 64 MiB or 256 MiB, fetching 36.7, 41.7, 42.7
 	// and 50.7 MB (4.4% to 6.1% of the image).
 	FilePrefetch int64
-	// Fetchers bounds parallel store fetches; default 16.
+	// Fetchers bounds parallel store fetches; default 32. A sequential
+	// reader keeps about bandwidth x round trip / blob size fetches busy:
+	// at 100 Mbit/s and 20 ms with 64 KiB chunks (about 27 KB sealed),
+	// measured on a cold 1 GiB read (bench/mount.sh), 16 used 85% of the
+	// link and 32 used 96%.
 	Fetchers int
 	// FetchTimeout bounds one chunk fetch, retries of transient store
 	// failures included; past it the read fails with EIO. Default 2 minutes.
@@ -116,7 +120,7 @@ func (o *Options) setDefaults() {
 		o.FilePrefetch = defaultFilePrefetch
 	}
 	if o.Fetchers <= 0 {
-		o.Fetchers = 16
+		o.Fetchers = 32
 	}
 	if o.FetchTimeout <= 0 {
 		o.FetchTimeout = 2 * time.Minute
