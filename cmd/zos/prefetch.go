@@ -241,13 +241,18 @@ func warmCmd() *cobra.Command {
 	var workers int
 	var jsonOut bool
 	var fetchTimeout time.Duration
+	var whole string
 	c := &cobra.Command{
-		Use:   "warm FL --cache DIR [--store URL...] [--workers N] [--json]",
+		Use:   "warm FL --cache DIR [--store URL...] [--workers N] [--whole[=SIZE]] [--json]",
 		Short: "Fetch every chunk of an flist into the local cache, verified",
 		Long: `Fetch every chunk of FL from its stores into the cache at --cache, verifying
 each as a mount would, so that a later mount with the same cache reads nothing
 remote. Transient store errors are retried for up to --fetch-timeout per chunk;
-chunks that still fail are reported and the others fetched anyway.`,
+chunks that still fail are reported and the others fetched anyway.
+
+--whole (or --whole=SIZE) also writes every file of at least SIZE (default 1M) whole into the
+cache, so that mounts serve them by FUSE passthrough, at disk speed, from the
+first open (docs/CACHE.md, "Whole files").`,
 		Args: usageArgs(1, "one FL"),
 		RunE: func(c *cobra.Command, args []string) error {
 			if cacheDir == "" {
@@ -258,7 +263,13 @@ chunks that still fail are reported and the others fetched anyway.`,
 			if err != nil {
 				return err
 			}
-			st, _, err := openImageStore(ctx, r, stores, cacheDir, "")
+			var minWhole int64
+			if whole != "" {
+				if minWhole, err = parseSize(whole); err != nil || minWhole <= 0 {
+					return &exitError{exitUsage, fmt.Errorf("--whole: want a size above 0, e.g. 1M (%v)", err)}
+				}
+			}
+			st, local, err := openImageStore(ctx, r, stores, cacheDir, "")
 			if err != nil {
 				return err
 			}
@@ -293,14 +304,33 @@ chunks that still fail are reported and the others fetched anyway.`,
 				bar.Finish()
 			}
 			secs := time.Since(start).Seconds()
+			var kept, keptBytes int64
+			var skipped int
+			if whole != "" && ctx.Err() == nil {
+				var kerr error
+				kept, keptBytes, skipped, kerr = mount.KeepWhole(ctx, r, st, local, minWhole)
+				if kerr != nil {
+					return kerr
+				}
+			}
 			if jsonOut {
 				json.NewEncoder(c.OutOrStdout()).Encode(struct {
 					mount.WarmStats
-					Seconds float64 `json:"seconds"`
-				}{ws, secs})
+					Seconds      float64 `json:"seconds"`
+					Whole        int64   `json:"whole_files"`
+					WholeBytes   int64   `json:"whole_bytes"`
+					WholeSkipped int     `json:"whole_skipped"`
+				}{ws, secs, kept, keptBytes, skipped})
 			} else {
 				fmt.Fprintf(c.OutOrStdout(), "warmed %d chunks, %.1f MB in %.2fs (%.1f MB/s) into %s\n",
 					ws.Chunks-ws.Failed, mb(ws.Bytes), secs, mb(ws.Bytes)/max(secs, 1e-9), cacheDir)
+				if whole != "" {
+					fmt.Fprintf(c.OutOrStdout(), "kept %d files whole (%.1f MB)", kept, mb(keptBytes))
+					if skipped > 0 {
+						fmt.Fprintf(c.OutOrStdout(), "; %d skipped (larger than a quarter of the cache budget, or chunks missing)", skipped)
+					}
+					fmt.Fprintln(c.OutOrStdout())
+				}
 			}
 			if werr != nil {
 				if ctx.Err() != nil {
@@ -317,5 +347,7 @@ chunks that still fail are reported and the others fetched anyway.`,
 	fl.IntVar(&workers, "workers", 16, "chunks fetched at once")
 	fl.BoolVar(&jsonOut, "json", false, "print a JSON summary: chunks, bytes, failed, retries, seconds")
 	fl.DurationVar(&fetchTimeout, "fetch-timeout", 2*time.Minute, "give up on a chunk after retrying its fetch this long")
+	fl.StringVar(&whole, "whole", "", "also keep files from this size up whole in the cache, for FUSE passthrough (e.g. 1M)")
+	fl.Lookup("whole").NoOptDefVal = "1M"
 	return c
 }

@@ -15,6 +15,7 @@ import (
 	"github.com/zosgrid/zos/internal/digest"
 	"github.com/zosgrid/zos/internal/flist"
 	"github.com/zosgrid/zos/internal/store"
+	"github.com/zosgrid/zos/internal/store/lru"
 )
 
 // FileCache keeps whole plaintext files on local disk, beside the sealed
@@ -26,7 +27,9 @@ type FileCache interface {
 	// OpenFile opens the whole file id, pinned until closed, or fails with
 	// an error wrapping store.ErrNotFound.
 	OpenFile(id digest.ID) (*os.File, error)
-	// PutFile keeps a whole file of size bytes written by fill under id.
+	// PutFile keeps a whole file of size bytes written by fill under id;
+	// a file the cache will not hold fails with an error wrapping
+	// lru.ErrFull.
 	PutFile(ctx context.Context, id digest.ID, size int64, fill func(io.Writer) error) error
 }
 
@@ -208,10 +211,18 @@ var errNotLocal = errors.New("not every chunk is in the local cache")
 // writeWhole writes e's content into the file cache from the local chunk
 // cache, verified as every chunk is (store.Fetch).
 func (f *FS) writeWhole(ctx context.Context, e *flist.Entry) error {
-	first, last := f.r.ChunkAt(e.Offset), f.r.ChunkAt(e.Offset+e.Size-1)
-	refs := f.r.Chunks()[first : last+1]
+	if err := writeWhole(ctx, f.r, e, f.chunks.st, f.chunks.codec, f.opt.Files); err != nil {
+		return err
+	}
+	f.wholeKept.Add(1)
+	return nil
+}
+
+func writeWhole(ctx context.Context, r *flist.Reader, e *flist.Entry, st store.Store, codec *chunk.Codec, files FileCache) error {
+	first, last := r.ChunkAt(e.Offset), r.ChunkAt(e.Offset+e.Size-1)
+	refs := r.Chunks()[first : last+1]
 	for _, c := range refs {
-		ok, err := f.opt.Files.Has(ctx, chunk.ID(c.Sum))
+		ok, err := files.Has(ctx, chunk.ID(c.Sum))
 		if err != nil {
 			return err
 		}
@@ -220,13 +231,13 @@ func (f *FS) writeWhole(ctx context.Context, e *flist.Entry) error {
 		}
 	}
 	lo, hi := e.Offset, e.Offset+e.Size
-	err := f.opt.Files.PutFile(ctx, fileID(f.r, e), int64(e.Size), func(w io.Writer) error {
+	err := files.PutFile(ctx, fileID(r, e), int64(e.Size), func(w io.Writer) error {
 		for i, c := range refs {
-			data, err := store.Fetch(ctx, f.chunks.st, f.chunks.codec, c)
+			data, err := store.Fetch(ctx, st, codec, c)
 			if err != nil {
 				return err
 			}
-			s := f.r.ChunkStart(first + i)
+			s := r.ChunkStart(first + i)
 			if _, err := w.Write(data[max(lo, s)-s : min(hi-s, uint64(len(data)))]); err != nil {
 				return err
 			}
@@ -236,6 +247,41 @@ func (f *FS) writeWhole(ctx context.Context, e *flist.Entry) error {
 	if err != nil {
 		return fmt.Errorf("keep file whole: %w", err)
 	}
-	f.wholeKept.Add(1)
 	return nil
+}
+
+// KeepWhole writes every distinct regular file of r of at least minSize
+// bytes (Options.MinWhole's default if 0) whole into files, from chunks
+// the local cache holds (read through st, which should be that cache, or
+// a cache in front of the stores), so that mounts open them in passthrough
+// mode from the first open. It returns the files and bytes written or
+// already there; files the cache refuses (larger than a quarter of its
+// budget) or whose chunks are not all local are counted in skipped.
+func KeepWhole(ctx context.Context, r *flist.Reader, st store.Store, files FileCache, minSize int64) (kept, bytes int64, skipped int, err error) {
+	if minSize <= 0 {
+		minSize = defaultMinWhole
+	}
+	codec := chunk.NewCodec(0)
+	seen := map[digest.ID]bool{}
+	err = r.Walk(func(_ string, _ uint64, e *flist.Entry) error {
+		if e.IsLink() || e.Kind() != flist.KindRegular || e.Size < uint64(minSize) {
+			return nil
+		}
+		id := fileID(r, e)
+		if seen[id] {
+			return nil
+		}
+		seen[id] = true
+		switch err := writeWhole(ctx, r, e, st, codec, files); {
+		case err == nil:
+			kept++
+			bytes += int64(e.Size)
+		case errors.Is(err, errNotLocal) || errors.Is(err, lru.ErrFull):
+			skipped++
+		default:
+			return err
+		}
+		return nil
+	})
+	return kept, bytes, skipped, err
 }

@@ -107,3 +107,41 @@ func TestWholeFilePassthrough(t *testing.T) {
 		t.Fatalf("after eviction: want chunk reads and no new passthrough open: %+v", s)
 	}
 }
+
+// TestKeepWhole: after Warm and KeepWhole, the first open of a new mount
+// is already passthrough; a file whose chunks are not local is skipped.
+func TestKeepWhole(t *testing.T) {
+	needFUSE(t)
+	ctx := context.Background()
+	src := makeTree(t)
+	want, err := os.ReadFile(filepath.Join(src, "big.bin"))
+	must(t, err)
+	remote := mem.New()
+	r := packTree(t, src, remote)
+	local, err := lru.Open(ctx, t.TempDir(), lru.Options{})
+	must(t, err)
+	defer local.Close()
+	st := cache.New(local, remote)
+
+	// Nothing local yet: skipped, nothing written.
+	kept, _, skipped, err := mount.KeepWhole(ctx, r, local, local, 0)
+	if err != nil || kept != 0 || skipped != 1 {
+		t.Fatalf("cold cache: kept %d, skipped %d, %v", kept, skipped, err)
+	}
+	if _, err := mount.Warm(ctx, r.Chunks(), st, mount.WarmOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	kept, n, skipped, err := mount.KeepWhole(ctx, r, st, local, 0)
+	if err != nil || kept != 1 || n != int64(len(want)) || skipped != 0 {
+		t.Fatalf("warm cache: kept %d (%d bytes), skipped %d, %v", kept, n, skipped, err)
+	}
+	m, mnt := mountImage(t, r, st, mount.Options{Files: local})
+	got, err := os.ReadFile(filepath.Join(mnt, "big.bin"))
+	must(t, err)
+	if !bytes.Equal(got, want) {
+		t.Fatal("content differs")
+	}
+	if s := m.FS().Stats(); s.PassthroughOpens != 1 || s.Hits+s.Misses != 0 {
+		t.Fatalf("want a passthrough open and no chunk read: %+v", s)
+	}
+}
