@@ -25,7 +25,7 @@ import (
 func hubCmd() *cobra.Command {
 	c := &cobra.Command{Use: "hub", Short: "Run a hub, or publish and fetch flists on one"}
 	c.AddCommand(hubServeCmd(), hubGCCmd(), hubRegisterCmd(), hubPushCmd(), hubPullCmd(), hubLsCmd(),
-		hubTagCmd(), hubLinkCmd(), hubPromoteCmd(), hubRmCmd())
+		hubTagCmd(), hubLinkCmd(), hubPromoteCmd(), hubRmCmd(), hubConvertCmd())
 	return c
 }
 
@@ -89,6 +89,7 @@ func hubServeCmd() *cobra.Command {
 	var listen, data, level string
 	var hosts, admins []string
 	var adminReg bool
+	var conv hub.ConvertOptions
 	c := &cobra.Command{
 		Use:   "serve [--listen ADDR] [--data DIR | --data s3://...]",
 		Short: "Serve flists and chunks over HTTP (docs/HUB.md)",
@@ -130,7 +131,8 @@ func hubServeCmd() *cobra.Command {
 					log.Warn("no --host given: signed requests for any host are accepted, so one captured on another hub could be replayed here")
 				}
 			}
-			hb := hub.New(b, hub.Options{Hosts: hosts, Admins: adm, AdminRegistration: adminReg, Logger: log})
+			hb := hub.New(b, hub.Options{Hosts: hosts, Admins: adm, AdminRegistration: adminReg, Logger: log, Convert: conv})
+			defer hb.Close()
 			go hb.Run(ctx)
 			srv := &http.Server{Handler: hb, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute}
 			go func() {
@@ -152,6 +154,11 @@ func hubServeCmd() *cobra.Command {
 	c.Flags().StringArrayVar(&admins, "admin", nil, "an admin's public key (ed25519:...): may act in every namespace and run gc (repeatable)")
 	c.Flags().BoolVar(&adminReg, "admin-registration", false, "only admins register users (default: anyone may claim a free namespace)")
 	c.Flags().StringVar(&level, "log-level", "info", "debug, info, warn or error")
+	c.Flags().BoolVar(&conv.AllowPrivate, "convert-allow-private", false, "conversions may fetch from registries at loopback and private addresses (refused by default: SSRF)")
+	c.Flags().IntVar(&conv.Workers, "convert-workers", 0, "conversion jobs run at once (default: one per CPU)")
+	c.Flags().IntVar(&conv.Queue, "convert-queue", 0, "conversion jobs that may wait for a worker; more are refused with 429 (default: 4 per worker)")
+	c.Flags().StringVar(&conv.TempDir, "convert-tmp", "", "where conversions spool small files (default: $TMPDIR)")
+	c.Flags().StringVar(&conv.URL, "url", "", "the hub's public base URL, recorded as the chunk store of converted flists (default: the scheme and host of the request)")
 	return c
 }
 

@@ -358,6 +358,18 @@ func (h *Hub) push(w http.ResponseWriter, r *http.Request) {
 		h.fail(w, r, err)
 		return
 	}
+	pushed, result, err := h.publish(r.Context(), ref, body, k)
+	if err != nil {
+		h.fail(w, r, err)
+		return
+	}
+	h.log.Info("flist pushed", "ref", pushed.Ref, "digest", pushed.Digest, "by", k, "bytes", len(body))
+	writeJSON(w, http.StatusCreated, pushed)
+}
+
+// publish checks the flist file body and makes ref hold it: a push, and
+// the end of a conversion. result is the zos_hub_flist_pushes_total label.
+func (h *Hub) publish(ctx context.Context, ref hubclient.Ref, body []byte, by key.Public) (_ hubclient.Pushed, result string, _ error) {
 	fl, err := flist.Open(body)
 	if err == nil {
 		err = fl.Validate()
@@ -367,30 +379,25 @@ func (h *Hub) push(w http.ResponseWriter, r *http.Request) {
 		signers, err = fl.VerifySignatures()
 	}
 	if err != nil {
-		result = "invalid"
-		h.fail(w, r, errorf(http.StatusBadRequest, "not a valid flist: %v", err))
-		return
+		return hubclient.Pushed{}, "invalid", errorf(http.StatusBadRequest, "not a valid flist: %v", err)
 	}
 	tag := ref.Tag
 	if tag == "" {
 		tag = hubclient.DefaultTag
 	}
-	v := hubclient.Version{Digest: fl.Digest(), Size: int64(len(body)), Pushed: h.opt.Now().UTC(), By: k, Signers: signers}
-	if err := h.commit(r.Context(), ref.NS, ref.Name, tag, v, fl, true); err != nil {
+	v := hubclient.Version{Digest: fl.Digest(), Size: int64(len(body)), Pushed: h.opt.Now().UTC(), By: by, Signers: signers}
+	if err := h.commit(ctx, ref.NS, ref.Name, tag, v, fl, true); err != nil {
 		var he *httpError
+		result = "error"
 		switch {
 		case errors.As(err, &he) && he.body.MissingCount > 0:
 			result = "missing_chunks"
 		case errors.Is(err, errBusy):
 			result = "busy"
 		}
-		h.fail(w, r, err)
-		return
+		return hubclient.Pushed{}, result, err
 	}
-	result = "ok"
-	h.log.Info("flist pushed", "ref", ref.NS+"/"+ref.Name+":"+tag, "digest", v.Digest, "by", k, "bytes", len(body))
-	writeJSON(w, http.StatusCreated, hubclient.Pushed{
-		Ref: ref.NS + "/" + ref.Name + ":" + tag, Digest: v.Digest, Size: v.Size, Signers: signers})
+	return hubclient.Pushed{Ref: ref.NS + "/" + ref.Name + ":" + tag, Digest: v.Digest, Size: v.Size, Signers: signers}, "ok", nil
 }
 
 // serveFlist answers with the stored file of d.

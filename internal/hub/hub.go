@@ -63,6 +63,8 @@ type Options struct {
 	Logger *slog.Logger
 	// Now is the clock (tests); default time.Now.
 	Now func() time.Time
+	// Convert configures conversion jobs (convert.go).
+	Convert ConvertOptions
 }
 
 // Hub serves one Backend. Create it with New; it is an http.Handler.
@@ -75,6 +77,7 @@ type Hub struct {
 	metrics *metrics
 	mux     *http.ServeMux
 	handler http.Handler
+	conv    *converter
 }
 
 // New returns a hub over b.
@@ -94,6 +97,7 @@ func New(b *Backend, opt Options) *Hub {
 	}
 	h.v = &auth.Verifier{Hosts: opt.Hosts, Nonces: &objectNonces{o: b.Objects}, Now: h.opt.Now}
 	h.metrics = newMetrics()
+	h.conv = newConverter(h, h.metrics.reg)
 	h.routes()
 	h.handler = h.observe(h.mux)
 	return h
@@ -102,18 +106,28 @@ func New(b *Backend, opt Options) *Hub {
 // ServeHTTP implements http.Handler.
 func (h *Hub) ServeHTTP(w http.ResponseWriter, r *http.Request) { h.handler.ServeHTTP(w, r) }
 
-// Run prunes expired nonces once a minute until ctx ends (every instance
-// may run it; deletes are idempotent).
+// Close ends the conversion jobs this hub runs (they are recorded as
+// failed) and waits for them.
+func (h *Hub) Close() { h.conv.close() }
+
+// Run prunes expired nonces once a minute, and old conversion job records
+// once an hour, until ctx ends (every instance may run it; deletes are
+// idempotent).
 func (h *Hub) Run(ctx context.Context) {
 	t := time.NewTicker(time.Minute)
 	defer t.Stop()
-	for {
+	for n := 0; ; n++ {
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
 			if err := pruneNonces(ctx, h.b.Objects, h.opt.Now(), false); err != nil && ctx.Err() == nil {
 				h.log.Warn("pruning nonces", "err", err)
+			}
+			if n%60 == 0 {
+				if err := pruneJobs(ctx, h.b.Objects, h.opt.Now()); err != nil && ctx.Err() == nil {
+					h.log.Warn("pruning conversion jobs", "err", err)
+				}
 			}
 		}
 	}
@@ -149,6 +163,8 @@ func (h *Hub) routes() {
 	m.HandleFunc("PUT /v1/links/{ns}/{name}", h.link)
 	m.HandleFunc("POST /v1/promote/{ns}/{ref}", h.promote)
 	m.HandleFunc("POST /v1/gc", h.gcEndpoint)
+	m.HandleFunc("POST /v1/convert", h.convert)
+	m.HandleFunc("GET /v1/jobs/{id}", h.getJob)
 	h.webRoutes(m)
 	h.mux = m
 }
