@@ -49,9 +49,15 @@ type sealer struct {
 	opt    Options
 	start  time.Time
 
-	jobs      chan job
-	results   chan result
-	wg        sync.WaitGroup
+	jobs    chan job
+	results chan result
+	wg      sync.WaitGroup // the workers that end last (sealers when batched)
+
+	// With a store that answers batched membership queries: hashers send
+	// hashed chunks to the batcher, which asks the store about many at
+	// once and sends the missing ones to the sealers.
+	hashed    chan job
+	seals     chan job
 	collected chan struct{}
 	refs      []chunk.Ref // written by the collector until finish
 	bufs      *sync.Pool  // *[]byte chunk copies handed to workers
@@ -72,7 +78,23 @@ type job struct {
 	idx   int
 	data  *[]byte     // from the pool; the worker returns it
 	bases []chunk.Ref // with Options.Base: candidate delta bases
+	sum   digest.ID   // once hashed
 }
+
+// missinger is a store that answers "which of these do you lack?" for many
+// chunks in one round trip (httpstore.Store: a hub or a zos store server).
+// Asking one Has per chunk costs a round trip each.
+type missinger interface {
+	Missing(ctx context.Context, ids []digest.ID) ([]digest.ID, error)
+}
+
+// Batches of membership queries: at most batchMax chunks or batchBytes of
+// chunk data held, and no chunk waits more than batchWait for its batch.
+const (
+	batchMax   = 1024
+	batchBytes = 32 << 20
+	batchWait  = 20 * time.Millisecond
+)
 
 type result struct {
 	idx int
@@ -91,9 +113,26 @@ func newSealer(ctx context.Context, st store.Store, opt Options, base *baseIndex
 		progressDone: make(chan struct{}),
 	}
 	codec := chunk.NewCodec(opt.Level)
-	for w := 0; w < opt.Workers; w++ {
-		sl.wg.Add(1)
-		go sl.work(codec, base)
+	if ms, ok := st.(missinger); ok {
+		sl.hashed = make(chan job, opt.Workers*4)
+		sl.seals = make(chan job, opt.Workers*4)
+		var hashers sync.WaitGroup
+		for w := 0; w < opt.Workers; w++ {
+			hashers.Add(1)
+			go sl.hash(&hashers)
+			sl.wg.Add(1)
+			go sl.sealMissing(codec, base)
+		}
+		go func() {
+			hashers.Wait()
+			close(sl.hashed)
+		}()
+		go sl.batch(ms)
+	} else {
+		for w := 0; w < opt.Workers; w++ {
+			sl.wg.Add(1)
+			go sl.work(codec, base)
+		}
 	}
 	go func() {
 		defer close(sl.collected)
@@ -128,44 +167,176 @@ func (sl *sealer) work(codec *chunk.Codec, base *baseIndex) {
 	ctx, st := sl.ctx, sl.st
 	var blob []byte // reused for every chunk this worker seals
 	for j := range sl.jobs {
-		sum := digest.Sum(*j.data)
-		id := chunk.ID(sum)
-		r := result{idx: j.idx, ref: chunk.Ref{Sum: sum, Size: uint32(len(*j.data))}}
-		has, err := st.Has(ctx, id)
+		j.sum = digest.Sum(*j.data)
+		has, err := st.Has(ctx, chunk.ID(j.sum))
 		if err != nil {
 			sl.cancel(fmt.Errorf("store %s: %w", st, err))
+			sl.bufs.Put(j.data)
 			continue
 		}
 		if !has {
-			delta := false
-			if len(j.bases) > 0 {
-				var bases []chunk.Base
-				for _, ref := range j.bases {
-					if b, ok := base.get(ctx, st, codec, ref); ok {
-						bases = append(bases, b)
-					}
-				}
-				var d []byte
-				if d, delta = codec.SealDelta(blob, *j.data, sum, bases); delta {
-					blob = d
-					sl.deltaChunks.Add(1)
-				}
-			}
-			if !delta {
-				blob = codec.SealTo(blob, *j.data, sum)
-			}
-			if err := st.Put(ctx, id, blob); err != nil {
+			if blob, err = sl.store(codec, base, j, blob); err != nil {
 				sl.cancel(fmt.Errorf("store %s: %w", st, err))
+				sl.bufs.Put(j.data)
 				continue
 			}
-			sl.newChunks.Add(1)
-			sl.stored.Add(int64(len(blob)))
 		}
-		sl.bufs.Put(j.data)
-		sl.doneChunks.Add(1)
+		sl.done(j)
+	}
+}
+
+// store seals j's chunk (as a delta against a base if one fits) and puts
+// it; blob is scratch space, returned for reuse.
+func (sl *sealer) store(codec *chunk.Codec, base *baseIndex, j job, blob []byte) ([]byte, error) {
+	ctx, st := sl.ctx, sl.st
+	delta := false
+	if len(j.bases) > 0 {
+		var bases []chunk.Base
+		for _, ref := range j.bases {
+			if b, ok := base.get(ctx, st, codec, ref); ok {
+				bases = append(bases, b)
+			}
+		}
+		var d []byte
+		if d, delta = codec.SealDelta(blob, *j.data, j.sum, bases); delta {
+			blob = d
+			sl.deltaChunks.Add(1)
+		}
+	}
+	if !delta {
+		blob = codec.SealTo(blob, *j.data, j.sum)
+	}
+	if err := st.Put(ctx, chunk.ID(j.sum), blob); err != nil {
+		return blob, err
+	}
+	sl.newChunks.Add(1)
+	sl.stored.Add(int64(len(blob)))
+	return blob, nil
+}
+
+// done records j's ref at its slot and gives its buffer back.
+func (sl *sealer) done(j job) {
+	r := result{idx: j.idx, ref: chunk.Ref{Sum: j.sum, Size: uint32(len(*j.data))}}
+	sl.bufs.Put(j.data)
+	sl.doneChunks.Add(1)
+	select {
+	case sl.results <- r:
+	case <-sl.ctx.Done():
+	}
+}
+
+// hash fingerprints chunks for the batcher.
+func (sl *sealer) hash(wg *sync.WaitGroup) {
+	defer wg.Done()
+	for j := range sl.jobs {
+		if sl.ctx.Err() != nil {
+			sl.bufs.Put(j.data)
+			continue
+		}
+		j.sum = digest.Sum(*j.data)
 		select {
-		case sl.results <- r:
-		case <-ctx.Done():
+		case sl.hashed <- j:
+		case <-sl.ctx.Done():
+			sl.bufs.Put(j.data)
+		}
+	}
+}
+
+// sealMissing seals and stores the chunks the batcher found missing.
+func (sl *sealer) sealMissing(codec *chunk.Codec, base *baseIndex) {
+	defer sl.wg.Done()
+	var blob []byte
+	for j := range sl.seals {
+		if sl.ctx.Err() != nil {
+			sl.bufs.Put(j.data)
+			continue
+		}
+		var err error
+		if blob, err = sl.store(codec, base, j, blob); err != nil {
+			sl.cancel(fmt.Errorf("store %s: %w", sl.st, err))
+			sl.bufs.Put(j.data)
+			continue
+		}
+		sl.done(j)
+	}
+}
+
+// batch gathers hashed chunks and asks the store which it lacks, one
+// request per batch. A chunk this pack has already found present, or sent
+// to be stored, is not asked about again. The order of slots, and so the
+// flist, does not depend on how chunks fall into batches.
+func (sl *sealer) batch(ms missinger) {
+	defer close(sl.seals)
+	ctx := sl.ctx
+	known := map[digest.ID]bool{}
+	var pending []job
+	var held int
+	var ids []digest.ID
+	flush := func() {
+		defer func() { pending, held = pending[:0], 0 }()
+		if ctx.Err() == nil {
+			ids = ids[:0]
+			asked := map[digest.ID]bool{}
+			for _, j := range pending {
+				if id := chunk.ID(j.sum); !known[id] && !asked[id] {
+					asked[id] = true
+					ids = append(ids, id)
+				}
+			}
+			var missing []digest.ID
+			var err error
+			if len(ids) > 0 {
+				missing, err = ms.Missing(ctx, ids)
+			}
+			if err == nil {
+				lack := make(map[digest.ID]bool, len(missing))
+				for _, id := range missing {
+					lack[id] = true
+				}
+				for _, j := range pending {
+					id := chunk.ID(j.sum)
+					if lack[id] {
+						delete(lack, id) // the first of equal chunks is stored
+						known[id] = true
+						select {
+						case sl.seals <- j:
+							continue
+						case <-ctx.Done():
+							sl.bufs.Put(j.data)
+							continue
+						}
+					}
+					known[id] = true
+					sl.done(j)
+				}
+				return
+			}
+			sl.cancel(fmt.Errorf("store %s: %w", sl.st, err))
+		}
+		for _, j := range pending {
+			sl.bufs.Put(j.data)
+		}
+	}
+	timer := time.NewTimer(time.Hour)
+	timer.Stop()
+	for {
+		select {
+		case j, ok := <-sl.hashed:
+			if !ok {
+				flush()
+				return
+			}
+			pending = append(pending, j)
+			held += len(*j.data)
+			if len(pending) == 1 {
+				timer.Reset(batchWait)
+			}
+			if len(pending) >= batchMax || held >= batchBytes {
+				timer.Stop()
+				flush()
+			}
+		case <-timer.C:
+			flush()
 		}
 	}
 }
