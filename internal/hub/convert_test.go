@@ -32,6 +32,7 @@ import (
 	"github.com/zosgrid/zos/internal/oci"
 	"github.com/zosgrid/zos/internal/pack"
 	"github.com/zosgrid/zos/internal/store/mem"
+	"github.com/zosgrid/zos/internal/store/storetest"
 )
 
 type tent struct {
@@ -460,5 +461,60 @@ func TestPublicAddr(t *testing.T) {
 		if got := publicAddr(netip.MustParseAddr(tc.ip)); got != tc.public {
 			t.Errorf("%s: public %v, want %v", tc.ip, got, tc.public)
 		}
+	}
+}
+
+// TestConvertS3: over one MinIO bucket, a job started on one hub is
+// answered by another while it runs and after it ends, and its flist is
+// served by both.
+func TestConvertS3(t *testing.T) {
+	ctx := context.Background()
+	endpoint, access, secret := storetest.StartMinIO(t)
+	data := "s3://" + access + ":" + secret + "@" + endpoint + "/zoshub/conv?tls=false"
+	open := func() *Backend {
+		b, err := OpenBackend(ctx, data)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { b.Close() })
+		return b
+	}
+	release := make(chan struct{})
+	reg := startRegistry(t, func(h http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if r.Method == http.MethodGet && strings.Contains(r.URL.Path, "/blobs/") {
+				<-release // hold the layers until B has seen the job running
+			}
+			h.ServeHTTP(w, r)
+		})
+	})
+	pushImage(t, reg+"/app:v1", testImage(t))
+	a, b := convertHub(t, open(), nil), convertHub(t, open(), nil)
+	register(t, a.url, alice, "alice")
+	j, err := client(t, a.url, &alice).Convert(ctx, hubclient.ConvertRequest{Source: "docker://" + reg + "/app:v1", Target: "alice/app"})
+	if err != nil {
+		close(release)
+		t.Fatal(err)
+	}
+	cb := client(t, b.url, nil)
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		bj, err := cb.Job(ctx, j.ID)
+		if err == nil && bj.State == hubclient.JobRunning {
+			break
+		}
+		if time.Now().After(deadline) {
+			close(release)
+			t.Fatalf("hub B never saw the job running: %+v %v", bj, err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	close(release)
+	done := waitJob(t, cb, j.ID)
+	if done.State != hubclient.JobDone {
+		t.Fatalf("job through B: %+v", done)
+	}
+	if p, err := cb.Pull(ctx, mustRef(t, "alice/app")); err != nil || p.Digest != done.Result.Digest {
+		t.Fatalf("pull through B: %v %v", p.Digest, err)
 	}
 }
