@@ -344,6 +344,9 @@ func (c *converter) runJob(lj *liveJob, req hubclient.ConvertRequest, store stri
 	if err != nil {
 		result = hubclient.JobFailed
 	}
+	// Counted before anyone can read that the job is over.
+	c.total.WithLabelValues(result).Inc()
+	c.duration.WithLabelValues(result).Observe(time.Since(start).Seconds())
 	lj.update(func(j *hubclient.Job) {
 		now := h.opt.Now().UTC()
 		j.State, j.Updated, j.Finished = result, now, now
@@ -364,8 +367,6 @@ func (c *converter) runJob(lj *liveJob, req hubclient.ConvertRequest, store stri
 	c.mu.Lock()
 	delete(c.live, final.ID)
 	c.mu.Unlock()
-	c.total.WithLabelValues(result).Inc()
-	c.duration.WithLabelValues(result).Observe(time.Since(start).Seconds())
 	if err != nil {
 		h.log.Warn("conversion failed", "job", final.ID, "source", final.Source, "target", final.Target, "err", err)
 	} else {

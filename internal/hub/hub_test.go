@@ -333,7 +333,11 @@ func TestHub(t *testing.T) {
 		t.Fatalf("tag of a removed version: %v", err)
 	}
 
-	// Health and metrics.
+	// Health and metrics. Packing asks which chunks are missing in batches
+	// (POST), so look one up to count a miss.
+	if resp, err := http.Head(h.url + "/chunks/00/" + strings.Repeat("0", 64)); err != nil || resp.StatusCode != http.StatusNotFound {
+		t.Fatalf("HEAD of a missing chunk: %v %v", resp, err)
+	}
 	for path, want := range map[string]string{"/healthz": "ok", "/metrics": `zos_hub_chunk_lookups_total{result="miss"}`} {
 		resp, err := http.Get(h.url + path)
 		if err != nil {
