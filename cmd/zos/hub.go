@@ -158,6 +158,7 @@ func hubServeCmd() *cobra.Command {
 	c.Flags().IntVar(&conv.Workers, "convert-workers", 0, "conversion jobs run at once (default: one per CPU)")
 	c.Flags().IntVar(&conv.Queue, "convert-queue", 0, "conversion jobs that may wait for a worker; more are refused with 429 (default: 4 per worker)")
 	c.Flags().StringVar(&conv.TempDir, "convert-tmp", "", "where conversions spool small files (default: $TMPDIR)")
+	c.Flags().Int64Var(&conv.MaxBytes, "convert-max-bytes", 0, "uncompressed layer bytes one conversion may read (default 64 GiB)")
 	c.Flags().StringVar(&conv.URL, "url", "", "the hub's public base URL, recorded as the chunk store of converted flists (default: the scheme and host of the request)")
 	return c
 }

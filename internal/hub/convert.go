@@ -43,6 +43,9 @@ type ConvertOptions struct {
 	TempDir string
 	// Timeout bounds one job; default 2h.
 	Timeout time.Duration
+	// MaxBytes bounds the uncompressed layer bytes one job reads (a small
+	// gzip stream can expand enormously); default 64 GiB.
+	MaxBytes int64
 	// Heartbeat is how often a job's state is written to the backend while
 	// it waits or runs (default 2s); a job not written for StaleAfter
 	// (default 2m) is reported failed: the hub running it is gone.
@@ -58,6 +61,9 @@ func (o ConvertOptions) withDefaults() ConvertOptions {
 	}
 	if o.Timeout <= 0 {
 		o.Timeout = 2 * time.Hour
+	}
+	if o.MaxBytes <= 0 {
+		o.MaxBytes = 64 << 30
 	}
 	if o.Heartbeat <= 0 {
 		o.Heartbeat = 2 * time.Second
@@ -395,7 +401,7 @@ func (c *converter) convert(lj *liveJob, req hubclient.ConvertRequest, store str
 	})
 	ctx, cancel := context.WithTimeoutCause(c.ctx, c.opt.Timeout, fmt.Errorf("the job ran for more than %v", c.opt.Timeout))
 	defer cancel()
-	pushed, err := c.pack(ctx, lj, req, store)
+	pushed, err := c.convertImage(ctx, lj, req, store)
 	if err != nil && c.ctx.Err() != nil {
 		return pushed, fmt.Errorf("the hub shut down while converting: %w", err)
 	}
@@ -405,7 +411,7 @@ func (c *converter) convert(lj *liveJob, req hubclient.ConvertRequest, store str
 	return pushed, err
 }
 
-func (c *converter) pack(ctx context.Context, lj *liveJob, req hubclient.ConvertRequest, store string) (hubclient.Pushed, error) {
+func (c *converter) convertImage(ctx context.Context, lj *liveJob, req hubclient.ConvertRequest, store string) (hubclient.Pushed, error) {
 	h := c.h
 	img, err := oci.Open(ctx, req.Source, oci.Options{
 		Username: req.Username, Password: req.Password, Platform: req.Platform, Transport: c.tr,
@@ -417,11 +423,17 @@ func (c *converter) pack(ctx context.Context, lj *liveJob, req hubclient.Convert
 		j.Progress.Layers = img.NumLayers()
 		j.Progress.ImageBytes = img.Size()
 	})
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	tooBig := fmt.Errorf("the image's layers hold more than %d bytes (the hub's limit)", c.opt.MaxBytes)
 	fl, _, err := pack.Layers(ctx, img, h.b.Chunks, pack.Options{
 		Meta:    img.Meta(),
 		Stores:  []string{store},
 		TempDir: c.opt.TempDir,
 		Progress: func(s pack.Stats) {
+			if s.Bytes > c.opt.MaxBytes {
+				cancel(tooBig)
+			}
 			lj.update(func(j *hubclient.Job) {
 				j.Progress.Layer, j.Progress.Layers = s.Layer, s.Layers
 				j.Progress.Bytes, j.Progress.Chunks, j.Progress.NewChunks = s.Bytes, s.Chunks, s.NewChunks
@@ -429,6 +441,9 @@ func (c *converter) pack(ctx context.Context, lj *liveJob, req hubclient.Convert
 			})
 		},
 	})
+	if context.Cause(ctx) == tooBig {
+		return hubclient.Pushed{}, tooBig
+	}
 	if err != nil {
 		return hubclient.Pushed{}, err
 	}

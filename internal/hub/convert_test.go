@@ -326,6 +326,20 @@ func TestConvertFailures(t *testing.T) {
 	if !strings.Contains(scrape(t, strict.url), `zos_hub_conversion_jobs_total{result="failed"} 1`) {
 		t.Error("failed job not counted")
 	}
+
+	// An image larger than the hub's limit fails, and publishes nothing.
+	small := convertHub(t, b, func(o *ConvertOptions) { o.MaxBytes = 100 << 10 })
+	mcl := client(t, small.url, &alice)
+	j, err = mcl.Convert(ctx, hubclient.ConvertRequest{Source: req.Source, Target: "alice/huge"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if j = waitJob(t, mcl, j.ID); j.State != hubclient.JobFailed || !strings.Contains(j.Error, "limit") {
+		t.Fatalf("image over the limit: %+v", j)
+	}
+	if _, err := mcl.Pull(ctx, mustRef(t, "alice/huge")); code(err) != http.StatusNotFound {
+		t.Fatalf("an image over the limit was published: %v", err)
+	}
 }
 
 // TestConvertQueue: with one worker and one queue place, a third job is
