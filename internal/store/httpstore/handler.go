@@ -55,11 +55,12 @@ func Handler(s store.Store, opts HandlerOptions) http.Handler {
 }
 
 type handler struct {
-	s       store.Store
-	log     *slog.Logger
-	writers map[key.Public]bool
-	allow   func(context.Context, key.Public) error
-	v       *auth.Verifier
+	s        store.Store
+	log      *slog.Logger
+	writers  map[key.Public]bool
+	allow    func(context.Context, key.Public) error
+	v        *auth.Verifier
+	verified verifiedFiles
 }
 
 // missinger is what a backing store offers when it can answer a batched
@@ -118,6 +119,9 @@ func (h *handler) fail(w http.ResponseWriter, r *http.Request, err error) {
 }
 
 func (h *handler) get(w http.ResponseWriter, r *http.Request, id digest.ID) {
+	if f, ok := h.s.(filer); ok && h.getFile(w, r, id, f.Path(id)) {
+		return
+	}
 	blob, err := h.s.Get(r.Context(), id)
 	var inv *chunk.Invalid
 	switch {
@@ -133,11 +137,24 @@ func (h *handler) get(w http.ResponseWriter, r *http.Request, id digest.ID) {
 		h.fail(w, r, err)
 		return
 	}
-	w.Header().Set("Content-Type", "application/octet-stream")
-	w.Header().Set("Content-Length", strconv.Itoa(len(blob)))
-	w.Header().Set("Cache-Control", "public, max-age=31536000, immutable")
+	blobHeaders(w, int64(len(blob)))
 	w.Write(blob)
+	if f, ok := h.s.(filer); ok {
+		h.verified.checked(f.Path(id), id)
+	}
 }
+
+func blobHeaders(w http.ResponseWriter, n int64) {
+	hd := w.Header()
+	hd["Content-Type"] = contentTypeBlob
+	hd["Cache-Control"] = cacheImmutable
+	hd.Set("Content-Length", strconv.FormatInt(n, 10))
+}
+
+var (
+	contentTypeBlob = []string{"application/octet-stream"}
+	cacheImmutable  = []string{"public, max-age=31536000, immutable"}
+)
 
 func (h *handler) head(w http.ResponseWriter, r *http.Request, id digest.ID) {
 	ok, err := h.s.Has(r.Context(), id)

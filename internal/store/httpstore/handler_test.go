@@ -1,9 +1,11 @@
 package httpstore
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -319,5 +321,74 @@ func TestString(t *testing.T) {
 		if _, err := New(bad, Options{}); err == nil {
 			t.Errorf("New(%q) accepted", bad)
 		}
+	}
+}
+
+// TestFileFastPath: over a dir store the handler checks a blob file once,
+// then sends it from the file; a file that changes (size or modification
+// time) is checked again, so a torn or replaced blob is still refused.
+func TestFileFastPath(t *testing.T) {
+	ctx := context.Background()
+	d, err := dir.New(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, id, blob := storetest.Blob("fast", 100000)
+	if err := d.Put(ctx, id, blob); err != nil {
+		t.Fatal(err)
+	}
+	old := time.Now().Add(-time.Hour)
+	if err := os.Chtimes(d.Path(id), old, old); err != nil { // not a file still being written
+		t.Fatal(err)
+	}
+	srv := serve(t, Handler(d, HandlerOptions{}))
+	h := srv.Config.Handler.(*handler)
+	get := func() (int, []byte) {
+		t.Helper()
+		resp, err := http.Get(srv.URL + blobPath(id))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, err := io.ReadAll(resp.Body)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if resp.StatusCode == http.StatusOK && (resp.Header.Get("Content-Length") != fmt.Sprint(len(b)) ||
+			resp.Header.Get("Cache-Control") == "" || resp.Header.Get(protoHeader) != protoVersion) {
+			t.Fatalf("headers %v", resp.Header)
+		}
+		return resp.StatusCode, b
+	}
+	fi, _ := os.Stat(d.Path(id))
+	for i := range 3 {
+		if code, b := get(); code != http.StatusOK || !bytes.Equal(b, blob) {
+			t.Fatalf("get %d: %d, %d bytes", i, code, len(b))
+		}
+		if !h.verified.has(id, fi) {
+			t.Fatalf("get %d: the file is not recorded as checked", i)
+		}
+	}
+	// Truncated (a torn write): checked again, refused, removed by the store.
+	if err := os.WriteFile(d.Path(id), blob[:len(blob)/2], 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if code, _ := get(); code != http.StatusInternalServerError {
+		t.Fatalf("torn blob: %d", code)
+	}
+	if code, _ := get(); code != http.StatusNotFound {
+		t.Fatalf("torn blob after its refusal: %d, want 404 (removed)", code)
+	}
+	// Rewritten with the same size and a new time: checked again.
+	bad := bytes.Clone(blob)
+	bad[100] ^= 1
+	if err := os.WriteFile(d.Path(id), bad, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chtimes(d.Path(id), old.Add(time.Minute), old.Add(time.Minute)); err != nil {
+		t.Fatal(err)
+	}
+	if code, _ := get(); code != http.StatusInternalServerError {
+		t.Fatalf("rewritten rotten blob: %d", code)
 	}
 }
