@@ -45,6 +45,7 @@ func main() {
 	root.AddCommand(flistCmd(), keyCmd())
 	root.AddCommand(cacheCmd())
 	root.AddCommand(hubCmd())
+	root.AddCommand(specCmd(), specSignCmd())
 	err := root.ExecuteContext(ctx)
 	if err == nil {
 		return

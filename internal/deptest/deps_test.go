@@ -36,6 +36,7 @@ var layer = map[string]int{
 	"internal/store/storeurl":  4, // opens any backend by URL
 	"internal/hub/object":      1, // the hub's named objects (dir, S3)
 	"internal/hub/hubclient":   3, // wire types and client: nodes import it, not the server
+	"internal/spec":            2, // deployments: canonical form, challenge, multisig (key, digest)
 	"internal/oci":             4, // images as layer streams: only the registry client below it
 
 	"internal/pack":     5,
