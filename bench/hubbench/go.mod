@@ -1,0 +1,3 @@
+module github.com/zosgrid/zos/bench/hubbench
+
+go 1.26
