@@ -361,6 +361,7 @@ type entryView struct {
 	Mtime      time.Time
 	Target     string // symlink target, or a note for hard links and devices
 	Dir        bool
+	Regular    bool
 	Chunks     int // regular files: chunks holding the content
 	Xattrs     []string
 }
@@ -510,7 +511,8 @@ func (w *web) entryView(fr *flist.Reader, ns, name string, d digest.ID, p string
 		v.Name = name
 	}
 	v.Kind = e.Kind().String()
-	v.Mode = e.FileMode().String()
+	v.Mode = lsMode(e)
+	v.Regular = e.Kind() == flist.KindRegular
 	v.UID, v.GID, v.Size = e.UID, e.GID, e.Size
 	v.Mtime = time.Unix(e.Mtime, int64(e.Nsec))
 	v.Dir = e.Kind() == flist.KindDir
@@ -528,6 +530,46 @@ func (w *web) entryView(fr *flist.Reader, ns, name string, d digest.ID, p string
 		v.Xattrs = append(v.Xattrs, x.Name)
 	}
 	return v
+}
+
+// lsMode renders a mode as ls -l does ("drwxr-xr-x", "-rwsr-xr-x").
+func lsMode(e *flist.Entry) string {
+	b := []byte("?rwxrwxrwx")
+	switch e.Kind() {
+	case flist.KindRegular:
+		b[0] = '-'
+	case flist.KindDir:
+		b[0] = 'd'
+	case flist.KindSymlink:
+		b[0] = 'l'
+	case flist.KindChar:
+		b[0] = 'c'
+	case flist.KindBlock:
+		b[0] = 'b'
+	case flist.KindFIFO:
+		b[0] = 'p'
+	case flist.KindSocket:
+		b[0] = 's'
+	}
+	perm := e.Perm()
+	for i := range 9 {
+		if perm&(1<<(8-i)) == 0 {
+			b[1+i] = '-'
+		}
+	}
+	special := func(bit uint32, at int, set, unset byte) {
+		if perm&bit != 0 {
+			if b[at] == '-' {
+				b[at] = unset
+			} else {
+				b[at] = set
+			}
+		}
+	}
+	special(0o4000, 3, 's', 'S')
+	special(0o2000, 6, 's', 'S')
+	special(0o1000, 9, 't', 'T')
+	return string(b)
 }
 
 // reader opens flist d, from memory when it was opened lately. Flists are

@@ -182,7 +182,7 @@ func TestWebPages(t *testing.T) {
 	etc := get(t, h.url+"/u/alice/app/"+a.Digest().String()+"/files/etc", http.StatusOK)
 	noScript(t, "etc page", etc)
 	contains(t, "etc page", etc, html.EscapeString(hostileFile), html.EscapeString(hostileFile2), html.EscapeString(hostileTarget),
-		">hostname<", "../usr/share/doc", "-rw-------", "Lrwxrwxrwx", `rel="up"`)
+		">hostname<", "../usr/share/doc", "-rw-------", "lrwxrwxrwx", `rel="up"`)
 	for _, n := range []string{hostileFile, hostileFile2} {
 		u := href(t, etc, func(u string) bool { return strings.HasSuffix(u, "/etc/"+url.PathEscape(n)) })
 		file := get(t, h.url+u, http.StatusOK)
@@ -311,4 +311,26 @@ func TestWebChromium(t *testing.T) {
 		t.Fatalf("screenshot has %d colours: a blank page?", len(colors))
 	}
 	t.Logf("screenshot %s: %v, %d colours", shot, bd.Size(), len(colors))
+}
+
+func TestLsMode(t *testing.T) {
+	for _, c := range []struct {
+		mode uint32
+		want string
+	}{
+		{uint32(flist.KindRegular) | 0o644, "-rw-r--r--"},
+		{uint32(flist.KindRegular) | 0o4755, "-rwsr-xr-x"},
+		{uint32(flist.KindRegular) | 0o2644, "-rw-r-Sr--"},
+		{uint32(flist.KindDir) | 0o1777, "drwxrwxrwt"},
+		{uint32(flist.KindDir) | 0o1770, "drwxrwx--T"},
+		{uint32(flist.KindSymlink) | 0o777, "lrwxrwxrwx"},
+		{uint32(flist.KindChar) | 0o666, "crw-rw-rw-"},
+		{uint32(flist.KindBlock) | 0o660, "brw-rw----"},
+		{uint32(flist.KindFIFO) | 0o600, "prw-------"},
+		{uint32(flist.KindSocket) | 0o755, "srwxr-xr-x"},
+	} {
+		if got := lsMode(&flist.Entry{Mode: c.mode}); got != c.want {
+			t.Errorf("%o: %s, want %s", c.mode, got, c.want)
+		}
+	}
 }
