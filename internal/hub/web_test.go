@@ -174,6 +174,7 @@ func TestWebPages(t *testing.T) {
 		"zos hub pull alice/app@"+a.Digest().String()+" --hub "+h.url+" -o app.fl",
 		"zos flist mount app.fl /mnt/app --store "+h.url+"/chunks",
 		"--pubkey "+alice.Public().String(),
+		"digest: "+a.Digest().String(), "hub: "+h.url, "ref: alice/app@"+a.Digest().String(),
 		`href="/u/alice/app/`+a.Digest().String()+`/files/etc"`,
 		">big.txt<", ">etc/<", ">many/<", ">v1<")
 	noScript(t, "flist page", fp)
