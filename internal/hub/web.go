@@ -506,9 +506,7 @@ func (w *web) entryView(fr *flist.Reader, ns, name string, d digest.ID, p string
 			return v
 		}
 		v.Target = "hard link (entry " + strconv.FormatInt(e.Link, 10) + ")"
-		name := e.Name
-		e = t
-		v.Name = name
+		e = t // the attributes are the target's; the name stays the link's
 	}
 	v.Kind = e.Kind().String()
 	v.Mode = lsMode(e)

@@ -46,6 +46,7 @@ func webTree(t *testing.T, seed uint64, edit func([]byte), many int) string {
 	must(os.WriteFile(filepath.Join(root, "etc", hostileFile2), []byte("y"), 0o600))
 	must(os.Symlink(hostileTarget, filepath.Join(root, "etc", "evil-link")))
 	must(os.Symlink("../usr/share/doc", filepath.Join(root, "etc", "doc")))
+	must(os.Link(filepath.Join(root, "etc", "hostname"), filepath.Join(root, "etc", "hostname.hard")))
 	if many > 0 {
 		must(os.MkdirAll(filepath.Join(root, "many"), 0o755))
 		for i := range many {
@@ -183,7 +184,7 @@ func TestWebPages(t *testing.T) {
 	etc := get(t, h.url+"/u/alice/app/"+a.Digest().String()+"/files/etc", http.StatusOK)
 	noScript(t, "etc page", etc)
 	contains(t, "etc page", etc, html.EscapeString(hostileFile), html.EscapeString(hostileFile2), html.EscapeString(hostileTarget),
-		">hostname<", "../usr/share/doc", "-rw-------", "lrwxrwxrwx", `rel="up"`)
+		">hostname<", "../usr/share/doc", "-rw-------", "lrwxrwxrwx", `rel="up"`, ">hostname.hard<", "hard link (entry ")
 	for _, n := range []string{hostileFile, hostileFile2} {
 		u := href(t, etc, func(u string) bool { return strings.HasSuffix(u, "/etc/"+url.PathEscape(n)) })
 		file := get(t, h.url+u, http.StatusOK)
