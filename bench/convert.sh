@@ -8,12 +8,15 @@
 # converted from there, REPS rounds, the tools alternated (each round starts with the next):
 #
 #   zos      zos flist pack docker://127.0.0.1:PORT/big:latest -o X.fl --store dir://EMPTY
-#   zoshub   zos hub convert docker://... NS/big --wait, on a local hub with an empty data dir
+#   zoshub   zos hub convert docker://... NS/big --wait --poll 100ms, on a local hub, empty data dir
 #            (started with --convert-allow-private; only the convert is timed)
 #   umoci    skopeo copy docker://... oci:EMPTY:big && umoci unpack --image EMPTY:big BUNDLE
 #
-# Every round starts from empty outputs; the registry's storage is read into the page cache
-# before the first round, so every tool pulls from memory over loopback. Prints a markdown table (bench/convertreport.py).
+# Every run writes to a new, empty directory (all are kept until the end, about 8 GB: deleting
+# a tree right before the next run makes ext4 walk the freed inodes); a sync precedes every run
+# (outside the timing); the registry's storage is read into the page cache before the first
+# round, so every tool pulls from memory over loopback. Prints a markdown table
+# (bench/convertreport.py).
 #
 # Usage: bash bench/convert.sh        (as root: umoci unpack keeps owners)
 # Environment (all optional):
@@ -185,7 +188,7 @@ NLAYERS=$(jq '.layers | length' <<<"$MANIFEST")
 rec() { printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$@" >>"$RESULTS"; }
 
 run_zos() {
-	local rep=$1 w=$OUT/run/zos t0 wall st=ok msg=""
+	local rep=$1 w=$OUT/run/zos-$1 t0 wall st=ok msg=""
 	rm -rf "$w" && mkdir -p "$w/store"
 	t0=$(now)
 	if ! "$ZOS" flist pack "docker://$IMAGE" -o "$w/big.fl" --store "dir://$w/store" --json >"$w/out.json" 2>"$w/err"; then
@@ -195,11 +198,10 @@ run_zos() {
 	[ "$st" = ok ] && TAR_BYTES=$(jq .layer_bytes <"$w/out.json") && DIGEST_LOCAL=$(jq -r .digest <"$w/out.json")
 	rec zos "$rep" "$wall" 0 0 "$st" "$msg"
 	log "zos flist pack: $st ${wall}s $msg"
-	rm -rf "$w"
 }
 
 run_zoshub() {
-	local rep=$1 w=$OUT/run/zoshub t0 wall st=ok msg="" pid
+	local rep=$1 w=$OUT/run/zoshub-$1 t0 wall st=ok msg="" pid
 	rm -rf "$w" && mkdir -p "$w/data"
 	"$ZOS" hub serve --listen "127.0.0.1:$HUB_PORT" --data "$w/data" --convert-allow-private --log-level warn 2>"$w/hub.log" &
 	pid=$!
@@ -207,7 +209,7 @@ run_zoshub() {
 	"$ZOS" hub register bench --hub "http://127.0.0.1:$HUB_PORT" --key "$OUT/user.key" >/dev/null
 	t0=$(now)
 	if ! "$ZOS" hub convert "docker://$IMAGE" bench/big:latest --hub "http://127.0.0.1:$HUB_PORT" --key "$OUT/user.key" \
-		--wait --json >"$w/out.json" 2>"$w/err"; then
+		--wait --poll 100ms --json >"$w/out.json" 2>"$w/err"; then
 		st=FAIL msg="$(oneline "$w/err")"
 	fi
 	wall=$(since "$t0")
@@ -215,11 +217,10 @@ run_zoshub() {
 	[ "$st" = ok ] && DIGEST_HUB=$(jq -r .result.digest <"$w/out.json")
 	rec zoshub "$rep" "$wall" 0 0 "$st" "$msg"
 	log "zos hub convert: $st ${wall}s $msg"
-	rm -rf "$w"
 }
 
 run_umoci() {
-	local rep=$1 w=$OUT/run/umoci t0 t1 wall tp tu st=ok msg=""
+	local rep=$1 w=$OUT/run/umoci-$1 t0 t1 wall tp tu st=ok msg=""
 	rm -rf "$w" && mkdir -p "$w"
 	t0=$(now)
 	if ! skopeo copy -q --src-tls-verify=false "docker://$IMAGE" "oci:$w/oci:big" >"$w/err" 2>&1; then
@@ -234,7 +235,6 @@ run_umoci() {
 	wall=$(since "$t0")
 	rec umoci "$rep" "$wall" "$tp" "$tu" "$st" "$msg"
 	log "skopeo copy + umoci unpack: $st ${wall}s (pull ${tp}s, unpack ${tu}s) $msg"
-	rm -rf "$w"
 }
 
 # The registry's blobs in the page cache for every round alike (the first tool of the first
@@ -246,10 +246,12 @@ for rep in $(seq 1 "$REPS"); do
 	n=${#tools[@]}
 	for i in $(seq 0 $((n - 1))); do
 		t=${tools[$(((i + rep - 1) % n))]}
+		sync # outside the timing: no tool pays for the previous one's dirty pages
 		"run_$t" "$rep"
 	done
 done
 if [ -n "$DIGEST_LOCAL" ] && [ -n "$DIGEST_HUB" ] && [ "$DIGEST_LOCAL" != "$DIGEST_HUB" ]; then
 	log "note: the hub's flist digest differs from the local pack's (the recorded store URLs differ)"
 fi
+rm -rf "$OUT/run"
 python3 "$REPO/bench/convertreport.py" "$RESULTS" --layers "$NLAYERS" --gz-bytes "$LAYERS_GZ" --tar-bytes "${TAR_BYTES:-0}"
