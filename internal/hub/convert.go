@@ -292,6 +292,11 @@ func convertTarget(req hubclient.ConvertRequest) (hubclient.Ref, error) {
 	if strings.ContainsAny(req.Source, " \t\r\n") || len(req.Source) > 1024 {
 		return hubclient.Ref{}, errorf(http.StatusBadRequest, "source %q is not an image reference", req.Source)
 	}
+	if host, _, _ := strings.Cut(strings.TrimPrefix(req.Source, oci.Docker), "/"); strings.Contains(host, "@") {
+		// USER:PASSWORD@HOST would be kept in the job record and the log;
+		// the reference is not echoed back.
+		return hubclient.Ref{}, errorf(http.StatusBadRequest, "source: credentials go in username and password, not in the reference")
+	}
 	t, err := hubclient.ParseRef(req.Target)
 	if err != nil {
 		return t, errorf(http.StatusBadRequest, "target: %v", err)

@@ -300,7 +300,7 @@ func TestConvertFailures(t *testing.T) {
 	if _, err := client(t, th.url, &bob).Convert(ctx, req); code(err) != http.StatusForbidden {
 		t.Errorf("convert into another's namespace: %v", err)
 	}
-	for _, src := range []string{"oci:/etc", "docker-archive:/etc/passwd", "/etc", "docker://"} {
+	for _, src := range []string{"oci:/etc", "docker-archive:/etc/passwd", "/etc", "docker://", "docker://u:secret@" + reg + "/app:v1"} {
 		if _, err := cl.Convert(ctx, hubclient.ConvertRequest{Source: src, Target: "alice/app"}); code(err) != http.StatusBadRequest {
 			t.Errorf("source %q: %v", src, err)
 		}
