@@ -73,6 +73,9 @@ logs them.`,
 			}
 			last := ""
 			j, err = cl.WaitJob(ctx, jobID, interval, func(j hubclient.Job) {
+				if j.Over() {
+					return // said below
+				}
 				p := j.Progress
 				desc := j.State
 				if j.State == hubclient.JobRunning && p.Layers > 0 {

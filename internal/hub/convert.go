@@ -422,6 +422,12 @@ func (c *converter) convertImage(ctx context.Context, lj *liveJob, req hubclient
 		Username: req.Username, Password: req.Password, Platform: req.Platform, Transport: c.tr,
 	})
 	if err != nil {
+		// The registry client tries HTTPS, then HTTP, and joins both
+		// refusals into one long line; one says it.
+		var op *net.OpError
+		if errors.As(err, &op) && errors.Is(op.Err, errPrivateAddr) {
+			return hubclient.Pushed{}, fmt.Errorf("%s: %w", req.Source, op.Err)
+		}
 		return hubclient.Pushed{}, err
 	}
 	lj.update(func(j *hubclient.Job) {
