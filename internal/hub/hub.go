@@ -25,6 +25,16 @@
 // image it cannot serve. Links are names that forward to another
 // reference; promote copies what a reference resolves to into a namespace.
 //
+// # Conversion
+//
+// A signed convert request starts a job that pulls a registry image
+// (package oci), packs its layers into the hub's chunk store (pack.Layers)
+// and publishes the flist as a push would. Jobs are bounded (workers and a
+// queue; 429 beyond), recorded in the backend so that any hub answers for
+// them, and reported failed when the hub running one stops writing it.
+// Jobs connect only to public addresses unless told otherwise: a hub must
+// not fetch its users' URLs inside the network it runs in (convert.go).
+//
 // # Garbage
 //
 // GC deletes chunks that no stored flist needs and flist files that no
