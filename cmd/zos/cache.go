@@ -225,6 +225,14 @@ func parseSize(s string) (int64, error) {
 	return int64(v * float64(mult)), nil
 }
 
+// parseSizeOrOff is parseSize for flags where 0 turns something off.
+func parseSizeOrOff(s string) (int64, error) {
+	if strings.TrimSpace(s) == "0" {
+		return 0, nil
+	}
+	return parseSize(s)
+}
+
 // parseAge reads a Go duration or a number of days ("7d").
 func parseAge(s string) (time.Duration, error) {
 	if d, ok := strings.CutSuffix(s, "d"); ok {

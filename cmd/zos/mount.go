@@ -176,7 +176,7 @@ func mountForeground(c *cobra.Command, args []string, f mountFlags) (err error) 
 	}
 	var filePrefetch int64
 	if f.filePrefetch != "" {
-		if filePrefetch, err = parseSize(f.filePrefetch); err != nil {
+		if filePrefetch, err = parseSizeOrOff(f.filePrefetch); err != nil {
 			return &exitError{exitUsage, fmt.Errorf("--file-prefetch: %w", err)}
 		}
 		if filePrefetch == 0 {
@@ -189,7 +189,7 @@ func mountForeground(c *cobra.Command, args []string, f mountFlags) (err error) 
 	}
 	var minWhole int64
 	if f.keepWhole != "" {
-		if minWhole, err = parseSize(f.keepWhole); err != nil {
+		if minWhole, err = parseSizeOrOff(f.keepWhole); err != nil {
 			return &exitError{exitUsage, fmt.Errorf("--keep-whole: %w", err)}
 		}
 		if minWhole == 0 {

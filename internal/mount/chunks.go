@@ -216,17 +216,18 @@ func (c *chunks) start(k int, ino uint64) {
 }
 
 // prefetch starts background fetches of chunks [lo, hi) that are neither
-// cached nor in flight, as long as fewer than maxAhead read-ahead fetches
-// are running. It returns the first chunk it did not get to, so the caller
-// can try again from there.
-func (c *chunks) prefetch(lo, hi int, ino uint64) int {
+// cached nor in flight, as long as fewer than limit (at most maxAhead)
+// read-ahead fetches are running. It returns the first chunk it did not
+// get to, so the caller can try again from there.
+func (c *chunks) prefetch(lo, hi int, ino uint64, limit int) int {
+	limit = min(limit, c.maxAhead)
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	for k := lo; k < hi; k++ {
 		if c.hasLocked(c.refs[k].Sum) {
 			continue
 		}
-		if c.ahead >= c.maxAhead {
+		if c.ahead >= limit {
 			return k
 		}
 		// Never fetch ahead more than fresh may hold: a chunk evicted
