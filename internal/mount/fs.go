@@ -39,6 +39,14 @@ type Options struct {
 	// 16 MiB and 6.6 s with 64 MiB or 256 MiB, fetching 36.7, 41.7, 42.7
 	// and 50.7 MB (4.4% to 6.1% of the image).
 	FilePrefetch int64
+	// FilePrefetchFetchers bounds the fetches in flight (read-ahead's
+	// included) past which the file prefetch starts no more; default 16,
+	// at most Fetchers. The file prefetch is a guess, and over a slow link
+	// every byte it has in flight delays the reads behind it: measured on
+	// big at 100 Mbit/s and 20 ms (bench/mount.sh), the cold start took
+	// 7.0-7.2 s with one bound of 16 for everything, 7.5-7.7 s with 32, and
+	// 6.7-6.9 s with 16 here and 32 for read-ahead.
+	FilePrefetchFetchers int
 	// Fetchers bounds parallel store fetches; default 32. A sequential
 	// reader keeps about bandwidth x round trip / blob size fetches busy:
 	// at 100 Mbit/s and 20 ms with 64 KiB chunks (about 27 KB sealed),
@@ -125,6 +133,10 @@ func (o *Options) setDefaults() {
 	if o.FetchTimeout <= 0 {
 		o.FetchTimeout = 2 * time.Minute
 	}
+	if o.FilePrefetchFetchers <= 0 {
+		o.FilePrefetchFetchers = 16
+	}
+	o.FilePrefetchFetchers = min(o.FilePrefetchFetchers, o.Fetchers)
 	if o.PrefetchFetchers <= 0 {
 		o.PrefetchFetchers = 16
 	}
@@ -203,13 +215,6 @@ type stream struct {
 	window uint64 // current read-ahead distance; 0 until the reader looks sequential
 	filled uint64 // stream offset up to which the file prefetch has been started
 }
-
-// filePrefetchFetchers bounds the fetches in flight that the file prefetch
-// may start (read-ahead's included): it is a guess, and over a slow link
-// every byte it has in flight delays the reads behind it. Measured on big
-// at 100 Mbit/s and 20 ms (bench/mount.sh), the cold start took 7.0-7.2 s
-// with 16 and 7.5-7.7 s with 32.
-const filePrefetchFetchers = 16
 
 // defaultFilePrefetch is Options.FilePrefetch's default.
 const defaultFilePrefetch = 64 << 20
@@ -669,7 +674,7 @@ func (f *FS) prefetchFile(h *stream, ino, off, end uint64) {
 		f.chunks.start(k, ino)
 	}
 	lo, hi := f.r.ChunkAt(from), f.r.ChunkAt(to-1)+1
-	if stopped := f.chunks.prefetch(lo, hi, ino, filePrefetchFetchers); stopped == hi {
+	if stopped := f.chunks.prefetch(lo, hi, ino, f.opt.FilePrefetchFetchers); stopped == hi {
 		h.filled = to
 	} else {
 		h.filled = max(h.filled, f.r.ChunkStart(stopped))

@@ -471,7 +471,7 @@ func TestFirstReadPrefetchesFile(t *testing.T) {
 	cs := &countingStore{Store: base, delay: 20 * time.Millisecond, gets: map[digest.ID]int{}}
 	// Fetchers bounds the read-ahead fetches at once, and so what one read
 	// starts: let it cover the whole first 4 MiB.
-	m, mnt := mountImage(t, r, cs, mount.Options{FilePrefetch: 4 << 20, Fetchers: 64})
+	m, mnt := mountImage(t, r, cs, mount.Options{FilePrefetch: 4 << 20, Fetchers: 64, FilePrefetchFetchers: 64})
 	want := r.ChunkAt(4<<20-1) + 1 // the chunks of the file's first 4 MiB
 	if want < 4 || want >= len(r.Chunks()) {
 		t.Fatalf("want a file of several chunks past 4 MiB, got %d chunks, %d in 4 MiB", len(r.Chunks()), want)
