@@ -5,13 +5,19 @@ import (
 	"path/filepath"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 func TestFindsDifferences(t *testing.T) {
 	a, b := t.TempDir(), t.TempDir()
+	when := time.Unix(1700000000, 123456789)
 	for _, d := range []string{a, b} {
 		os.WriteFile(filepath.Join(d, "f"), []byte("same"), 0o644)
+		os.Chtimes(filepath.Join(d, "f"), when, when) // written a few ns apart otherwise
 		os.Symlink("t", filepath.Join(d, "l"))
+		ts := []unix.Timespec{unix.NsecToTimespec(when.UnixNano()), unix.NsecToTimespec(when.UnixNano())}
+		unix.UtimesNanoAt(unix.AT_FDCWD, filepath.Join(d, "l"), ts, unix.AT_SYMLINK_NOFOLLOW)
 	}
 	if diffs, err := Compare(a, b); err != nil || len(diffs) != 0 {
 		t.Fatalf("equal trees: %v %v", diffs, err)

@@ -137,11 +137,12 @@ func (h *handler) get(w http.ResponseWriter, r *http.Request, id digest.ID) {
 		h.fail(w, r, err)
 		return
 	}
-	blobHeaders(w, int64(len(blob)))
-	w.Write(blob)
 	if f, ok := h.s.(filer); ok {
+		// Before the answer, so that a client's next request finds it.
 		h.verified.checked(f.Path(id), id)
 	}
+	blobHeaders(w, int64(len(blob)))
+	w.Write(blob)
 }
 
 func blobHeaders(w http.ResponseWriter, n int64) {
