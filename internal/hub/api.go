@@ -583,6 +583,19 @@ func (h *Hub) removeRef(ctx context.Context, ref hubclient.Ref) error {
 	return nil
 }
 
+// signedWrite reads a signed request whose key may write in ns, and
+// decodes its JSON body into v.
+func (h *Hub) signedWrite(w http.ResponseWriter, r *http.Request, ns string, v any) (key.Public, error) {
+	k, body, err := h.signed(w, r, maxJSON)
+	if err == nil {
+		err = h.mayWrite(r.Context(), k, ns)
+	}
+	if err == nil {
+		err = decodeJSON(body, v)
+	}
+	return k, err
+}
+
 func (h *Hub) tag(w http.ResponseWriter, r *http.Request) {
 	ns, name, tag := r.PathValue("ns"), r.PathValue("name"), r.PathValue("tag")
 	err := errors.Join(hubclient.CheckNamespace(ns), hubclient.CheckName(name), hubclient.CheckTag(tag))
@@ -590,16 +603,9 @@ func (h *Hub) tag(w http.ResponseWriter, r *http.Request) {
 		err = errorf(http.StatusBadRequest, "%v", err)
 	}
 	var k key.Public
-	var body []byte
-	if err == nil {
-		k, body, err = h.signed(w, r, maxJSON)
-	}
-	if err == nil {
-		err = h.mayWrite(r.Context(), k, ns)
-	}
 	var t hubclient.TagRequest
 	if err == nil {
-		err = decodeJSON(body, &t)
+		k, err = h.signedWrite(w, r, ns, &t)
 	}
 	if err == nil {
 		if _, serr := h.b.Objects.Stat(r.Context(), versionObj(ns, name, t.Digest)); isNotFound(serr) {
@@ -626,16 +632,9 @@ func (h *Hub) link(w http.ResponseWriter, r *http.Request) {
 		err = errorf(http.StatusBadRequest, "%v", err)
 	}
 	var k key.Public
-	var body []byte
-	if err == nil {
-		k, body, err = h.signed(w, r, maxJSON)
-	}
-	if err == nil {
-		err = h.mayWrite(r.Context(), k, ns)
-	}
 	var l hubclient.LinkRequest
 	if err == nil {
-		err = decodeJSON(body, &l)
+		k, err = h.signedWrite(w, r, ns, &l)
 	}
 	var target hubclient.Ref
 	if err == nil {
@@ -675,16 +674,9 @@ func (h *Hub) promote(w http.ResponseWriter, r *http.Request) {
 		err = errorf(http.StatusBadRequest, "promote to NS/NAME[:TAG], not to a digest")
 	}
 	var k key.Public
-	var body []byte
-	if err == nil {
-		k, body, err = h.signed(w, r, maxJSON)
-	}
-	if err == nil {
-		err = h.mayWrite(r.Context(), k, dst.NS)
-	}
 	var p hubclient.PromoteRequest
 	if err == nil {
-		err = decodeJSON(body, &p)
+		k, err = h.signedWrite(w, r, dst.NS, &p)
 	}
 	var src hubclient.Ref
 	if err == nil {
