@@ -10,11 +10,29 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/zosgrid/zos/internal/flist"
 	"github.com/zosgrid/zos/internal/mount"
+	"github.com/zosgrid/zos/internal/store"
 	"github.com/zosgrid/zos/internal/store/cache"
 	"github.com/zosgrid/zos/internal/store/lru"
 	"github.com/zosgrid/zos/internal/store/mem"
 )
+
+// wholeFixture packs makeTree's tree into a remote store and returns
+// big.bin's content, the image, a local cache and the cache in front of
+// the remote.
+func wholeFixture(t *testing.T) ([]byte, *flist.Reader, *lru.Store, store.Store) {
+	t.Helper()
+	src := makeTree(t)
+	want, err := os.ReadFile(filepath.Join(src, "big.bin"))
+	must(t, err)
+	remote := mem.New()
+	r := packTree(t, src, remote)
+	local, err := lru.Open(context.Background(), t.TempDir(), lru.Options{})
+	must(t, err)
+	t.Cleanup(func() { local.Close() })
+	return want, r, local, cache.New(local, remote)
+}
 
 // TestWholeFilePassthrough: a large file read through one mount is kept
 // whole in the local cache; a later mount over that cache opens it in
@@ -24,15 +42,7 @@ import (
 func TestWholeFilePassthrough(t *testing.T) {
 	needFUSE(t)
 	ctx := context.Background()
-	src := makeTree(t)
-	want, err := os.ReadFile(filepath.Join(src, "big.bin"))
-	must(t, err)
-	remote := mem.New()
-	r := packTree(t, src, remote)
-	local, err := lru.Open(ctx, t.TempDir(), lru.Options{})
-	must(t, err)
-	defer local.Close()
-	st := cache.New(local, remote)
+	want, r, local, st := wholeFixture(t)
 	opt := mount.Options{Files: local}
 
 	m1, mnt1 := mountImage(t, r, st, opt)
@@ -113,15 +123,7 @@ func TestWholeFilePassthrough(t *testing.T) {
 func TestKeepWhole(t *testing.T) {
 	needFUSE(t)
 	ctx := context.Background()
-	src := makeTree(t)
-	want, err := os.ReadFile(filepath.Join(src, "big.bin"))
-	must(t, err)
-	remote := mem.New()
-	r := packTree(t, src, remote)
-	local, err := lru.Open(ctx, t.TempDir(), lru.Options{})
-	must(t, err)
-	defer local.Close()
-	st := cache.New(local, remote)
+	want, r, local, st := wholeFixture(t)
 
 	// Nothing local yet: skipped, nothing written.
 	kept, _, skipped, err := mount.KeepWhole(ctx, r, local, local, 0)
