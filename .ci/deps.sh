@@ -6,6 +6,8 @@
 # start their own redis-server and minio on random loopback ports (and the hub benchmark its own
 # nginx), so the Debian redis-server and nginx services are stopped and disabled here to keep
 # ports 6379 and 80 and their pid files out of their way. chromium runs the hub's web page test.
+# libseccomp-dev is for the node's containers (zos builds with -tags seccomp: runc's libcontainer
+# compiles its seccomp support only then); nftables and iproute2 for the node's networks.
 #
 # Environment:
 #   ZOS_CI_BIN    where the MinIO binary is cached (default /var/cache/zos-ci/bin, outside the repo)
@@ -16,7 +18,8 @@ exec </dev/null
 cd /
 
 bin=${ZOS_CI_BIN:-/var/cache/zos-ci/bin}
-apt_pkgs=(fuse3 redis-server zstd squashfs-tools casync erofs-utils debootstrap umoci skopeo docker-registry chromium nginx)
+apt_pkgs=(fuse3 redis-server zstd squashfs-tools casync erofs-utils debootstrap umoci skopeo docker-registry chromium nginx
+	libseccomp-dev nftables iproute2)
 
 log() { printf 'deps: %s\n' "$*" >&2; }
 

@@ -38,12 +38,15 @@ var layer = map[string]int{
 	"internal/hub/hubclient":   3, // wire types and client: nodes import it, not the server
 	"internal/spec":            2, // deployments: canonical form, challenge, multisig (key, digest)
 	"internal/oci":             4, // images as layer streams: only the registry client below it
+	"internal/runtime":         1, // containers through libcontainer: receives a rootfs path
+	"internal/network":         1, // private networks (namespaces, bridges, veths, nftables), gateway
 
 	"internal/pack":     5,
 	"internal/unpack":   5,
 	"internal/treediff": 5,
 	"internal/mount":    6,
 	"internal/hub":      7, // the server: above pack and oci, for conversion
+	"internal/node":     8, // the agent: spec, hubclient, runtime, network; mounts through cmd
 	"internal/deptest":  9,
 }
 
