@@ -11,6 +11,8 @@ import (
 	"syscall"
 
 	"github.com/spf13/cobra"
+
+	zosruntime "github.com/zosgrid/zos/internal/runtime"
 )
 
 // exitError carries an exit status for failures scripts tell apart.
@@ -31,6 +33,7 @@ const (
 )
 
 func main() {
+	zosruntime.Init()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	root := &cobra.Command{
