@@ -171,9 +171,16 @@ func (h *Hub) register(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusCreated, u)
 }
 
+// listUsers answers GET /v1/users: the public namespaces, and the private
+// ones the signer may read (its own; every one for an admin).
 func (h *Hub) listUsers(w http.ResponseWriter, r *http.Request) {
+	k, err := h.reader(w, r)
+	if err != nil {
+		h.fail(w, r, err)
+		return
+	}
 	var users []hubclient.User
-	err := h.b.Objects.List(r.Context(), usersPrefix, func(fi object.Info) error {
+	err = h.b.Objects.List(r.Context(), usersPrefix, func(fi object.Info) error {
 		var u hubclient.User
 		if err := h.getJSON(r.Context(), fi.Name, &u); err != nil {
 			if isNotFound(err) {
@@ -181,7 +188,9 @@ func (h *Hub) listUsers(w http.ResponseWriter, r *http.Request) {
 			}
 			return err
 		}
-		users = append(users, u)
+		if h.visible(k, u) {
+			users = append(users, u)
+		}
 		return nil
 	})
 	if err != nil {
@@ -195,8 +204,22 @@ func (h *Hub) listUsers(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, users)
 }
 
+// visible reports whether u's namespace shows to a request signed by k
+// (nil: anonymous).
+func (h *Hub) visible(k *key.Public, u hubclient.User) bool {
+	return !u.Private || k != nil && (*k == u.Key || h.admins[*k])
+}
+
 func (h *Hub) getUser(w http.ResponseWriter, r *http.Request) {
-	u, err := h.user(r.Context(), r.PathValue("ns"))
+	ns := r.PathValue("ns")
+	k, err := h.reader(w, r)
+	if err == nil {
+		err = h.mayRead(r.Context(), k, ns)
+	}
+	var u hubclient.User
+	if err == nil {
+		u, err = h.user(r.Context(), ns)
+	}
 	if err != nil {
 		h.fail(w, r, err)
 		return
@@ -467,29 +490,25 @@ func (h *Hub) pullDigest(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	// Served if a name the reader may read holds it: a private image's
-	// digest alone does not open it.
-	found, readable := "", ""
-	var denied error
+	// digest alone does not open it, and a digest held only by names the
+	// reader may not read is as absent as one no name holds.
+	readable := ""
 	err = h.b.Objects.List(r.Context(), refsPrefix+d.String()+"/", func(fi object.Info) error {
 		parts := nsOf(fi.Name, refsPrefix+d.String()+"/")
 		if len(parts) != 2 || readable != "" {
 			return nil
 		}
-		found = parts[0] + "/" + parts[1]
 		if err := h.mayRead(r.Context(), k, parts[0]); err != nil {
-			denied = err
-			return nil
+			if isNotFound(err) {
+				return nil
+			}
+			return err
 		}
-		readable = found + "@" + d.String()
+		readable = parts[0] + "/" + parts[1] + "@" + d.String()
 		return nil
 	})
-	switch {
-	case err != nil:
-	case readable != "":
-	case denied != nil:
-		err = denied
-	default:
-		err = errorf(http.StatusNotFound, "no name holds flist %s", d)
+	if err == nil && readable == "" {
+		err = errorf(http.StatusNotFound, "no name you may read holds flist %s", d)
 	}
 	if err != nil {
 		h.fail(w, r, err)
@@ -645,7 +664,9 @@ func (h *Hub) link(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	if err == nil {
-		_, err = h.user(r.Context(), target.NS)
+		// A link into a namespace the linker may not read would tell them
+		// it exists; reads through the link check every hop anyway.
+		err = h.mayRead(r.Context(), &k, target.NS)
 	}
 	if err == nil {
 		repos, rerr := h.repos(r.Context(), ns, name)

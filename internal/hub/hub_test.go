@@ -291,13 +291,13 @@ func TestHub(t *testing.T) {
 	if _, err := ca.SetPrivate(ctx, "alice", true); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := anon.Pull(ctx, mustRef(t, "alice/app")); code(err) != http.StatusUnauthorized {
+	if _, err := anon.Pull(ctx, mustRef(t, "alice/app")); code(err) != http.StatusNotFound {
 		t.Fatalf("anonymous private read: %v", err)
 	}
-	if _, err := cb.Pull(ctx, mustRef(t, "alice/app")); code(err) != http.StatusForbidden {
+	if _, err := cb.Pull(ctx, mustRef(t, "alice/app")); code(err) != http.StatusNotFound {
 		t.Fatalf("other user's private read: %v", err)
 	}
-	if _, err := anon.Pull(ctx, mustRef(t, "bob/app")); code(err) != http.StatusUnauthorized {
+	if _, err := anon.Pull(ctx, mustRef(t, "bob/app")); code(err) != http.StatusNotFound {
 		t.Fatalf("a public link into a private namespace: %v", err)
 	}
 	if _, err := ca.Pull(ctx, mustRef(t, "alice/app")); err != nil {
@@ -312,7 +312,7 @@ func TestHub(t *testing.T) {
 	if err := cb.Remove(ctx, mustRef(t, "bob/mine")); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := anon.PullDigest(ctx, r.Digest()); code(err) != http.StatusUnauthorized {
+	if _, err := anon.PullDigest(ctx, r.Digest()); code(err) != http.StatusNotFound {
 		t.Fatalf("digest held only by a private name: %v", err)
 	}
 	if _, err := ca.SetPrivate(ctx, "alice", false); err != nil {

@@ -66,8 +66,12 @@ var (
 	errBusy = errors.New("a garbage collection is sweeping; try again shortly")
 )
 
+// isNotFound reports an absent object or chunk, or a refusal that says
+// "not found" (404), such as a hidden private namespace.
 func isNotFound(err error) bool {
-	return errors.Is(err, object.ErrNotFound) || errors.Is(err, store.ErrNotFound)
+	var he *httpError
+	return errors.Is(err, object.ErrNotFound) || errors.Is(err, store.ErrNotFound) ||
+		errors.As(err, &he) && he.code == http.StatusNotFound
 }
 
 func (h *Hub) getJSON(ctx context.Context, name string, v any) error {
@@ -91,6 +95,9 @@ func (h *Hub) putJSON(ctx context.Context, name string, v any) error {
 
 func (h *Hub) user(ctx context.Context, ns string) (hubclient.User, error) {
 	var u hubclient.User
+	if hubclient.CheckNamespace(ns) != nil {
+		return u, errorf(http.StatusNotFound, "no user %q", ns)
+	}
 	err := h.getJSON(ctx, userObj(ns), &u)
 	if isNotFound(err) {
 		return u, errorf(http.StatusNotFound, "no user %q", ns)
@@ -106,40 +113,48 @@ func (h *Hub) userByKey(ctx context.Context, k key.Public) (hubclient.User, erro
 	return h.user(ctx, string(ns))
 }
 
-// mayWrite reports whether k may change namespace ns: its owner or an admin.
-func (h *Hub) mayWrite(ctx context.Context, k key.Public, ns string) error {
-	if h.admins[k] {
-		if _, err := h.user(ctx, ns); err != nil {
-			return err
-		}
-		return nil
-	}
-	u, err := h.user(ctx, ns)
-	if err != nil {
-		return err
-	}
-	if u.Key != k {
-		return fmt.Errorf("%w: namespace %s belongs to another key", errForbidden, ns)
-	}
-	return nil
+// hidden is the answer to anyone but its owner (and the admins) about a
+// private namespace, and to everyone about an absent one: the same 404 with
+// the same words, so that a refusal does not tell one from the other.
+func hidden(ns string) error {
+	return errorf(http.StatusNotFound, "no namespace %q (a private namespace answers only requests signed by its owner)", ns)
 }
 
-// mayRead reports whether a request signed by k (nil: anonymous) may read ns.
+// mayWrite reports whether k may change namespace ns: its owner or an
+// admin. Another key is refused with 403 in a public namespace, and told
+// that a private one does not exist.
+func (h *Hub) mayWrite(ctx context.Context, k key.Public, ns string) error {
+	u, err := h.user(ctx, ns)
+	if err != nil {
+		if isNotFound(err) {
+			return hidden(ns)
+		}
+		return err
+	}
+	if u.Key == k || h.admins[k] {
+		return nil
+	}
+	if u.Private {
+		return hidden(ns)
+	}
+	return fmt.Errorf("%w: namespace %s belongs to another key", errForbidden, ns)
+}
+
+// mayRead reports whether a request signed by k (nil: anonymous) may read
+// ns. A private namespace is readable by its owner and the admins only;
+// to anyone else it does not exist (hidden).
 func (h *Hub) mayRead(ctx context.Context, k *key.Public, ns string) error {
 	u, err := h.user(ctx, ns)
 	if err != nil {
+		if isNotFound(err) {
+			return hidden(ns)
+		}
 		return err
 	}
-	if !u.Private {
+	if !u.Private || k != nil && (*k == u.Key || h.admins[*k]) {
 		return nil
 	}
-	if k == nil {
-		return errorf(http.StatusUnauthorized, "namespace %s is private: sign the request with its owner's key", ns)
-	}
-	if *k != u.Key && !h.admins[*k] {
-		return fmt.Errorf("%w: namespace %s is private", errForbidden, ns)
-	}
-	return nil
+	return hidden(ns)
 }
 
 // resolved is where a reference leads.

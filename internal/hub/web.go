@@ -193,6 +193,18 @@ func (w *web) publicUser(ctx context.Context, ns string) (hubclient.User, error)
 	return u, err
 }
 
+// mayRead answers, for the page's visitor, whether a namespace's flists
+// count (anonymous: the public ones).
+func (w *web) mayRead(ctx context.Context) func(ns string) (bool, error) {
+	return func(ns string) (bool, error) {
+		err := w.h.mayRead(ctx, nil, ns)
+		if isNotFound(err) {
+			return false, nil
+		}
+		return err == nil, err
+	}
+}
+
 type homeUser struct {
 	Name, Href string
 	Created    time.Time
@@ -437,7 +449,7 @@ func (w *web) flist(rw http.ResponseWriter, r *http.Request) {
 			}
 			sort.Strings(v.Tags)
 		}
-		if v.Share, err = w.share(ctx, d, fr); err != nil {
+		if v.Share, err = w.share(ctx, d, fr, w.mayRead(ctx)); err != nil {
 			if ctx.Err() != nil {
 				return
 			}
@@ -641,7 +653,7 @@ type shareStats struct {
 // (immutable, so kept until the budget evicts them).
 type shareCache struct {
 	mu      sync.Mutex // one computation at a time
-	results map[digest.ID]shareResult
+	results map[digest.ID][]shareResult // newest last
 	sums    map[digest.ID][]digest.ID
 	nsums   int
 }
@@ -651,6 +663,10 @@ type shareResult struct {
 	st  shareStats
 }
 
+// maxShareViews bounds the answers kept per flist, one per set of
+// namespaces compared with.
+const maxShareViews = 4
+
 // maxCachedSums bounds the chunk fingerprints kept in memory (32 bytes
 // each: 64 MiB).
 const maxCachedSums = 2 << 20
@@ -659,13 +675,31 @@ const maxCachedSums = 2 << 20
 // are immutable, so the answer changes only when the set of named flists
 // does: it is cached per digest with a hash of that set, and recomputed
 // by reading each other flist's chunk table (kept in memory) once.
-func (w *web) share(ctx context.Context, d digest.ID, fr *flist.Reader) (shareStats, error) {
+//
+// Only flists that names the viewer may read count: the page must not
+// tell who may not read a private namespace how many flists it holds, or
+// which chunks they share.
+func (w *web) share(ctx context.Context, d digest.ID, fr *flist.Reader, mayRead func(ns string) (bool, error)) (shareStats, error) {
 	named := map[digest.ID]bool{}
+	readable := map[string]bool{}
 	err := w.h.b.Objects.List(ctx, refsPrefix, func(fi object.Info) error {
-		if parts := nsOf(fi.Name, refsPrefix); len(parts) == 3 {
-			if id, err := digest.Parse(parts[0]); err == nil && id != d {
-				named[id] = true
+		parts := nsOf(fi.Name, refsPrefix)
+		if len(parts) != 3 {
+			return nil
+		}
+		id, err := digest.Parse(parts[0])
+		if err != nil || id == d || named[id] {
+			return nil
+		}
+		ok, seen := readable[parts[1]]
+		if !seen {
+			if ok, err = mayRead(parts[1]); err != nil {
+				return err
 			}
+			readable[parts[1]] = ok
+		}
+		if ok {
+			named[id] = true
 		}
 		return nil
 	})
@@ -686,8 +720,10 @@ func (w *web) share(ctx context.Context, d digest.ID, fr *flist.Reader) (shareSt
 	c := &w.shares
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if res, ok := c.results[d]; ok && res.gen == gen {
-		return res.st, nil
+	for _, res := range c.results[d] {
+		if res.gen == gen {
+			return res.st, nil
+		}
 	}
 	mine := map[digest.ID]uint32{}
 	for _, ch := range fr.Chunks() {
@@ -719,9 +755,15 @@ func (w *web) share(ctx context.Context, d digest.ID, fr *flist.Reader) (shareSt
 	}
 	st.Others = len(others)
 	if c.results == nil {
-		c.results = map[digest.ID]shareResult{}
+		c.results = map[digest.ID][]shareResult{}
 	}
-	c.results[d] = shareResult{gen: gen, st: st}
+	// A few answers per flist: viewers who may read different sets of
+	// namespaces (anonymous, the owner of a private one) see different ones.
+	rs := append(c.results[d], shareResult{gen: gen, st: st})
+	if len(rs) > maxShareViews {
+		rs = rs[len(rs)-maxShareViews:]
+	}
+	c.results[d] = rs
 	return st, nil
 }
 
