@@ -652,7 +652,7 @@ type shareStats struct {
 // flists it was computed with, and the chunk fingerprints of flists seen
 // (immutable, so kept until the budget evicts them).
 type shareCache struct {
-	mu      sync.Mutex // one computation at a time
+	mu      sync.Mutex                  // one computation at a time
 	results map[digest.ID][]shareResult // newest last
 	sums    map[digest.ID][]digest.ID
 	nsums   int
