@@ -1,15 +1,12 @@
 package main
 
 import (
-	"bufio"
-	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 
 	"github.com/spf13/cobra"
@@ -162,37 +159,17 @@ func readSpec(path string) (*spec.Deployment, error) {
 	return d, nil
 }
 
-// readKeys reads "TWIN ed25519:..." lines; '#' starts a comment.
+// readKeys reads a twins' keys file (spec.ParseKeys).
 func readKeys(path string) (map[uint32]key.Public, error) {
 	b, err := os.ReadFile(path)
 	if err != nil {
 		return nil, err
 	}
-	keys := map[uint32]key.Public{}
-	sc := bufio.NewScanner(bytes.NewReader(b))
-	for n := 1; sc.Scan(); n++ {
-		line, _, _ := strings.Cut(sc.Text(), "#")
-		f := strings.Fields(line)
-		if len(f) == 0 {
-			continue
-		}
-		if len(f) != 2 {
-			return nil, fmt.Errorf("%s:%d: want TWIN ed25519:...", path, n)
-		}
-		t, err := strconv.ParseUint(f[0], 10, 32)
-		if err != nil || t == 0 {
-			return nil, fmt.Errorf("%s:%d: %q is not a twin id", path, n, f[0])
-		}
-		k, err := key.ParsePublic(f[1])
-		if err != nil {
-			return nil, fmt.Errorf("%s:%d: %w", path, n, err)
-		}
-		if _, dup := keys[uint32(t)]; dup {
-			return nil, fmt.Errorf("%s:%d: twin %d given twice", path, n, t)
-		}
-		keys[uint32(t)] = k
+	keys, err := spec.ParseKeys(b)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
 	}
-	return keys, sc.Err()
+	return keys, nil
 }
 
 func writeAtomic(path string, b []byte) error {
