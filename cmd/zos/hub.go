@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"strings"
 	"text/tabwriter"
@@ -88,8 +89,10 @@ func printJSON(w io.Writer, v any) error {
 func hubServeCmd() *cobra.Command {
 	var listen, data, level string
 	var hosts, admins []string
-	var adminReg bool
+	var adminReg, noLimits bool
 	var conv hub.ConvertOptions
+	var lim hub.RateLimits
+	var proxies []string
 	c := &cobra.Command{
 		Use:   "serve [--listen ADDR] [--data DIR | --data s3://...]",
 		Short: "Serve flists and chunks over HTTP (docs/HUB.md)",
@@ -108,6 +111,18 @@ func hubServeCmd() *cobra.Command {
 				}
 				adm = append(adm, k)
 			}
+			for _, p := range proxies {
+				pf, err := netip.ParsePrefix(p)
+				if err != nil {
+					a, aerr := netip.ParseAddr(p)
+					if aerr != nil {
+						return &exitError{exitUsage, fmt.Errorf("--trusted-proxy %q: want an address or CIDR prefix", p)}
+					}
+					pf = netip.PrefixFrom(a, a.BitLen())
+				}
+				lim.TrustedProxies = append(lim.TrustedProxies, pf)
+			}
+			lim.Off = noLimits
 			ctx := c.Context()
 			b, err := hub.OpenBackend(ctx, data)
 			if err != nil {
@@ -131,7 +146,7 @@ func hubServeCmd() *cobra.Command {
 					log.Warn("no --host given: signed requests for any host are accepted, so one captured on another hub could be replayed here")
 				}
 			}
-			hb := hub.New(b, hub.Options{Hosts: hosts, Admins: adm, AdminRegistration: adminReg, Logger: log, Convert: conv})
+			hb := hub.New(b, hub.Options{Hosts: hosts, Admins: adm, AdminRegistration: adminReg, Logger: log, Convert: conv, Limits: lim})
 			defer hb.Close()
 			go hb.Run(ctx)
 			srv := &http.Server{Handler: hb, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute}
@@ -159,6 +174,12 @@ func hubServeCmd() *cobra.Command {
 	c.Flags().IntVar(&conv.Queue, "convert-queue", 0, "conversion jobs that may wait for a worker; more are refused with 429 (default: 4 per worker)")
 	c.Flags().StringVar(&conv.TempDir, "convert-tmp", "", "where conversions spool small files (default: $TMPDIR)")
 	c.Flags().Int64Var(&conv.MaxBytes, "convert-max-bytes", 0, "uncompressed layer bytes one conversion may read (default 64 GiB)")
+	c.Flags().Float64Var(&lim.Writes, "rate-writes", 500, "signed writes (chunk uploads included) one key may make a second, sustained")
+	c.Flags().Float64Var(&lim.WriteBurst, "rate-writes-burst", 2000, "signed writes one key may make at once")
+	c.Flags().Float64Var(&lim.Failures, "rate-failures", 1, "refused requests a key or an address may earn a second before its requests are refused early (429)")
+	c.Flags().Float64Var(&lim.FailureBurst, "rate-failures-burst", 30, "refused requests a key or an address may earn at once")
+	c.Flags().StringArrayVar(&proxies, "trusted-proxy", nil, "a load balancer's address or CIDR: for its requests the client is the last untrusted X-Forwarded-For address (repeatable)")
+	c.Flags().BoolVar(&noLimits, "no-rate-limits", false, "turn rate limiting off (benchmarks)")
 	c.Flags().StringVar(&conv.URL, "url", "", "the hub's public base URL, recorded as the chunk store of converted flists (default: the scheme and host of the request)")
 	return c
 }

@@ -48,6 +48,9 @@ func (h *Hub) fail(w http.ResponseWriter, r *http.Request, err error) {
 		if code == http.StatusUnauthorized {
 			w.Header().Set("WWW-Authenticate", auth.Scheme)
 		}
+		if he.retry > 0 {
+			w.Header().Set("Retry-After", retryAfter(he.retry))
+		}
 	case errors.Is(err, auth.ErrUnauthorized):
 		code = http.StatusUnauthorized
 		w.Header().Set("WWW-Authenticate", auth.Scheme)
@@ -87,26 +90,119 @@ func readBody(w http.ResponseWriter, r *http.Request, limit int64) ([]byte, erro
 	return b, nil
 }
 
-// signed reads the body and verifies the request's signature.
-func (h *Hub) signed(w http.ResponseWriter, r *http.Request, limit int64) (key.Public, []byte, error) {
+// signed reads the body of a signed request (at most limit bytes) and
+// verifies it, cheapest refusals first, and records its nonce only once
+// the request is known to be served:
+//
+//  1. an address refused too often lately is answered 429 at once;
+//  2. the signature is checked (a failure is charged to the address);
+//  3. a key refused too often, or over its write rate, is answered 429;
+//  4. allow (if not nil) decodes the body and says whether the key may do
+//     what it asks (a refusal is charged to the key);
+//  5. the nonce is recorded (a replay is charged to the address).
+//
+// So a validly signed request its key may not make costs no write.
+func (h *Hub) signed(w http.ResponseWriter, r *http.Request, limit int64, allow func(key.Public, []byte) error) (key.Public, []byte, error) {
+	addr := addrBucket(h.lim.client(r))
+	if wait := h.lim.refused(addr); wait > 0 {
+		h.metrics.limited.WithLabelValues("failures").Inc()
+		return key.Public{}, nil, errTooMany(wait, "refused requests from this address")
+	}
 	body, err := readBody(w, r, limit)
 	if err != nil {
 		return key.Public{}, nil, err
 	}
-	k, err := h.v.Verify(r.Context(), r, body)
-	return k, body, err
+	hd, err := h.v.Check(r, body)
+	if err != nil {
+		h.lim.fail(addr)
+		return key.Public{}, nil, err
+	}
+	k := hd.Key
+	if wait := h.lim.refused(keyBucket(k)); wait > 0 {
+		h.metrics.limited.WithLabelValues("failures").Inc()
+		return k, nil, errTooMany(wait, "refused requests by this key")
+	}
+	if wait := h.lim.write(k); wait > 0 {
+		h.metrics.limited.WithLabelValues("writes").Inc()
+		return k, nil, errTooMany(wait, "writes by this key")
+	}
+	if allow != nil {
+		if err := allow(k, body); err != nil {
+			if refusal(err) {
+				h.lim.fail(keyBucket(k))
+			}
+			return k, nil, err
+		}
+	}
+	if err := h.v.Use(r.Context(), hd); err != nil {
+		if errors.Is(err, auth.ErrUnauthorized) {
+			h.lim.fail(addr)
+		}
+		return k, nil, err
+	}
+	return k, body, nil
 }
 
-// reader returns the signer of a read, or nil for an anonymous one.
-func (h *Hub) reader(w http.ResponseWriter, r *http.Request) (*key.Public, error) {
+// refusal reports whether err refuses a request for what its key may do
+// (as opposed to a bad request or a failure of the hub).
+func refusal(err error) bool {
+	var he *httpError
+	return errors.Is(err, errForbidden) ||
+		errors.As(err, &he) && (he.code == http.StatusForbidden || he.code == http.StatusNotFound)
+}
+
+// viewer is who reads: anonymous (nil), or the key of a request whose
+// signature verified. Its nonce is recorded only when the answer depends
+// on the signature (a private namespace was read through it): replaying a
+// signed read of public things gives nothing an anonymous read does not.
+type viewer struct {
+	key   key.Public
+	hd    auth.Header
+	addr  string
+	need  bool // the signature opened something: record the nonce
+	spent bool // the nonce is recorded (or there is none to record)
+	token string // the web page: the namespace a view token opens (no signature)
+}
+
+// reader verifies the signature of a read, if it has one: nil means
+// anonymous.
+func (h *Hub) reader(w http.ResponseWriter, r *http.Request) (*viewer, error) {
 	if r.Header.Get("Authorization") == "" {
 		return nil, nil
 	}
-	k, _, err := h.signed(w, r, 0)
+	addr := addrBucket(h.lim.client(r))
+	if wait := h.lim.refused(addr); wait > 0 {
+		h.metrics.limited.WithLabelValues("failures").Inc()
+		return nil, errTooMany(wait, "refused requests from this address")
+	}
+	body, err := readBody(w, r, maxJSON)
 	if err != nil {
 		return nil, err
 	}
-	return &k, nil
+	hd, err := h.v.Check(r, body)
+	if err != nil {
+		h.lim.fail(addr)
+		return nil, err
+	}
+	return &viewer{key: hd.Key, hd: hd, addr: addr}, nil
+}
+
+// writer is the viewer of a signed write, whose nonce is spent.
+func writer(k key.Public) *viewer { return &viewer{key: k, spent: true} }
+
+// spend records the viewer's nonce if its signature opened something.
+func (h *Hub) spend(ctx context.Context, v *viewer) error {
+	if v == nil || !v.need || v.spent {
+		return nil
+	}
+	if err := h.v.Use(ctx, v.hd); err != nil {
+		if errors.Is(err, auth.ErrUnauthorized) {
+			h.lim.fail(v.addr)
+		}
+		return err
+	}
+	v.spent = true
+	return nil
 }
 
 func decodeJSON(body []byte, v any) error {
@@ -119,30 +215,27 @@ func decodeJSON(body []byte, v any) error {
 }
 
 func (h *Hub) register(w http.ResponseWriter, r *http.Request) {
-	k, body, err := h.signed(w, r, maxJSON)
-	if err != nil {
-		h.fail(w, r, err)
-		return
-	}
 	var reg hubclient.Register
-	if err := decodeJSON(body, &reg); err != nil {
-		h.fail(w, r, err)
-		return
-	}
-	if err := hubclient.CheckNamespace(reg.Name); err != nil {
-		h.fail(w, r, errorf(http.StatusBadRequest, "%v", err))
-		return
-	}
-	owner := k
-	if reg.Key != nil {
-		owner = *reg.Key
-	}
-	switch {
-	case owner != k && !h.admins[k]:
-		err = fmt.Errorf("%w: only an admin may register a namespace for another key", errForbidden)
-	case h.opt.AdminRegistration && !h.admins[k]:
-		err = fmt.Errorf("%w: this hub registers users through its admins", errForbidden)
-	}
+	var owner key.Public
+	k, _, err := h.signed(w, r, maxJSON, func(k key.Public, body []byte) error {
+		if err := decodeJSON(body, &reg); err != nil {
+			return err
+		}
+		if err := hubclient.CheckNamespace(reg.Name); err != nil {
+			return errorf(http.StatusBadRequest, "%v", err)
+		}
+		owner = k
+		if reg.Key != nil {
+			owner = *reg.Key
+		}
+		switch {
+		case owner != k && !h.admins[k]:
+			return fmt.Errorf("%w: only an admin may register a namespace for another key", errForbidden)
+		case h.opt.AdminRegistration && !h.admins[k]:
+			return fmt.Errorf("%w: this hub registers users through its admins", errForbidden)
+		}
+		return nil
+	})
 	if err != nil {
 		h.fail(w, r, err)
 		return
@@ -193,6 +286,9 @@ func (h *Hub) listUsers(w http.ResponseWriter, r *http.Request) {
 		}
 		return nil
 	})
+	if err == nil {
+		err = h.spend(r.Context(), k)
+	}
 	if err != nil {
 		h.fail(w, r, err)
 		return
@@ -202,12 +298,6 @@ func (h *Hub) listUsers(w http.ResponseWriter, r *http.Request) {
 		users = []hubclient.User{}
 	}
 	writeJSON(w, http.StatusOK, users)
-}
-
-// visible reports whether u's namespace shows to a request signed by k
-// (nil: anonymous).
-func (h *Hub) visible(k *key.Public, u hubclient.User) bool {
-	return !u.Private || k != nil && (*k == u.Key || h.admins[*k])
 }
 
 func (h *Hub) getUser(w http.ResponseWriter, r *http.Request) {
@@ -220,6 +310,9 @@ func (h *Hub) getUser(w http.ResponseWriter, r *http.Request) {
 	if err == nil {
 		u, err = h.user(r.Context(), ns)
 	}
+	if err == nil {
+		err = h.spend(r.Context(), k)
+	}
 	if err != nil {
 		h.fail(w, r, err)
 		return
@@ -229,14 +322,13 @@ func (h *Hub) getUser(w http.ResponseWriter, r *http.Request) {
 
 func (h *Hub) updateUser(w http.ResponseWriter, r *http.Request) {
 	ns := r.PathValue("ns")
-	k, body, err := h.signed(w, r, maxJSON)
-	if err == nil {
-		err = h.mayWrite(r.Context(), k, ns)
-	}
 	var up hubclient.UserUpdate
-	if err == nil {
-		err = decodeJSON(body, &up)
-	}
+	_, _, err := h.signed(w, r, maxJSON, func(k key.Public, body []byte) error {
+		if err := h.mayWrite(r.Context(), k, ns); err != nil {
+			return err
+		}
+		return decodeJSON(body, &up)
+	})
 	var u hubclient.User
 	if err == nil {
 		u, err = h.user(r.Context(), ns)
@@ -318,6 +410,9 @@ func (h *Hub) listRepos(w http.ResponseWriter, r *http.Request) {
 	if err == nil {
 		repos, err = h.repos(r.Context(), ns, "")
 	}
+	if err == nil {
+		err = h.spend(r.Context(), k)
+	}
 	if err != nil {
 		h.fail(w, r, err)
 		return
@@ -343,6 +438,9 @@ func (h *Hub) getRepo(w http.ResponseWriter, r *http.Request) {
 	}
 	if err == nil && len(repos) == 0 {
 		err = errorf(http.StatusNotFound, "no %s/%s", ns, name)
+	}
+	if err == nil {
+		err = h.spend(r.Context(), k)
 	}
 	if err != nil {
 		h.fail(w, r, err)
@@ -372,10 +470,9 @@ func (h *Hub) push(w http.ResponseWriter, r *http.Request) {
 		h.fail(w, r, err)
 		return
 	}
-	k, body, err := h.signed(w, r, hubclient.MaxFlistSize)
-	if err == nil {
-		err = h.mayWrite(r.Context(), k, ref.NS)
-	}
+	k, body, err := h.signed(w, r, hubclient.MaxFlistSize, func(k key.Public, _ []byte) error {
+		return h.mayWrite(r.Context(), k, ref.NS)
+	})
 	if err != nil {
 		result = "refused"
 		h.fail(w, r, err)
@@ -458,13 +555,16 @@ func (h *Hub) serveFlist(w http.ResponseWriter, r *http.Request, d digest.ID, re
 
 func (h *Hub) pull(w http.ResponseWriter, r *http.Request) {
 	ref, err := pathRef(r)
-	var k *key.Public
+	var k *viewer
 	if err == nil {
 		k, err = h.reader(w, r)
 	}
 	var res resolved
 	if err == nil {
 		res, err = h.resolve(r.Context(), ref, k)
+	}
+	if err == nil {
+		err = h.spend(r.Context(), k)
 	}
 	if err != nil {
 		h.fail(w, r, err)
@@ -510,6 +610,9 @@ func (h *Hub) pullDigest(w http.ResponseWriter, r *http.Request) {
 	if err == nil && readable == "" {
 		err = errorf(http.StatusNotFound, "no name you may read holds flist %s", d)
 	}
+	if err == nil {
+		err = h.spend(r.Context(), k)
+	}
 	if err != nil {
 		h.fail(w, r, err)
 		return
@@ -522,10 +625,9 @@ func (h *Hub) remove(w http.ResponseWriter, r *http.Request) {
 	ref, err := pathRef(r)
 	var k key.Public
 	if err == nil {
-		k, _, err = h.signed(w, r, 0)
-	}
-	if err == nil {
-		err = h.mayWrite(r.Context(), k, ref.NS)
+		k, _, err = h.signed(w, r, 0, func(k key.Public, _ []byte) error {
+			return h.mayWrite(r.Context(), k, ref.NS)
+		})
 	}
 	if err == nil {
 		err = h.removeRef(r.Context(), ref)
@@ -605,13 +707,12 @@ func (h *Hub) removeRef(ctx context.Context, ref hubclient.Ref) error {
 // signedWrite reads a signed request whose key may write in ns, and
 // decodes its JSON body into v.
 func (h *Hub) signedWrite(w http.ResponseWriter, r *http.Request, ns string, v any) (key.Public, error) {
-	k, body, err := h.signed(w, r, maxJSON)
-	if err == nil {
-		err = h.mayWrite(r.Context(), k, ns)
-	}
-	if err == nil {
-		err = decodeJSON(body, v)
-	}
+	k, _, err := h.signed(w, r, maxJSON, func(k key.Public, body []byte) error {
+		if err := h.mayWrite(r.Context(), k, ns); err != nil {
+			return err
+		}
+		return decodeJSON(body, v)
+	})
 	return k, err
 }
 
@@ -666,7 +767,7 @@ func (h *Hub) link(w http.ResponseWriter, r *http.Request) {
 	if err == nil {
 		// A link into a namespace the linker may not read would tell them
 		// it exists; reads through the link check every hop anyway.
-		err = h.mayRead(r.Context(), &k, target.NS)
+		err = h.mayRead(r.Context(), writer(k), target.NS)
 	}
 	if err == nil {
 		repos, rerr := h.repos(r.Context(), ns, name)
@@ -707,7 +808,7 @@ func (h *Hub) promote(w http.ResponseWriter, r *http.Request) {
 	}
 	var res resolved
 	if err == nil {
-		res, err = h.resolve(r.Context(), src, &k)
+		res, err = h.resolve(r.Context(), src, writer(k))
 	}
 	tag := dst.Tag
 	if tag == "" {
@@ -731,10 +832,12 @@ func (h *Hub) promote(w http.ResponseWriter, r *http.Request) {
 }
 
 func (h *Hub) gcEndpoint(w http.ResponseWriter, r *http.Request) {
-	k, _, err := h.signed(w, r, 0)
-	if err == nil && !h.admins[k] {
-		err = fmt.Errorf("%w: only admins run garbage collection", errForbidden)
-	}
+	_, _, err := h.signed(w, r, 0, func(k key.Public, _ []byte) error {
+		if !h.admins[k] {
+			return fmt.Errorf("%w: only admins run garbage collection", errForbidden)
+		}
+		return nil
+	})
 	if err != nil {
 		h.fail(w, r, err)
 		return

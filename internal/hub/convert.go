@@ -19,6 +19,7 @@ import (
 
 	"github.com/zosgrid/zos/internal/hub/hubclient"
 	"github.com/zosgrid/zos/internal/hub/object"
+	"github.com/zosgrid/zos/internal/key"
 	"github.com/zosgrid/zos/internal/oci"
 	"github.com/zosgrid/zos/internal/pack"
 )
@@ -232,18 +233,18 @@ func publicAddr(ip netip.Addr) bool {
 // convert answers POST /v1/convert: it admits a job and answers 202 with it.
 func (h *Hub) convert(w http.ResponseWriter, r *http.Request) {
 	c := h.conv
-	k, body, err := h.signed(w, r, maxJSON)
 	var req hubclient.ConvertRequest
-	if err == nil {
-		err = decodeJSON(body, &req)
-	}
 	var target hubclient.Ref
-	if err == nil {
-		target, err = convertTarget(req)
-	}
-	if err == nil {
-		err = h.mayWrite(r.Context(), k, target.NS)
-	}
+	k, _, err := h.signed(w, r, maxJSON, func(k key.Public, body []byte) error {
+		err := decodeJSON(body, &req)
+		if err == nil {
+			target, err = convertTarget(req)
+		}
+		if err == nil {
+			err = h.mayWrite(r.Context(), k, target.NS)
+		}
+		return err
+	})
 	if err != nil {
 		h.fail(w, r, err)
 		return
@@ -492,7 +493,11 @@ func (h *Hub) getJob(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	ns, _, _ := strings.Cut(j.Target, "/")
-	if err := h.mayRead(r.Context(), k, ns); err != nil {
+	err = h.mayRead(r.Context(), k, ns)
+	if err == nil {
+		err = h.spend(r.Context(), k)
+	}
+	if err != nil {
 		if isNotFound(err) {
 			err = errorf(http.StatusNotFound, "no job %s", id)
 		}

@@ -75,6 +75,8 @@ type Options struct {
 	Now func() time.Time
 	// Convert configures conversion jobs (convert.go).
 	Convert ConvertOptions
+	// Limits bound the writes and refusals of one key or address (limit.go).
+	Limits RateLimits
 }
 
 // Hub serves one Backend. Create it with New; it is an http.Handler.
@@ -88,6 +90,7 @@ type Hub struct {
 	mux     *http.ServeMux
 	handler http.Handler
 	conv    *converter
+	lim     *limiter
 }
 
 // New returns a hub over b.
@@ -105,6 +108,7 @@ func New(b *Backend, opt Options) *Hub {
 	for _, k := range opt.Admins {
 		h.admins[k] = true
 	}
+	h.lim = newLimiter(opt.Limits, h.opt.Now)
 	h.v = &auth.Verifier{Hosts: opt.Hosts, Nonces: &objectNonces{o: b.Objects}, Now: h.opt.Now}
 	h.metrics = newMetrics()
 	h.conv = newConverter(h, h.metrics.reg)
@@ -131,6 +135,7 @@ func (h *Hub) Run(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-t.C:
+			h.lim.prune()
 			if err := pruneNonces(ctx, h.b.Objects, h.opt.Now(), false); err != nil && ctx.Err() == nil {
 				h.log.Warn("pruning nonces", "err", err)
 			}
@@ -150,7 +155,7 @@ func (h *Hub) routes() {
 		Verifier: h.v,
 		Logger:   h.log,
 	})
-	m.Handle("/chunks/", http.StripPrefix("/chunks", chunks))
+	m.Handle("/chunks/", http.StripPrefix("/chunks", h.limitChunks(chunks)))
 	m.HandleFunc("GET /healthz", h.healthz)
 	m.Handle("GET /metrics", h.metrics.handler())
 
@@ -196,13 +201,30 @@ func (h *Hub) healthz(w http.ResponseWriter, r *http.Request) {
 	w.Write([]byte("ok\n"))
 }
 
-// allowChunkWriter lets any registered user (and the admins) write chunks.
+// allowChunkWriter lets any registered user (and the admins) write chunks,
+// within the key's limits (limitChunks turns those refusals into 429).
 func (h *Hub) allowChunkWriter(ctx context.Context, k key.Public) error {
+	st, _ := ctx.Value(chunkWriteKey{}).(*chunkWrite)
+	if st == nil {
+		st = &chunkWrite{} // limits off
+	}
+	if wait := h.lim.refused(keyBucket(k)); wait > 0 {
+		h.metrics.limited.WithLabelValues("failures").Inc()
+		st.wait = wait
+		return errors.New("refused too often lately")
+	}
+	if wait := h.lim.write(k); wait > 0 {
+		h.metrics.limited.WithLabelValues("writes").Inc()
+		st.wait = wait
+		return errors.New("over its write rate")
+	}
 	if h.admins[k] {
 		return nil
 	}
 	_, err := h.userByKey(ctx, k)
 	if isNotFound(err) {
+		st.refused = true
+		h.lim.fail(keyBucket(k))
 		return errors.New("not a registered user (zos hub register)")
 	}
 	return err

@@ -24,6 +24,7 @@ type metrics struct {
 	chunkLookups *prometheus.CounterVec   // result: hit, miss
 	pushes       *prometheus.CounterVec   // result
 	authRefused  prometheus.Counter
+	limited      *prometheus.CounterVec // what: writes, failures
 	gcRuns       *prometheus.CounterVec // result
 	gcDeleted    prometheus.Counter
 	gcFreed      prometheus.Counter
@@ -54,6 +55,9 @@ func newMetrics() *metrics {
 		authRefused: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "zos_hub_auth_refused_total", Help: "Requests refused for their signature (401) or permission (403).",
 		}),
+		limited: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "zos_hub_rate_limited_total", Help: "Requests answered 429 by the rate limits, by what was over: writes (a key's write rate) or failures (a key's or an address's refusals).",
+		}, []string{"what"}),
 		gcRuns: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "zos_hub_gc_runs_total", Help: "Garbage collections run through this hub, by result.",
 		}, []string{"result"}),
@@ -65,7 +69,7 @@ func newMetrics() *metrics {
 		}),
 	}
 	m.reg.MustRegister(m.requests, m.duration, m.bytesOut, m.bytesIn, m.chunkLookups, m.pushes,
-		m.authRefused, m.gcRuns, m.gcDeleted, m.gcFreed,
+		m.authRefused, m.limited, m.gcRuns, m.gcDeleted, m.gcFreed,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }

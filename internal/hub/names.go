@@ -49,9 +49,10 @@ func refObj(d digest.ID, ns, name string) string {
 
 // httpError is an error with the status it maps to at the boundary.
 type httpError struct {
-	code int
-	msg  string
-	body hubclient.ErrorBody
+	code  int
+	msg   string
+	body  hubclient.ErrorBody
+	retry time.Duration // 429: Retry-After
 }
 
 func (e *httpError) Error() string { return e.msg }
@@ -140,10 +141,10 @@ func (h *Hub) mayWrite(ctx context.Context, k key.Public, ns string) error {
 	return fmt.Errorf("%w: namespace %s belongs to another key", errForbidden, ns)
 }
 
-// mayRead reports whether a request signed by k (nil: anonymous) may read
-// ns. A private namespace is readable by its owner and the admins only;
-// to anyone else it does not exist (hidden).
-func (h *Hub) mayRead(ctx context.Context, k *key.Public, ns string) error {
+// mayRead reports whether v (nil: anonymous) may read ns. A private
+// namespace is readable by its owner and the admins only; to anyone else
+// it does not exist (hidden).
+func (h *Hub) mayRead(ctx context.Context, v *viewer, ns string) error {
 	u, err := h.user(ctx, ns)
 	if err != nil {
 		if isNotFound(err) {
@@ -151,10 +152,26 @@ func (h *Hub) mayRead(ctx context.Context, k *key.Public, ns string) error {
 		}
 		return err
 	}
-	if !u.Private || k != nil && (*k == u.Key || h.admins[*k]) {
+	if h.visible(v, u) {
 		return nil
 	}
 	return hidden(ns)
+}
+
+// visible reports whether u's namespace shows to v (nil: anonymous), and
+// notes in v when it is its signature that shows it.
+func (h *Hub) visible(v *viewer, u hubclient.User) bool {
+	if !u.Private {
+		return true
+	}
+	if v == nil {
+		return false
+	}
+	if v.key == u.Key || h.admins[v.key] || v.token == u.Name {
+		v.need = true
+		return true
+	}
+	return false
 }
 
 // resolved is where a reference leads.
@@ -169,7 +186,7 @@ const maxLinkHops = 8
 
 // resolve follows links and tags from ref to a version, checking that
 // reader may read every namespace on the way.
-func (h *Hub) resolve(ctx context.Context, ref hubclient.Ref, reader *key.Public) (resolved, error) {
+func (h *Hub) resolve(ctx context.Context, ref hubclient.Ref, reader *viewer) (resolved, error) {
 	for hop := 0; ; hop++ {
 		if hop > maxLinkHops {
 			return resolved{}, errorf(http.StatusConflict, "%s: more than %d links (a cycle?)", ref, maxLinkHops)

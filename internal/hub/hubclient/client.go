@@ -63,8 +63,9 @@ func (e *StatusError) Unwrap() error {
 	return nil
 }
 
-// do sends a request, signing it when the client has a key, retrying a
-// 503 (the hub waits out a garbage collection's sweep) a few times, and
+// do sends a request, signing it when the client has a key (afresh for
+// every try), retrying a 503 (the hub waits out a garbage collection's
+// sweep) and a 429 that asks for a wait of at most 5 s a few times, and
 // returns the response of a 2xx; anything else is a *StatusError.
 func (c *Client) do(ctx context.Context, method, path string, query url.Values, ctype string, body []byte) (*http.Response, error) {
 	u := *c.base
@@ -94,12 +95,16 @@ func (c *Client) do(ctx context.Context, method, path string, query url.Values, 
 		if json.Unmarshal(b, &serr.Body) != nil || serr.Body.Error == "" {
 			serr.Body.Error = strings.TrimSpace(string(b))
 		}
-		if resp.StatusCode != http.StatusServiceUnavailable || try >= 4 {
-			return nil, serr
-		}
 		wait := time.Second
 		if n, err := strconv.Atoi(resp.Header.Get("Retry-After")); err == nil && n > 0 {
 			wait = min(time.Duration(n)*time.Second, 30*time.Second)
+		}
+		// 503: a garbage collection sweeps; 429 for a short while: a rate
+		// limit (a long one, such as a full conversion queue, is reported).
+		retry := resp.StatusCode == http.StatusServiceUnavailable ||
+			resp.StatusCode == http.StatusTooManyRequests && wait <= 5*time.Second
+		if !retry || try >= 4 {
+			return nil, serr
 		}
 		select {
 		case <-ctx.Done():
