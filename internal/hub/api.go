@@ -159,8 +159,8 @@ type viewer struct {
 	key   key.Public
 	hd    auth.Header
 	addr  string
-	need  bool // the signature opened something: record the nonce
-	spent bool // the nonce is recorded (or there is none to record)
+	need  bool   // the signature opened something: record the nonce
+	spent bool   // the nonce is recorded (or there is none to record)
 	token string // the web page: the namespace a view token opens (no signature)
 }
 
