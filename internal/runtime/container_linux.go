@@ -46,7 +46,7 @@ type Runtime struct {
 	log  *slog.Logger
 
 	mu     sync.Mutex
-	locks  map[string]*idLock  // per container: Start, State and Delete of one ID in turn
+	locks  map[string]*idLock // per container: Start, State and Delete of one ID in turn
 	waited map[string]*waiter // containers this Runtime started, until deleted
 }
 

@@ -2,10 +2,12 @@ package runtime
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -86,12 +88,12 @@ var nonID = regexp.MustCompile(`[^a-z0-9_.-]+`)
 
 // testID is a container ID unique to the test and the run.
 func testID(t *testing.T) string {
-	id := nonID.ReplaceAllString(strings.ToLower(t.Name()), "-")
-	suffix := fmt.Sprintf("-%d", os.Getpid())
+	id := strings.Trim(nonID.ReplaceAllString(strings.ToLower(t.Name()), "-"), "-_.")
+	suffix := "-" + strconv.Itoa(os.Getpid())
 	if len(id) > 64-len(suffix) {
 		id = id[:64-len(suffix)]
 	}
-	return "t" + strings.TrimLeft(id, "-_.")[:min(len(id), 63-len(suffix))] + suffix
+	return id + suffix
 }
 
 func newRuntime(t *testing.T) *Runtime {
@@ -175,6 +177,4 @@ func TestEcho(t *testing.T) {
 	}
 }
 
-const helperEnv = "ZOS_RUNTIME_TEST_AGENT"
-
-func agentHelper() int { return 0 }
+func errorsIs(err, target error) bool { return errors.Is(err, target) }
