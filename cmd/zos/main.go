@@ -49,6 +49,7 @@ func main() {
 	root.AddCommand(cacheCmd())
 	root.AddCommand(hubCmd())
 	root.AddCommand(specCmd(), specSignCmd())
+	root.AddCommand(nodeCmd(), deployCmd(), statusCmd(), logsCmd(), deleteCmd())
 	err := root.ExecuteContext(ctx)
 	if err == nil {
 		return

@@ -41,13 +41,14 @@ var layer = map[string]int{
 	"internal/runtime":         1, // containers through libcontainer: receives a rootfs path
 	"internal/network":         1, // private networks (namespaces, bridges, veths, nftables), gateway
 
-	"internal/pack":     5,
-	"internal/unpack":   5,
-	"internal/treediff": 5,
-	"internal/mount":    6,
-	"internal/hub":      7, // the server: above pack and oci, for conversion
-	"internal/node":     8, // the agent: spec, hubclient, runtime, network; mounts through cmd
-	"internal/deptest":  9,
+	"internal/pack":            5,
+	"internal/unpack":          5,
+	"internal/treediff":        5,
+	"internal/mount":           6,
+	"internal/hub":             7, // the server: above pack and oci, for conversion
+	"internal/node":            8, // the agent: spec, hubclient, runtime, network; mounts through cmd
+	"internal/node/nodeclient": 3, // the node API's wire types and client
+	"internal/deptest":         9,
 }
 
 func TestLayers(t *testing.T) {

@@ -1,0 +1,49 @@
+// Package node is the agent of a zos node (docs/NODE.md): a machine with no
+// shell and no login whose only door is an API of signed requests. It
+// accepts fully pinned, multi-signed deployments and drives the machine
+// towards them.
+//
+// # API
+//
+// Every request is signed (package auth: time-bounded, never accepted
+// twice, bound to the node's host names); a request that is unsigned,
+// tampered, expired, replayed or addressed to another node is refused and
+// the refusal logged. Nonces are kept in the state file, so a restart of
+// the agent does not reopen a replay window. A deployment is accepted
+// when the request comes from its owner twin's registered key (Twins) and
+// its signature requirement is met (spec.Verify); an update needs a higher
+// version; only the owner reads, updates or deletes it, and to anyone else
+// it does not exist.
+//
+// # State and history
+//
+// One bbolt file (DB) holds the accepted specs, in canonical form with
+// their signatures, and the history: an append-only log of every
+// transition (requested, verified, refused, image fetched or refused,
+// mounted, started, exited, restarted, stopped, failed, deleted). Each
+// record carries the hash of the record before it and the node key's
+// signature of its own hash, so a changed, removed or inserted record is
+// found by VerifyEvents (`zos node history`).
+//
+// # Reconcile
+//
+// Run compares what the accepted deployments say with what the machine
+// has, every Interval and after each accepted change, and repairs: images
+// fetched once and checked against the pinned digest (a flist that
+// changed behind its name or URL is refused, with an event); root
+// filesystems mounted lazily by a Mounter in processes of their own (they
+// outlive the agent) with a writable overlay; sandboxes, private networks
+// and gateway names (Networks, Gateway); containers (Runtime). A container
+// that exits is restarted after 1s, 2s, 4s... up to Options.Backoff; one
+// whose image mount died, or whose spec changed, is recreated. What no
+// deployment wants (leftovers of an agent killed half-way, of a deployment
+// deleted meanwhile) is removed. Nothing is kept in memory that the
+// machine cannot tell again: a new agent adopts the running containers.
+//
+// # Parts
+//
+// The agent declares the small interfaces it needs (Runtime, Networks,
+// Gateway, Mounter, Twins); cmd/zos wires internal/runtime,
+// internal/network and `zos flist mount`. Volumes are ext4 file systems
+// in sparse files on loop devices: the size is a hard limit.
+package node

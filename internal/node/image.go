@@ -1,0 +1,163 @@
+package node
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+
+	"github.com/zosgrid/zos/internal/flist"
+	"github.com/zosgrid/zos/internal/hub/hubclient"
+	"github.com/zosgrid/zos/internal/oci"
+	"github.com/zosgrid/zos/internal/spec"
+)
+
+// ErrImageChanged is wrapped when the flist found where a spec says to
+// fetch its image has another digest than the spec pins.
+var ErrImageChanged = errors.New("image changed: its digest is not the one the deployment pins")
+
+// imageConfig is the run configuration a converted image carries.
+type imageConfig = oci.Config
+
+// image returns the path of container w's flist, verified against the
+// spec's digest (fetched once, then kept in Data/images), the image's run
+// configuration and the chunk stores to read it from.
+func (a *Agent) image(ctx context.Context, dep uint64, w *spec.Workload) (path string, cfg imageConfig, stores []string, err error) {
+	im := w.Container.Image
+	path = filepath.Join(a.opts.Data, "images", im.Digest.String()+".fl")
+	stores = im.Stores
+	if len(stores) == 0 && im.Hub != "" {
+		c, err := hubclient.New(im.Hub, nil)
+		if err != nil {
+			return "", cfg, nil, err
+		}
+		stores = []string{c.ChunksURL()}
+	}
+	b, err := os.ReadFile(path)
+	if errors.Is(err, os.ErrNotExist) {
+		if b, err = a.fetch(ctx, im); err != nil {
+			if errors.Is(err, ErrImageChanged) {
+				a.setStatusEventOnce(dep, w, "image-refused", err.Error())
+			}
+			return "", cfg, nil, err
+		}
+		if err := writeAtomic(path, b); err != nil {
+			return "", cfg, nil, err
+		}
+		a.event(dep, w.Name, "image-fetched", fmt.Sprintf("%s (%d bytes of metadata)", im.Digest, len(b)))
+	} else if err != nil {
+		return "", cfg, nil, err
+	}
+	r, err := flist.Open(b)
+	if err != nil {
+		return "", cfg, nil, fmt.Errorf("%s: %w", path, err)
+	}
+	if r.Digest() != im.Digest {
+		os.Remove(path) // damaged on disk: fetched again next pass
+		return "", cfg, nil, fmt.Errorf("%s: %w: kept copy is %s", path, ErrImageChanged, r.Digest())
+	}
+	if v, ok := r.Meta(oci.MetaConfig); ok {
+		if err := json.Unmarshal(v, &cfg); err != nil {
+			return "", cfg, nil, fmt.Errorf("image %s: run configuration: %w", im.Digest, err)
+		}
+	}
+	return path, cfg, stores, nil
+}
+
+// setStatusEventOnce records an event the first time detail shows up for
+// a workload (the failed status that follows keeps it from repeating).
+func (a *Agent) setStatusEventOnce(dep uint64, w *spec.Workload, kind, detail string) {
+	a.mu.Lock()
+	s := a.status[dep][w.Name]
+	seen := s != nil && s.Detail == "image: "+detail
+	a.mu.Unlock()
+	if !seen {
+		a.event(dep, w.Name, kind, detail)
+	}
+}
+
+// fetch downloads an image's flist from where the spec says and checks
+// its digest: from a hub by reference (so a tag that moved is noticed and
+// refused) or by digest, or from a URL.
+func (a *Agent) fetch(ctx context.Context, im spec.Image) ([]byte, error) {
+	var b []byte
+	switch {
+	case im.Hub != "":
+		c, err := hubclient.New(im.Hub, nil)
+		if err != nil {
+			return nil, err
+		}
+		var p hubclient.Pulled
+		if im.Ref != "" {
+			ref, err := hubclient.ParseRef(im.Ref)
+			if err != nil {
+				return nil, err
+			}
+			if p, err = c.Pull(ctx, ref); err != nil {
+				if errors.Is(err, flist.ErrCorrupt) && !ref.Digest.IsZero() {
+					return nil, fmt.Errorf("%s on %s: %w (%v)", im.Ref, im.Hub, ErrImageChanged, err)
+				}
+				return nil, err
+			}
+		} else if p, err = c.PullDigest(ctx, im.Digest); err != nil {
+			return nil, err
+		}
+		if p.Digest != im.Digest {
+			return nil, fmt.Errorf("%s on %s is %s: %w %s", im.Ref, im.Hub, p.Digest, ErrImageChanged, im.Digest)
+		}
+		b = p.Flist
+	case im.URL != "":
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, im.URL, nil)
+		if err != nil {
+			return nil, err
+		}
+		resp, err := a.opts.HTTP.Do(req)
+		if err != nil {
+			return nil, err
+		}
+		defer resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			return nil, fmt.Errorf("%s: HTTP %d", im.URL, resp.StatusCode)
+		}
+		if b, err = io.ReadAll(io.LimitReader(resp.Body, hubclient.MaxFlistSize+1)); err != nil {
+			return nil, fmt.Errorf("%s: %w", im.URL, err)
+		}
+		if len(b) > hubclient.MaxFlistSize {
+			return nil, fmt.Errorf("%s: larger than %d bytes", im.URL, hubclient.MaxFlistSize)
+		}
+		r, err := flist.Open(b)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", im.URL, err)
+		}
+		if r.Digest() != im.Digest {
+			return nil, fmt.Errorf("%s is %s: %w %s", im.URL, r.Digest(), ErrImageChanged, im.Digest)
+		}
+	default:
+		return nil, errors.New("the spec says neither a hub nor a URL for the image")
+	}
+	return b, nil
+}
+
+func writeAtomic(path string, b []byte) error {
+	tmp := path + ".tmp"
+	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return err
+	}
+	if _, err := f.Write(b); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	return os.Rename(tmp, path)
+}
