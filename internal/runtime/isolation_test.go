@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	goruntime "runtime"
 	"strconv"
 	"strings"
 	"testing"
@@ -44,6 +45,10 @@ try chroot chroot / true
 for p in /proc/kcore /proc/keys /proc/timer_list /proc/sched_debug; do [ -e $p ] && echo "$p: $(wc -c < $p)"; done
 echo "firmware: $(ls /sys/firmware | wc -l)"
 echo "hostname: $(hostname)"
+if [ "$(uname -m)" = x86_64 ]; then perl -e '
+sub try { my ($name, @args) = @_; $! = 0; my $r = syscall($args[0], @args[1 .. $#args]); printf "%s: %d %d\n", $name, $r, $! + 0 }
+try("keyctl", 250, 0, 0, 0, 0, 0); try("clone3", 435, 0, 0);
+try("personality-aslr", 135, 0x0040000); try("personality-query", 135, 0xffffffff)'; fi
 `
 	s := start(t, r, Spec{Args: []string{"/bin/sh", "-c", script}, Hostname: "iso"})
 	st := waitStopped(t, r, s.ID, 20*time.Second)
@@ -85,11 +90,22 @@ echo "hostname: $(hostname)"
 		"mount": "denied", "unshare-user": "denied", "unshare-net": "denied", "unshare-mount": "denied",
 		"sysctl": "denied", "sysrq": "denied", "sys-write": "denied",
 		"open-disk": "denied", // the device cgroup (mknod itself is allowed, as in Docker)
-		"chroot":     "allowed",
-		"firmware": "0", "hostname": "iso",
+		"chroot":    "allowed",
+		"firmware":  "0", "hostname": "iso",
 	} {
 		if f[k] != want {
 			t.Errorf("%s: %q, want %q", k, f[k], want)
+		}
+	}
+	// The seccomp profile itself (x86_64 syscall numbers): refused with EPERM,
+	// clone3 with ENOSYS, ordinary personalities allowed.
+	if goruntime.GOARCH == "amd64" {
+		for k, want := range map[string]string{
+			"keyctl": "-1 1", "clone3": "-1 38", "personality-aslr": "-1 1", "personality-query": "0 0",
+		} {
+			if f[k] != want {
+				t.Errorf("seccomp: %s: %q, want %q (result errno)", k, f[k], want)
+			}
 		}
 	}
 	// Masked: read as empty, where the host kernel has them at all.

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/opencontainers/runc/libcontainer/seccomp"
 	"golang.org/x/sys/unix"
 )
 
@@ -43,6 +44,9 @@ func needContainers(t *testing.T) {
 	}
 	if !memoryController() {
 		t.Skip("no cgroup memory controller")
+	}
+	if !seccomp.Enabled {
+		t.Skip("built without -tags seccomp: containers are refused (go test -tags seccomp)")
 	}
 }
 
@@ -178,3 +182,19 @@ func TestEcho(t *testing.T) {
 }
 
 func errorsIs(err, target error) bool { return errors.Is(err, target) }
+
+// TestWithoutSeccomp runs when the package is built without -tags seccomp:
+// Start must refuse rather than run a container unconfined.
+func TestWithoutSeccomp(t *testing.T) {
+	if seccomp.Enabled {
+		t.Skip("built with seccomp support")
+	}
+	r := newRuntime(t)
+	err := r.Start(context.Background(), Spec{ID: "x", Rootfs: t.TempDir(), Args: []string{"true"}})
+	if err == nil || !strings.Contains(err.Error(), "without -tags seccomp") {
+		t.Fatalf("start: %v, want a refusal naming -tags seccomp", err)
+	}
+	if entries, _ := os.ReadDir(r.root); len(entries) != 0 {
+		t.Errorf("left in the state root: %v", entries)
+	}
+}

@@ -101,7 +101,7 @@ func seccompArches() []specs.Arch {
 // Deliberately absent (EPERM), grouped by what they would open:
 //   - mounts and namespaces: mount, umount, umount2, pivot_root, unshare,
 //     setns, fsopen, fsconfig, fsmount, fspick, open_tree, move_mount,
-//     mount_setattr, statmount, listmount, chroot is allowed (CAP_SYS_CHROOT);
+//     mount_setattr, statmount, listmount (chroot is allowed: CAP_SYS_CHROOT);
 //   - the kernel itself: init_module, finit_module, delete_module,
 //     create_module, get_kernel_syms, query_module, kexec_load,
 //     kexec_file_load, bpf, perf_event_open, lookup_dcookie, syslog,
