@@ -26,7 +26,7 @@ import (
 func hubCmd() *cobra.Command {
 	c := &cobra.Command{Use: "hub", Short: "Run a hub, or publish and fetch flists on one"}
 	c.AddCommand(hubServeCmd(), hubGCCmd(), hubRegisterCmd(), hubPushCmd(), hubPullCmd(), hubLsCmd(),
-		hubTagCmd(), hubLinkCmd(), hubPromoteCmd(), hubRmCmd(), hubConvertCmd())
+		hubTagCmd(), hubLinkCmd(), hubPromoteCmd(), hubRmCmd(), hubConvertCmd(), hubOpenCmd())
 	return c
 }
 
@@ -526,6 +526,35 @@ func hubRmCmd() *cobra.Command {
 			return cl.Remove(c.Context(), ref)
 		},
 	}
+	f.add(c, false)
+	return c
+}
+
+func hubOpenCmd() *cobra.Command {
+	var f hubFlags
+	var ttl time.Duration
+	c := &cobra.Command{
+		Use:   "open NAMESPACE --key FILE [--for 1h]",
+		Short: "Print a web page link that shows your private namespace in a browser, for a while",
+		Long: `Print the URL of a namespace's page on the hub's web page with a view token signed by your
+key (made here, not on the hub), so that a browser, which cannot sign requests, shows the
+namespace even when it is private. The token opens that namespace only, on that hub only, and
+expires after --for (at most 24h); anyone holding the link sees the namespace until then.`,
+		Args: usageArgs(1, "one NAMESPACE"),
+		RunE: func(c *cobra.Command, args []string) error {
+			cl, err := f.client(true)
+			if err != nil {
+				return err
+			}
+			u, err := cl.ViewURL(args[0], ttl)
+			if err != nil {
+				return &exitError{exitUsage, err}
+			}
+			fmt.Fprintln(c.OutOrStdout(), u)
+			return nil
+		},
+	}
+	c.Flags().DurationVar(&ttl, "for", time.Hour, "how long the link works (at most 24h)")
 	f.add(c, false)
 	return c
 }

@@ -156,12 +156,15 @@ func refusal(err error) bool {
 // on the signature (a private namespace was read through it): replaying a
 // signed read of public things gives nothing an anonymous read does not.
 type viewer struct {
-	key   key.Public
-	hd    auth.Header
-	addr  string
-	need  bool   // the signature opened something: record the nonce
-	spent bool   // the nonce is recorded (or there is none to record)
-	token string // the web page: the namespace a view token opens (no signature)
+	signed bool // key signed the request
+	key    key.Public
+	hd     auth.Header
+	addr   string
+	need   bool // the signature opened something: record the nonce
+	spent  bool // the nonce is recorded (or there is none to record)
+	// tokens are the namespaces a web page's view tokens open (no
+	// signature, no nonce: the token is the credential).
+	tokens map[string]bool
 }
 
 // reader verifies the signature of a read, if it has one: nil means
@@ -184,15 +187,15 @@ func (h *Hub) reader(w http.ResponseWriter, r *http.Request) (*viewer, error) {
 		h.lim.fail(addr)
 		return nil, err
 	}
-	return &viewer{key: hd.Key, hd: hd, addr: addr}, nil
+	return &viewer{signed: true, key: hd.Key, hd: hd, addr: addr}, nil
 }
 
 // writer is the viewer of a signed write, whose nonce is spent.
-func writer(k key.Public) *viewer { return &viewer{key: k, spent: true} }
+func writer(k key.Public) *viewer { return &viewer{signed: true, key: k, spent: true} }
 
 // spend records the viewer's nonce if its signature opened something.
 func (h *Hub) spend(ctx context.Context, v *viewer) error {
-	if v == nil || !v.need || v.spent {
+	if v == nil || !v.need || v.spent || !v.signed {
 		return nil
 	}
 	if err := h.v.Use(ctx, v.hd); err != nil {

@@ -167,7 +167,7 @@ func (h *Hub) visible(v *viewer, u hubclient.User) bool {
 	if v == nil {
 		return false
 	}
-	if v.key == u.Key || h.admins[v.key] || v.token == u.Name {
+	if v.tokens[u.Name] || v.signed && (v.key == u.Key || h.admins[v.key]) {
 		v.need = true
 		return true
 	}

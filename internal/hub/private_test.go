@@ -5,6 +5,7 @@ import (
 	"context"
 	"io"
 	"net/http"
+	"net/http/cookiejar"
 	"strings"
 	"testing"
 	"time"
@@ -152,4 +153,110 @@ func TestPrivateNamespaces(t *testing.T) {
 	if m := getText(t, h.url+"/metrics"); strings.Contains(m, "alice") || strings.Contains(m, "secret") {
 		t.Fatalf("metrics name the private namespace")
 	}
+}
+
+// TestViewToken: zos hub open's link shows a private namespace in a
+// browser (a client with a cookie jar), for its namespace and hub only,
+// until it expires; an altered, expired, too long-lived, foreign or
+// non-owner's token is refused.
+func TestViewToken(t *testing.T) {
+	ctx := context.Background()
+	clk := newClock()
+	h := startHub(t, dirBackend(t), func(o *Options) { o.Now = clk.Now })
+	register(t, h.url, alice, "alice")
+	register(t, h.url, bob, "bob")
+	a := publish(t, h, alice, webTree(t, 31, nil, 0), "alice/hidden-app:v1")
+	publish(t, h, bob, webTree(t, 32, nil, 0), "bob/bobs-app:v1")
+	for _, k := range []key.Secret{alice, bob} {
+		if _, err := client(t, h.url, &k).SetPrivate(ctx, nsOfKey(k), true); err != nil {
+			t.Fatal(err)
+		}
+	}
+	link, err := client(t, h.url, &alice).ViewURL("alice", time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	jar, _ := cookiejar.New(nil)
+	browser := &http.Client{Jar: jar}
+	open := func(u string, want int) string {
+		t.Helper()
+		resp, err := browser.Get(u)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		if resp.StatusCode != want {
+			t.Fatalf("GET %s: %d, want %d\n%s", u, resp.StatusCode, want, b)
+		}
+		if want == http.StatusOK && resp.Header.Get("Cache-Control") != "private, no-store" && strings.Contains(string(b), "hidden-app") {
+			t.Fatalf("GET %s: a private page is cacheable: %q", u, resp.Header.Get("Cache-Control"))
+		}
+		return string(b)
+	}
+
+	// The link: redirected to the page without the token, which shows;
+	// then the cookie opens the rest of the namespace and the home page
+	// lists it, and nothing of bob's.
+	resp, err := browser.Get(link)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || resp.Request.URL.RawQuery != "" || !strings.Contains(string(b), "hidden-app") || !strings.Contains(string(b), "private") {
+		t.Fatalf("view link: %d at %s\n%s", resp.StatusCode, resp.Request.URL, b)
+	}
+	open(h.url+"/u/alice/hidden-app", 200)
+	open(h.url+"/u/alice/hidden-app/"+a.Digest().String()+"/files/etc", 200)
+	if home := open(h.url+"/", 200); !strings.Contains(home, `href="/u/alice"`) || strings.Contains(home, "bob") {
+		t.Fatalf("home with alice's view cookie:\n%s", home)
+	}
+	open(h.url+"/u/bob", 404)
+	open(h.url+"/u/bob/bobs-app", 404)
+	// Not an API credential: the API still wants a signature.
+	if c, _ := call(t, h, nil, "GET", "/v1/repos/alice", nil); c != 404 {
+		t.Fatalf("API read without a signature: %d", c)
+	}
+
+	// Refused tokens: 403, and no cookie.
+	host := strings.TrimPrefix(h.url, "http://")
+	good := ViewTokenFor(alice, host, "alice", clk.Now().Add(time.Hour))
+	altered := []byte(good)
+	altered[len(altered)-5] ^= 1
+	for name, u := range map[string]string{
+		"expired":       "/u/alice?view=" + ViewTokenFor(alice, host, "alice", clk.Now().Add(-time.Second)),
+		"altered":       "/u/alice?view=" + string(altered),
+		"too long":      "/u/alice?view=" + ViewTokenFor(alice, host, "alice", clk.Now().Add(48*time.Hour)),
+		"other ns":      "/u/bob?view=" + good,
+		"other hub":     "/u/alice?view=" + ViewTokenFor(alice, lbHost+":1", "alice", clk.Now().Add(time.Hour)),
+		"not the owner": "/u/alice?view=" + ViewTokenFor(bob, host, "alice", clk.Now().Add(time.Hour)),
+		"garbage":       "/u/alice?view=x.y.z",
+	} {
+		fresh := &http.Client{}
+		resp, err := fresh.Get(h.url + u)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusForbidden || len(resp.Cookies()) != 0 {
+			t.Errorf("%s token: %d, cookies %v", name, resp.StatusCode, resp.Cookies())
+		}
+	}
+
+	// An hour later the cookie no longer opens anything.
+	clk.add(time.Hour + time.Second)
+	open(h.url+"/u/alice/hidden-app", 404)
+}
+
+// ViewTokenFor is hubclient.ViewToken (named for the test's table).
+func ViewTokenFor(k key.Secret, host, ns string, exp time.Time) string {
+	return hubclient.ViewToken(k, host, ns, exp)
+}
+
+func nsOfKey(k key.Secret) string {
+	if k.Public() == alice.Public() {
+		return "alice"
+	}
+	return "bob"
 }

@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"net/url"
 	"path"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -57,10 +58,87 @@ func (h *Hub) webRoutes(m *http.ServeMux) {
 	w := newWeb(h)
 	m.HandleFunc("GET /{$}", w.home)
 	m.HandleFunc("GET /static/hub.css", w.style)
-	m.HandleFunc("GET /u/{ns}", w.namespace)
-	m.HandleFunc("GET /u/{ns}/{name}", w.name)
-	m.HandleFunc("GET /u/{ns}/{name}/{digest}", w.flist)
-	m.HandleFunc("GET /u/{ns}/{name}/{digest}/files/{path...}", w.flist)
+	m.HandleFunc("GET /u/{ns}", w.tokened(w.namespace))
+	m.HandleFunc("GET /u/{ns}/{name}", w.tokened(w.name))
+	m.HandleFunc("GET /u/{ns}/{name}/{digest}", w.tokened(w.flist))
+	m.HandleFunc("GET /u/{ns}/{name}/{digest}/files/{path...}", w.tokened(w.flist))
+}
+
+// viewCookie is the cookie that keeps a view token of namespace ns.
+func viewCookie(ns string) string { return "zos-view-" + ns }
+
+// tokened serves a namespace's pages, first taking a view token from the
+// URL (?view=TOKEN, made by zos hub open): a valid one is kept in a cookie
+// for the browser's session and the browser sent back to the page without
+// it, so the token leaves the address bar; an invalid one is refused.
+func (w *web) tokened(next http.HandlerFunc) http.HandlerFunc {
+	return func(rw http.ResponseWriter, r *http.Request) {
+		q := r.URL.Query()
+		if !q.Has(hubclient.ViewParam) {
+			next(rw, r)
+			return
+		}
+		ns := r.PathValue("ns")
+		tok := q.Get(hubclient.ViewParam)
+		exp, err := w.checkToken(r, ns, tok)
+		if err != nil {
+			w.h.lim.fail(addrBucket(w.h.lim.client(r)))
+			w.h.log.Debug("view token refused", "ns", ns, "remote", r.RemoteAddr, "why", err)
+			w.render(rw, r, http.StatusForbidden, "error", page{Title: "Forbidden",
+				Data: "This view link is not valid: it expired, was altered, or is for another namespace or hub. Make a new one with zos hub open."})
+			return
+		}
+		http.SetCookie(rw, &http.Cookie{Name: viewCookie(ns), Value: tok, Path: "/", Expires: exp,
+			MaxAge: max(1, int(time.Until(exp).Seconds())), HttpOnly: true, SameSite: http.SameSiteLaxMode,
+			Secure: r.TLS != nil || r.Header.Get("X-Forwarded-Proto") == "https"})
+		q.Del(hubclient.ViewParam)
+		u := *r.URL
+		u.RawQuery = q.Encode()
+		rw.Header().Set("Cache-Control", "no-store")
+		rw.Header().Set("Referrer-Policy", "no-referrer")
+		http.Redirect(rw, r, u.RequestURI(), http.StatusSeeOther)
+	}
+}
+
+// checkToken checks a view token for ns as the request addressed the
+// hub, and that its key may read ns (the owner, or an admin). It returns
+// when the token expires.
+func (w *web) checkToken(r *http.Request, ns, tok string) (time.Time, error) {
+	if len(w.h.opt.Hosts) > 0 && !slices.ContainsFunc(w.h.opt.Hosts, func(h string) bool { return strings.EqualFold(h, r.Host) }) {
+		return time.Time{}, fmt.Errorf("host %q is not this hub's", r.Host)
+	}
+	k, exp, err := hubclient.CheckViewToken(tok, r.Host, ns, w.h.opt.Now())
+	if err != nil {
+		return exp, err
+	}
+	u, err := w.h.user(r.Context(), ns)
+	if err != nil {
+		return exp, err
+	}
+	if u.Key != k && !w.h.admins[k] {
+		return exp, fmt.Errorf("key %s is not the owner of %s", k, ns)
+	}
+	return exp, nil
+}
+
+// viewer is the page's visitor: anonymous, with the namespaces its valid
+// view cookies open. A cookie that no longer checks (expired) is ignored.
+func (w *web) viewer(r *http.Request) *viewer {
+	var v *viewer
+	for _, c := range r.Cookies() {
+		ns, ok := strings.CutPrefix(c.Name, "zos-view-")
+		if !ok || hubclient.CheckNamespace(ns) != nil {
+			continue
+		}
+		if _, err := w.checkToken(r, ns, c.Value); err != nil {
+			continue
+		}
+		if v == nil {
+			v = &viewer{tokens: map[string]bool{}}
+		}
+		v.tokens[ns] = true
+	}
+	return v
 }
 
 func newWeb(h *Hub) *web {
@@ -98,6 +176,9 @@ type page struct {
 	Crumbs []crumb
 	Hub    string // base URL of the hub as the visitor reached it
 	Data   any
+	// Private: the page shows a private namespace (through a view
+	// token): no cache may keep it.
+	Private bool
 }
 
 func (w *web) render(rw http.ResponseWriter, r *http.Request, code int, name string, p page) {
@@ -114,6 +195,9 @@ func (w *web) render(rw http.ResponseWriter, r *http.Request, code int, name str
 	hd.Set("X-Content-Type-Options", "nosniff")
 	hd.Set("Referrer-Policy", "no-referrer")
 	hd.Set("Cache-Control", "no-cache")
+	if p.Private {
+		hd.Set("Cache-Control", "private, no-store")
+	}
 	hd.Set("Content-Length", strconv.Itoa(b.Len()))
 	rw.WriteHeader(code)
 	if r.Method != http.MethodHead {
@@ -181,23 +265,20 @@ func fileHref(ns, name string, d digest.ID, p string) string {
 	return flistHref(ns, name, d) + "/files/" + strings.Join(segs, "/")
 }
 
-// publicUser reads ns, refusing a private namespace as absent.
-func (w *web) publicUser(ctx context.Context, ns string) (hubclient.User, error) {
-	if err := hubclient.CheckNamespace(ns); err != nil {
-		return hubclient.User{}, errorf(http.StatusNotFound, "no namespace %q", ns)
+// readUser reads ns, refusing a private namespace the visitor may not
+// read as absent.
+func (w *web) readUser(ctx context.Context, v *viewer, ns string) (hubclient.User, error) {
+	if err := w.h.mayRead(ctx, v, ns); err != nil {
+		return hubclient.User{}, err
 	}
-	u, err := w.h.user(ctx, ns)
-	if err == nil && u.Private {
-		err = errorf(http.StatusNotFound, "no public namespace %q", ns)
-	}
-	return u, err
+	return w.h.user(ctx, ns)
 }
 
 // mayRead answers, for the page's visitor, whether a namespace's flists
 // count (anonymous: the public ones).
-func (w *web) mayRead(ctx context.Context) func(ns string) (bool, error) {
+func (w *web) mayRead(ctx context.Context, v *viewer) func(ns string) (bool, error) {
 	return func(ns string) (bool, error) {
-		err := w.h.mayRead(ctx, nil, ns)
+		err := w.h.mayRead(ctx, v, ns)
 		if isNotFound(err) {
 			return false, nil
 		}
@@ -207,6 +288,7 @@ func (w *web) mayRead(ctx context.Context) func(ns string) (bool, error) {
 
 type homeUser struct {
 	Name, Href string
+	Private    bool
 	Created    time.Time
 	Names      []homeName
 }
@@ -220,6 +302,7 @@ type homeName struct {
 
 func (w *web) home(rw http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
+	vw := w.viewer(r)
 	var users []homeUser
 	err := w.h.b.Objects.List(ctx, usersPrefix, func(fi object.Info) error {
 		var u hubclient.User
@@ -229,8 +312,8 @@ func (w *web) home(rw http.ResponseWriter, r *http.Request) {
 			}
 			return err
 		}
-		if !u.Private {
-			users = append(users, homeUser{Name: u.Name, Href: nsHref(u.Name), Created: u.Created})
+		if w.h.visible(vw, u) {
+			users = append(users, homeUser{Name: u.Name, Href: nsHref(u.Name), Created: u.Created, Private: u.Private})
 		}
 		return nil
 	})
@@ -273,7 +356,7 @@ func (w *web) home(rw http.ResponseWriter, r *http.Request) {
 		}
 		sort.Slice(users[i].Names, func(a, b int) bool { return users[i].Names[a].Name < users[i].Names[b].Name })
 	}
-	w.render(rw, r, http.StatusOK, "home", page{Title: "Flists", Data: users})
+	w.render(rw, r, http.StatusOK, "home", page{Title: "Flists", Data: users, Private: vw != nil})
 }
 
 type repoView struct {
@@ -323,7 +406,8 @@ func (w *web) repoView(ns string, rp hubclient.Repo) repoView {
 
 func (w *web) namespace(rw http.ResponseWriter, r *http.Request) {
 	ns := r.PathValue("ns")
-	u, err := w.publicUser(r.Context(), ns)
+	vw := w.viewer(r)
+	u, err := w.readUser(r.Context(), vw, ns)
 	var repos []hubclient.Repo
 	if err == nil {
 		repos, err = w.h.repos(r.Context(), ns, "")
@@ -339,12 +423,13 @@ func (w *web) namespace(rw http.ResponseWriter, r *http.Request) {
 	for _, rp := range repos {
 		data.Repos = append(data.Repos, w.repoView(ns, rp))
 	}
-	w.render(rw, r, http.StatusOK, "namespace", page{Title: ns, Crumbs: []crumb{{ns, ""}}, Data: data})
+	w.render(rw, r, http.StatusOK, "namespace", page{Title: ns, Crumbs: []crumb{{ns, ""}}, Data: data, Private: u.Private})
 }
 
 func (w *web) name(rw http.ResponseWriter, r *http.Request) {
 	ns, name := r.PathValue("ns"), r.PathValue("name")
-	_, err := w.publicUser(r.Context(), ns)
+	vw := w.viewer(r)
+	u, err := w.readUser(r.Context(), vw, ns)
 	if err == nil && hubclient.CheckName(name) != nil {
 		err = errorf(http.StatusNotFound, "no name %q", name)
 	}
@@ -359,7 +444,7 @@ func (w *web) name(rw http.ResponseWriter, r *http.Request) {
 		w.fail(rw, r, err)
 		return
 	}
-	w.render(rw, r, http.StatusOK, "name", page{Title: ns + "/" + name,
+	w.render(rw, r, http.StatusOK, "name", page{Title: ns + "/" + name, Private: u.Private,
 		Crumbs: []crumb{{ns, nsHref(ns)}, {name, ""}}, Data: w.repoView(ns, repos[0])})
 }
 
@@ -405,7 +490,8 @@ type flistView struct {
 func (w *web) flist(rw http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
 	ns, name := r.PathValue("ns"), r.PathValue("name")
-	_, err := w.publicUser(ctx, ns)
+	vw := w.viewer(r)
+	u, err := w.readUser(ctx, vw, ns)
 	if err == nil && hubclient.CheckName(name) != nil {
 		err = errorf(http.StatusNotFound, "no name %q", name)
 	}
@@ -449,7 +535,7 @@ func (w *web) flist(rw http.ResponseWriter, r *http.Request) {
 			}
 			sort.Strings(v.Tags)
 		}
-		if v.Share, err = w.share(ctx, d, fr, w.mayRead(ctx)); err != nil {
+		if v.Share, err = w.share(ctx, d, fr, w.mayRead(ctx, vw)); err != nil {
 			if ctx.Err() != nil {
 				return
 			}
@@ -506,7 +592,7 @@ func (w *web) flist(rw http.ResponseWriter, r *http.Request) {
 	if !v.Root {
 		title += " " + v.Path
 	}
-	w.render(rw, r, http.StatusOK, "flist", page{Title: title, Crumbs: crumbs, Data: v})
+	w.render(rw, r, http.StatusOK, "flist", page{Title: title, Crumbs: crumbs, Data: v, Private: u.Private})
 }
 
 func (w *web) entryView(fr *flist.Reader, ns, name string, d digest.ID, p string, e *flist.Entry) entryView {
