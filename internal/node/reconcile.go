@@ -16,6 +16,8 @@ import (
 	"strings"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/zosgrid/zos/internal/node/nodeclient"
 	"github.com/zosgrid/zos/internal/runtime"
 	"github.com/zosgrid/zos/internal/spec"
@@ -474,17 +476,17 @@ func specSum(rs runtime.Spec, image string, ips, stores []string) string {
 
 // MountAlive reports whether m.Dir is a mounted root filesystem whose
 // lazily mounted image (at m.Upper/lower, as `zos flist mount --rw` puts
-// it) still answers: a dead FUSE server gives ENOTCONN.
+// it) still answers. A FUSE server that died leaves its mount giving
+// ENOTCONN; statfs asks the server every time, where a stat or a readdir
+// may be answered from the kernel's caches.
 func MountAlive(m Mount) bool {
+	lower := filepath.Join(m.Upper, "lower")
 	mps, err := mountPoints()
-	if err != nil || !mps[filepath.Clean(m.Dir)] || !mps[filepath.Join(m.Upper, "lower")] {
+	if err != nil || !mps[filepath.Clean(m.Dir)] || !mps[lower] {
 		return false
 	}
-	if _, err := os.Stat(filepath.Join(m.Upper, "lower", ".")); err != nil {
-		return false
-	}
-	_, err = os.ReadDir(m.Dir)
-	return err == nil
+	var st unix.Statfs_t
+	return unix.Statfs(lower, &st) == nil
 }
 
 // isMountPoint reports whether dir is a mount point (mountinfo).
