@@ -183,6 +183,7 @@ func (r *Runtime) Start(ctx context.Context, s Spec) error {
 		r.cleanup(s.ID, c)
 		return fmt.Errorf("container %s: state: %w", s.ID, err)
 	}
+	waitExec(st.InitProcessPid)
 	w := &waiter{instance: rec.Instance, done: make(chan struct{})}
 	r.mu.Lock()
 	r.waited[s.ID] = w
@@ -570,4 +571,20 @@ func (r *Runtime) writeRecord(id string, rec *record) error {
 		return fmt.Errorf("record: %w", err)
 	}
 	return nil
+}
+
+// waitExec waits, briefly, until the container's init has executed the
+// command. libcontainer's Run returns when the init (still this binary, a
+// Go program) has passed its last step but not yet called execve; a signal
+// in between would reach the Go runtime instead of the command (SIGTERM
+// would end it with status 2). Until execve the init's command line is the
+// one libcontainer gave it: argv[0] of this process and "init".
+func waitExec(pid int) {
+	init := []byte(os.Args[0] + "\x00init\x00")
+	for deadline := time.Now().Add(2 * time.Second); time.Now().Before(deadline); time.Sleep(time.Millisecond) {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+		if err != nil || !bytes.Equal(b, init) {
+			return // executed, or gone already
+		}
+	}
 }
