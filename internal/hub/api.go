@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"sort"
 	"strconv"
 	"strings"
@@ -267,28 +268,119 @@ func (h *Hub) register(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusCreated, u)
 }
 
-// listUsers answers GET /v1/users: the public namespaces, and the private
-// ones the signer may read (its own; every one for an admin).
-func (h *Hub) listUsers(w http.ResponseWriter, r *http.Request) {
-	k, err := h.reader(w, r)
-	if err != nil {
-		h.fail(w, r, err)
-		return
+// Listings page by name: ?limit=N (default and most: pageDefault,
+// pageMax) and ?after=NAME, the last name of the previous page. A page
+// followed by more carries Link: <...?after=LAST&limit=N>; rel="next".
+const (
+	pageDefault = 100
+	pageMax     = 1000
+)
+
+// pageOf reads a listing's limit and cursor.
+func pageOf(r *http.Request) (after string, limit int, err error) {
+	q := r.URL.Query()
+	limit = pageDefault
+	if s := q.Get("limit"); s != "" {
+		if limit, err = strconv.Atoi(s); err != nil || limit < 1 || limit > pageMax {
+			return "", 0, errorf(http.StatusBadRequest, "limit %q: want 1..%d", s, pageMax)
+		}
 	}
-	var users []hubclient.User
-	err = h.b.Objects.List(r.Context(), usersPrefix, func(fi object.Info) error {
-		var u hubclient.User
-		if err := h.getJSON(r.Context(), fi.Name, &u); err != nil {
-			if isNotFound(err) {
-				return nil
-			}
-			return err
-		}
-		if h.visible(k, u) {
-			users = append(users, u)
-		}
+	after = q.Get("after")
+	if len(after) > 256 {
+		return "", 0, errorf(http.StatusBadRequest, "after: too long")
+	}
+	return after, limit, nil
+}
+
+// nextLink sets the Link header to the page after last.
+func nextLink(w http.ResponseWriter, r *http.Request, last string, limit int) {
+	q := url.Values{"after": {last}, "limit": {strconv.Itoa(limit)}}
+	w.Header().Set("Link", "<"+r.URL.Path+"?"+q.Encode()+`>; rel="next"`)
+}
+
+// names lists the distinct first segments of object names under prefix,
+// sorted: from object names alone, no object is read.
+func (h *Hub) names(ctx context.Context, prefix string) ([]string, error) {
+	seen := map[string]bool{}
+	err := h.b.Objects.List(ctx, prefix, func(fi object.Info) error {
+		n, _, _ := strings.Cut(strings.TrimPrefix(fi.Name, prefix), "/")
+		seen[n] = true
 		return nil
 	})
+	out := make([]string, 0, len(seen))
+	for n := range seen {
+		out = append(out, n)
+	}
+	sort.Strings(out)
+	return out, err
+}
+
+// usersPage returns up to limit users v may see, by name after after, and
+// whether more follow. Only the users of the page are read.
+func (h *Hub) usersPage(ctx context.Context, v *viewer, after string, limit int) ([]hubclient.User, bool, error) {
+	names, err := h.names(ctx, usersPrefix)
+	if err != nil {
+		return nil, false, err
+	}
+	users := []hubclient.User{}
+	for _, n := range names[sort.SearchStrings(names, after+"\x00"):] {
+		var u hubclient.User
+		if err := h.getJSON(ctx, userObj(n), &u); err != nil {
+			if isNotFound(err) {
+				continue
+			}
+			return nil, false, err
+		}
+		if !h.visible(v, u) {
+			continue
+		}
+		if len(users) == limit {
+			return users, true, nil
+		}
+		users = append(users, u)
+	}
+	return users, false, nil
+}
+
+// reposPage returns up to limit names of ns after after, and the cursor
+// of the next page ("" when none follows). Only the names of the page are
+// read.
+func (h *Hub) reposPage(ctx context.Context, ns, after string, limit int) ([]hubclient.Repo, string, error) {
+	names, err := h.names(ctx, reposPrefix+ns+"/")
+	if err != nil {
+		return nil, "", err
+	}
+	names = names[sort.SearchStrings(names, after+"\x00"):]
+	next := ""
+	if len(names) > limit {
+		names = names[:limit]
+		next = names[limit-1]
+	}
+	out := make([]hubclient.Repo, 0, len(names))
+	for _, n := range names {
+		rs, err := h.repos(ctx, ns, n)
+		if err != nil {
+			return nil, "", err
+		}
+		out = append(out, rs...) // none if removed meanwhile
+	}
+	return out, next, nil
+}
+
+// listUsers answers GET /v1/users: the public namespaces, and the private
+// ones the signer may read (its own; every one for an admin), a page at a
+// time.
+func (h *Hub) listUsers(w http.ResponseWriter, r *http.Request) {
+	after, limit, err := pageOf(r)
+	var k *viewer
+	if err == nil {
+		k, err = h.reader(w, r)
+	}
+	var users []hubclient.User
+	var more bool
+	if err == nil {
+		users, more, err = h.usersPage(r.Context(), k, after, limit)
+	}
 	if err == nil {
 		err = h.spend(r.Context(), k)
 	}
@@ -296,9 +388,8 @@ func (h *Hub) listUsers(w http.ResponseWriter, r *http.Request) {
 		h.fail(w, r, err)
 		return
 	}
-	sort.Slice(users, func(i, j int) bool { return users[i].Name < users[j].Name })
-	if users == nil {
-		users = []hubclient.User{}
+	if more {
+		nextLink(w, r, users[len(users)-1].Name, limit)
 	}
 	writeJSON(w, http.StatusOK, users)
 }
@@ -405,13 +496,18 @@ func (h *Hub) repos(ctx context.Context, ns, name string) ([]hubclient.Repo, err
 
 func (h *Hub) listRepos(w http.ResponseWriter, r *http.Request) {
 	ns := r.PathValue("ns")
-	k, err := h.reader(w, r)
+	after, limit, err := pageOf(r)
+	var k *viewer
+	if err == nil {
+		k, err = h.reader(w, r)
+	}
 	if err == nil {
 		err = h.mayRead(r.Context(), k, ns)
 	}
 	var repos []hubclient.Repo
+	var next string
 	if err == nil {
-		repos, err = h.repos(r.Context(), ns, "")
+		repos, next, err = h.reposPage(r.Context(), ns, after, limit)
 	}
 	if err == nil {
 		err = h.spend(r.Context(), k)
@@ -419,6 +515,9 @@ func (h *Hub) listRepos(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		h.fail(w, r, err)
 		return
+	}
+	if next != "" {
+		nextLink(w, r, next, limit)
 	}
 	writeJSON(w, http.StatusOK, repos)
 }

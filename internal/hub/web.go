@@ -286,9 +286,24 @@ func (w *web) mayRead(ctx context.Context, v *viewer) func(ns string) (bool, err
 	}
 }
 
+// Pages of the web page's listings: namespaces on the home page (with at
+// most webNamesShown of each one's names), names on a namespace's page.
+const (
+	webUsersPage  = 50
+	webNamesShown = 20
+	webNamesPage  = 100
+)
+
+type homeData struct {
+	Users []homeUser
+	First bool   // not the first page: link to it
+	Next  string // the next page, if any
+}
+
 type homeUser struct {
 	Name, Href string
 	Private    bool
+	More       int // names not shown
 	Created    time.Time
 	Names      []homeName
 }
@@ -303,25 +318,20 @@ type homeName struct {
 func (w *web) home(rw http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
 	vw := w.viewer(r)
-	var users []homeUser
-	err := w.h.b.Objects.List(ctx, usersPrefix, func(fi object.Info) error {
-		var u hubclient.User
-		if err := w.h.getJSON(ctx, fi.Name, &u); err != nil {
-			if isNotFound(err) {
-				return nil
-			}
-			return err
-		}
-		if w.h.visible(vw, u) {
-			users = append(users, homeUser{Name: u.Name, Href: nsHref(u.Name), Created: u.Created, Private: u.Private})
-		}
-		return nil
-	})
+	after := r.URL.Query().Get("after")
+	us, more, err := w.h.usersPage(ctx, vw, after, webUsersPage)
 	if err != nil {
 		w.fail(rw, r, err)
 		return
 	}
-	sort.Slice(users, func(i, j int) bool { return users[i].Name < users[j].Name })
+	data := homeData{First: after != ""}
+	if more {
+		data.Next = "/?" + url.Values{"after": {us[len(us)-1].Name}}.Encode()
+	}
+	users := make([]homeUser, 0, len(us))
+	for _, u := range us {
+		users = append(users, homeUser{Name: u.Name, Href: nsHref(u.Name), Created: u.Created, Private: u.Private})
+	}
 	for i := range users {
 		// Names and tags from object names alone: no object is read.
 		byName := map[string]*homeName{}
@@ -355,8 +365,12 @@ func (w *web) home(rw http.ResponseWriter, r *http.Request) {
 			users[i].Names = append(users[i].Names, *n)
 		}
 		sort.Slice(users[i].Names, func(a, b int) bool { return users[i].Names[a].Name < users[i].Names[b].Name })
+		if n := len(users[i].Names); n > webNamesShown {
+			users[i].Names, users[i].More = users[i].Names[:webNamesShown], n-webNamesShown
+		}
 	}
-	w.render(rw, r, http.StatusOK, "home", page{Title: "Flists", Data: users, Private: vw != nil})
+	data.Users = users
+	w.render(rw, r, http.StatusOK, "home", page{Title: "Flists", Data: data, Private: vw != nil})
 }
 
 type repoView struct {
@@ -408,18 +422,27 @@ func (w *web) namespace(rw http.ResponseWriter, r *http.Request) {
 	ns := r.PathValue("ns")
 	vw := w.viewer(r)
 	u, err := w.readUser(r.Context(), vw, ns)
+	after := r.URL.Query().Get("after")
 	var repos []hubclient.Repo
+	var next string
 	if err == nil {
-		repos, err = w.h.repos(r.Context(), ns, "")
+		repos, next, err = w.h.reposPage(r.Context(), ns, after, webNamesPage)
 	}
 	if err != nil {
 		w.fail(rw, r, err)
 		return
 	}
 	data := struct {
-		User  hubclient.User
-		Repos []repoView
+		User        hubclient.User
+		Repos       []repoView
+		First, Next string
 	}{User: u}
+	if after != "" {
+		data.First = nsHref(ns)
+	}
+	if next != "" {
+		data.Next = nsHref(ns) + "?" + url.Values{"after": {next}}.Encode()
+	}
 	for _, rp := range repos {
 		data.Repos = append(data.Repos, w.repoView(ns, rp))
 	}

@@ -147,10 +147,54 @@ func (c *Client) Register(ctx context.Context, reg Register) (User, error) {
 	return u, c.call(ctx, http.MethodPost, "/v1/users", reg, &u)
 }
 
-// Users lists the registered users.
+// Users lists the registered users the client may see (the public ones,
+// and its own private one), following the hub's pages.
 func (c *Client) Users(ctx context.Context) ([]User, error) {
-	var us []User
-	return us, c.call(ctx, http.MethodGet, "/v1/users", nil, &us)
+	return listAll[User](ctx, c, "/v1/users")
+}
+
+// listAll reads every page of a listing (docs/HUB.md: ?after and
+// ?limit, Link: <...>; rel="next").
+func listAll[T any](ctx context.Context, c *Client, path string) ([]T, error) {
+	var all []T
+	q := url.Values{}
+	for pages := 0; ; pages++ {
+		if pages > 100000 {
+			return nil, fmt.Errorf("hub %s: %s: the listing does not end", c.base, path)
+		}
+		resp, err := c.do(ctx, http.MethodGet, path, q, "", nil)
+		if err != nil {
+			return nil, err
+		}
+		var page []T
+		err = json.NewDecoder(io.LimitReader(resp.Body, 64<<20)).Decode(&page)
+		resp.Body.Close()
+		if err != nil {
+			return nil, fmt.Errorf("hub %s: bad answer to GET %s: %w", c.base, path, err)
+		}
+		all = append(all, page...)
+		next, ok := NextPage(resp.Header.Get("Link"))
+		if !ok {
+			return all, nil
+		}
+		if q, err = url.ParseQuery(next); err != nil || q.Get("after") == "" {
+			return nil, fmt.Errorf("hub %s: %s: bad next page %q", c.base, path, next)
+		}
+	}
+}
+
+// NextPage returns the query of a Link header's rel="next" target.
+func NextPage(link string) (string, bool) {
+	for part := range strings.SplitSeq(link, ",") {
+		target, params, _ := strings.Cut(strings.TrimSpace(part), ";")
+		if strings.TrimSpace(params) != `rel="next"` {
+			continue
+		}
+		target = strings.TrimSuffix(strings.TrimPrefix(target, "<"), ">")
+		_, q, _ := strings.Cut(target, "?")
+		return q, true
+	}
+	return "", false
 }
 
 // SetPrivate makes a namespace private or public.
@@ -223,10 +267,9 @@ func (c *Client) pull(ctx context.Context, path string, want digest.ID) (Pulled,
 	return p, nil
 }
 
-// Repos lists the names in a namespace.
+// Repos lists the names in a namespace, following the hub's pages.
 func (c *Client) Repos(ctx context.Context, ns string) ([]Repo, error) {
-	var rs []Repo
-	return rs, c.call(ctx, http.MethodGet, "/v1/repos/"+ns, nil, &rs)
+	return listAll[Repo](ctx, c, "/v1/repos/"+ns)
 }
 
 // Repo describes one name.
