@@ -60,7 +60,7 @@ func TestLayers(t *testing.T) {
 	for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
 		f := strings.Fields(line)
 		pkg, ok := strings.CutPrefix(f[0], module)
-		if !ok || strings.HasPrefix(pkg, "bench/") {
+		if !ok || strings.HasPrefix(pkg, "bench/") || strings.HasPrefix(pkg, "demo/") {
 			continue
 		}
 		if strings.HasPrefix(pkg, "cmd/") {
