@@ -219,3 +219,46 @@ func TestVolume(t *testing.T) {
 		t.Errorf("volume: %q, %v", b, err)
 	}
 }
+
+// TestConcurrent starts, lists and deletes several containers at once.
+func TestConcurrent(t *testing.T) {
+	needContainers(t)
+	r := newRuntime(t)
+	ctx := context.Background()
+	const n = 4
+	specs := make([]Spec, n)
+	for i := range specs {
+		specs[i] = Spec{ID: fmt.Sprintf("%s-%d", testID(t), i), Rootfs: rootfs(t), Args: []string{"sleep", "30"}}
+		id := specs[i].ID
+		t.Cleanup(func() { r.Delete(ctx, id) })
+	}
+	errs := make(chan error, n)
+	for _, s := range specs {
+		go func() { errs <- r.Start(ctx, s) }()
+	}
+	for range n {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	list, err := r.List(ctx)
+	if err != nil || len(list) != n {
+		t.Fatalf("list: %+v, %v: want %d containers", list, err, n)
+	}
+	for i, st := range list {
+		if st.ID != specs[i].ID || st.Status != Running || st.Pid <= 0 {
+			t.Errorf("list[%d] = %+v, want %s running", i, st, specs[i].ID)
+		}
+	}
+	for _, s := range specs {
+		go func() { errs <- r.Delete(ctx, s.ID) }()
+	}
+	for range n {
+		if err := <-errs; err != nil {
+			t.Error(err)
+		}
+	}
+	for _, s := range specs {
+		assertGone(t, r, s.ID)
+	}
+}
