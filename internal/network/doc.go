@@ -64,8 +64,9 @@
 // (`nft -f -`): each change is one atomic transaction that replaces the
 // table, so a crash leaves the old table or the new one, never half of one.
 // The host's table ("inet <prefix>") matches transit links by name wildcard
-// ("<prefix>t*"): it is the same for one network or a hundred, installed with
-// the first network and deleted with the last. Each network's table lives
+// ("<prefix>t*"): it is the same for one network or a hundred, reloaded by
+// every EnsureNetwork (a flushed ruleset comes back with the next reconcile)
+// and deleted with the last network. Each network's table lives
 // and dies with its namespace. Another firewall on the host whose forward
 // chain drops by default must let transit links out; that is the host's
 // configuration, not this package's.

@@ -162,7 +162,11 @@ func readLine(conn net.Conn, timeout time.Duration) (string, error) {
 // mustReach asserts that a dial from path to addr gets want.
 func mustReach(t *testing.T, path, addr, want string) {
 	t.Helper()
+	start := time.Now()
 	got, err := dialIn(path, addr, 2*time.Second)
+	if d := time.Since(start); d > 200*time.Millisecond {
+		t.Logf("slow dial %s from %s: %v (a retransmission; see the package report)", addr, filepath.Base(path), d)
+	}
 	if err != nil {
 		t.Fatalf("dial %s from %s: %v", addr, filepath.Base(path), err)
 	}

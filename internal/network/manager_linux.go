@@ -19,7 +19,7 @@ import (
 )
 
 // New returns a Manager for opts. It creates NetNSDir and touches nothing
-// else: the host's rules are installed with the first network.
+// else: the host's rules come with the first network.
 func New(opts Options) (*Manager, error) {
 	if err := opts.fill(); err != nil {
 		return nil, err
@@ -30,19 +30,16 @@ func New(opts Options) (*Manager, error) {
 	return &Manager{opts: opts, log: opts.Logger}, nil
 }
 
-// ensureHost installs the host's table and turns on forwarding, once per
-// Manager (again after the last network went and took the table with it).
+// ensureHost turns on forwarding and (re)loads the host's table. Every
+// EnsureNetwork does it, as it reloads the network's own table: a ruleset
+// flushed by someone else comes back with the next reconcile.
 func (m *Manager) ensureHost(ctx context.Context) error {
-	if m.hostReady {
-		return nil
-	}
 	if err := os.WriteFile("/proc/sys/net/ipv4/ip_forward", []byte("1"), 0); err != nil {
 		return fmt.Errorf("host ip_forward: %w", err)
 	}
 	if err := nft(ctx, "", replaceTable("inet", m.opts.Prefix, hostRules(m.opts.Prefix, m.opts.Transit))); err != nil {
 		return fmt.Errorf("host rules: %w", err)
 	}
-	m.hostReady = true
 	return nil
 }
 
@@ -70,7 +67,8 @@ func (m *Manager) EnsureNetwork(ctx context.Context, id string, subnet netip.Pre
 	}
 	if err := m.ensureNetwork(ctx, id, path, subnet); err != nil {
 		if created {
-			m.removeNetwork(ctx, id) // leave nothing half-made behind a fresh id
+			// Leave nothing half made behind a fresh id, even when ctx is done.
+			m.removeNetwork(context.WithoutCancel(ctx), id)
 		}
 		return fmt.Errorf("network %s: %w", id, err)
 	}
@@ -128,6 +126,13 @@ func (m *Manager) ensureNetwork(ctx context.Context, id, path string, subnet net
 	}
 	if err := sysctl(path, "net/ipv4/ip_forward", "1"); err != nil {
 		return fmt.Errorf("ip_forward: %w", err)
+	}
+	// Traffic between containers of the network is not filtered: keep it
+	// out of the IP hooks when br_netfilter is loaded (keys absent if not).
+	for _, key := range []string{"bridge-nf-call-iptables", "bridge-nf-call-ip6tables", "bridge-nf-call-arptables"} {
+		if err := sysctl(path, "net/bridge/"+key, "0"); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return fmt.Errorf("%s: %w", key, err)
+		}
 	}
 	if err := nft(ctx, path, replaceTable("inet", m.opts.Prefix, netRules(subnet))); err != nil {
 		return fmt.Errorf("rules: %w", err)
@@ -302,7 +307,6 @@ func (m *Manager) removeNetwork(ctx context.Context, id string) error {
 		if err := nft(ctx, "", deleteTable("inet", m.opts.Prefix)); err != nil {
 			return fmt.Errorf("host rules: %w", err)
 		}
-		m.hostReady = false
 	}
 	return nil
 }
@@ -452,7 +456,11 @@ func (m *Manager) attach(sandbox, network string, ip netip.Addr) error {
 	if perr == nil && end != nil {
 		if s, have, ok := parsePortAlias(port.Attrs().Alias); ok && s == sandbox {
 			if have == ip {
-				return nil
+				// Attached: repair what a crash between steps may have left.
+				if err := nh.LinkSetUp(port); err != nil {
+					return err
+				}
+				return ensureEnd(sh, end, subnet, ip)
 			}
 			return fmt.Errorf("attached with %s, not %s: %w", have, ip, ErrConflict)
 		}
@@ -521,8 +529,15 @@ func (m *Manager) configureAttachment(nh, sh *netlink.Handle, portName, eth, net
 	if err := sh.LinkSetAlias(end, aliasNet+network); err != nil {
 		return err
 	}
-	if err := sh.AddrAdd(end, &netlink.Addr{IPNet: ipNet(netip.PrefixFrom(ip, subnet.Bits()))}); err != nil {
-		return fmt.Errorf("address: %w", err)
+	return ensureEnd(sh, end, subnet, ip)
+}
+
+// ensureEnd gives a sandbox's end of an attachment its address, sets it up
+// and, if the sandbox has no default route (none yet, or the network that
+// had it is gone), routes through this network's gateway.
+func ensureEnd(sh *netlink.Handle, end netlink.Link, subnet netip.Prefix, ip netip.Addr) error {
+	if err := ensureAddr(sh, end, netip.PrefixFrom(ip, subnet.Bits())); err != nil {
+		return err
 	}
 	if err := sh.LinkSetUp(end); err != nil {
 		return err

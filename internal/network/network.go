@@ -53,8 +53,7 @@ type Manager struct {
 	opts Options
 	log  *slog.Logger
 
-	mu        sync.Mutex // serialises every change to links, namespaces and rules
-	hostReady bool       // host ruleset and ip_forward ensured by this Manager
+	mu sync.Mutex // serialises every change to links, namespaces and rules
 }
 
 func (o *Options) fill() error {

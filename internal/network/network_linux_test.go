@@ -410,3 +410,60 @@ func TestConcurrentNetworks(t *testing.T) {
 		seen[a] = id
 	}
 }
+
+func TestTwoAttachments(t *testing.T) {
+	m, opts := newTestManager(t)
+	ctx := context.Background()
+	p := setup(t, m,
+		map[string]string{"3-front": "10.3.1.0/24", "3-back": "10.3.2.0/24"},
+		map[string][2]string{"3-web": {"3-front", "10.3.1.2"}, "3-db": {"3-back", "10.3.2.2"}})
+	if err := m.Attach(ctx, "3-web", "3-back", netip.MustParseAddr("10.3.2.3")); err != nil {
+		t.Fatal(err)
+	}
+	listenIn(t, p["3-db"], ":5432", "db")
+	mustReach(t, p["3-web"], "10.3.2.2:5432", "db 10.3.2.3")
+
+	defaultVia := func() (string, string) {
+		h, err := handleAt(p["3-web"])
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer h.Close()
+		routes, _ := h.RouteList(nil, netlink.FAMILY_V4)
+		for _, r := range routes {
+			if r.Dst == nil || r.Dst.String() == "0.0.0.0/0" {
+				l, _ := h.LinkByIndex(r.LinkIndex)
+				return r.Gw.String(), l.Attrs().Name
+			}
+		}
+		return "", ""
+	}
+	if gw, dev := defaultVia(); gw != "10.3.1.1" || dev != "eth0" {
+		t.Errorf("default route via %s dev %s, want 10.3.1.1 dev eth0 (the first attachment)", gw, dev)
+	}
+
+	// The first network goes: the next Attach of the other gives the way out.
+	if err := m.RemoveNetwork(ctx, "3-front"); err != nil {
+		t.Fatal(err)
+	}
+	if gw, _ := defaultVia(); gw != "" {
+		t.Errorf("default route via %s after its network went", gw)
+	}
+	if err := m.Attach(ctx, "3-web", "3-back", netip.MustParseAddr("10.3.2.3")); err != nil {
+		t.Fatal(err)
+	}
+	if gw, dev := defaultVia(); gw != "10.3.2.1" || dev != "eth1" {
+		t.Errorf("default route via %s dev %s, want 10.3.2.1 dev eth1", gw, dev)
+	}
+
+	// A flushed host table comes back with the next EnsureNetwork.
+	if err := nft(ctx, "", deleteTable("inet", opts.Prefix)); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.EnsureNetwork(ctx, "3-back", netip.MustParsePrefix("10.3.2.0/24")); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(nftRuleset(t), "table inet "+opts.Prefix+" ") {
+		t.Errorf("host table not restored")
+	}
+}
