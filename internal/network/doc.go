@@ -47,6 +47,9 @@
 // from anywhere into a transit link: only replies go in. Inside a network,
 // connections from the transit side to the namespace or the bridge are
 // dropped too. What a container sees of another network is a timeout.
+// Traffic between containers of one network is not filtered at all: where
+// br_netfilter is loaded, the network's namespace keeps its bridge out of the
+// IP hooks (net.bridge.bridge-nf-call-*tables = 0).
 //
 // A host process reaches containers with DialContext, whose socket is made
 // inside the network's namespace: the connection comes from the gateway
