@@ -469,18 +469,26 @@ func (r *rawDeployment) convert() (*Deployment, error) {
 		d.Requirement = Requirement{Requests: []Request{{Twin: uint32(r.Owner), Weight: 1, Required: true}}, WeightRequired: 1}
 	}
 	for i, rs := range r.Signatures {
-		p := fmt.Sprintf("signatures[%d]", i)
 		s := Signature{Twin: uint32(rs.Twin)}
+		var why []string
+		if s.Twin == 0 {
+			why = append(why, "twin: required, >= 1")
+		}
 		var err error
 		if s.Key, err = key.ParsePublic(rs.Key); err != nil {
-			errs.add(join(p, "key"), "want ed25519:<43 base64url characters>")
+			why = append(why, "key: want ed25519:<43 base64url characters>")
 		}
 		if b, err := base64.RawURLEncoding.Strict().DecodeString(rs.Sig); err != nil || len(b) != len(s.Sig) {
-			errs.add(join(p, "sig"), "want 86 base64url characters (a 64-byte ed25519 signature)")
+			why = append(why, "sig: want 86 base64url characters (a 64-byte ed25519 signature)")
 		} else {
 			copy(s.Sig[:], b)
 		}
+		if len(why) > 0 {
+			d.Malformed = append(d.Malformed, Ignored{Index: i, Twin: s.Twin, Reason: "malformed: " + strings.Join(why, "; ")})
+			continue
+		}
 		d.Signatures = append(d.Signatures, s)
+		d.sigIndex = append(d.sigIndex, i)
 	}
 	if err := errs.err(); err != nil {
 		return nil, err

@@ -3,6 +3,7 @@ package spec
 import (
 	"fmt"
 	"slices"
+	"sort"
 	"strings"
 
 	"github.com/zosgrid/zos/internal/digest"
@@ -43,7 +44,7 @@ type RequestStatus struct {
 
 // Ignored is a signature entry that does not count, and why.
 type Ignored struct {
-	Index  int // in Deployment.Signatures
+	Index  int // position in the signatures as parsed (in Deployment.Signatures if not parsed)
 	Twin   uint32
 	Reason string
 }
@@ -126,11 +127,17 @@ func verify(d *Deployment, keyOK func(twin uint32, declared key.Public) string) 
 			return ""
 		}()
 		if reason != "" {
-			r.Ignored = append(r.Ignored, Ignored{Index: i, Twin: s.Twin, Reason: reason})
+			idx := i
+			if len(d.sigIndex) == len(d.Signatures) {
+				idx = d.sigIndex[i]
+			}
+			r.Ignored = append(r.Ignored, Ignored{Index: idx, Twin: s.Twin, Reason: reason})
 			continue
 		}
 		signed[s.Twin] = true
 	}
+	r.Ignored = append(r.Ignored, d.Malformed...)
+	sort.SliceStable(r.Ignored, func(i, j int) bool { return r.Ignored[i].Index < r.Ignored[j].Index })
 	for _, q := range d.Requirement.Requests {
 		ok := signed[q.Twin]
 		r.Requests = append(r.Requests, RequestStatus{Request: q, Signed: ok})

@@ -205,3 +205,40 @@ func TestCosign(t *testing.T) {
 		}
 	}
 }
+
+// TestMalformedSignatureIgnored: a relay that appends undecodable entries
+// cannot veto a deployment: they are dropped, reported, and the
+// requirement is judged on the rest.
+func TestMalformedSignatureIgnored(t *testing.T) {
+	d := golden(t)
+	d.Signatures = []Signature{sign(t, d, 7, testKey(7)), sign(t, d, 8, testKey(8))}
+	canon, err := d.Canonical()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Append garbage entries to the canonical JSON's signature list.
+	garbage := `{"twin":9,"key":"ed25519:nope","sig":"AAAA"},{"twin":0,"key":"` + testKey(9).Public().String() + `","sig":"` + strings.Repeat("A", 86) + `"}`
+	evil := bytes.Replace(canon, []byte(`"signatures":[`), []byte(`"signatures":[`+garbage+`,`), 1)
+	if bytes.Equal(evil, canon) {
+		t.Fatal("no signature list in the canonical form")
+	}
+	e, err := Parse(evil)
+	if err != nil {
+		t.Fatalf("garbage signatures made the deployment invalid: %v", err)
+	}
+	if len(e.Signatures) != 2 || len(e.Malformed) != 2 || e.Malformed[0].Index != 0 || e.Malformed[1].Index != 1 {
+		t.Fatalf("signatures %d, malformed %+v", len(e.Signatures), e.Malformed)
+	}
+	res, err := Verify(e, keys)
+	if err != nil || !res.Met {
+		t.Fatalf("requirement: %+v %v", res, err)
+	}
+	if len(res.Ignored) != 2 || !strings.HasPrefix(res.Ignored[0].Reason, "malformed: key") || !strings.Contains(res.Ignored[1].Reason, "twin: required") {
+		t.Fatalf("ignored %+v", res.Ignored)
+	}
+	// The stored canonical form drops them.
+	again, _ := e.Canonical()
+	if !bytes.Equal(again, canon) {
+		t.Fatalf("canonical form changed:\n%s\n%s", again, canon)
+	}
+}

@@ -63,6 +63,14 @@ type Deployment struct {
 	Workloads   []Workload
 	Requirement Requirement
 	Signatures  []Signature
+	// Malformed are the signature entries Parse dropped because they could
+	// not be decoded (a bad key or signature encoding, twin 0): a relay
+	// can append garbage, which must not make the deployment invalid
+	// (docs/SPEC.md, "Verifying"). Verify reports them as ignored; the
+	// canonical form leaves them out.
+	Malformed []Ignored
+
+	sigIndex []int // Parse: each signature's position in the input
 }
 
 // Workload is one named unit of a deployment. Exactly the body of its Kind
