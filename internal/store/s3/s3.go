@@ -43,10 +43,13 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"slices"
 	"strings"
+	"sync"
 
 	"github.com/minio/minio-go/v7"
 	"github.com/minio/minio-go/v7/pkg/credentials"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/zosgrid/zos/internal/chunk"
 	"github.com/zosgrid/zos/internal/digest"
@@ -280,6 +283,126 @@ func (s *Store) List(ctx context.Context, fn func(digest.ID) error) error {
 		}
 	}
 	return ctx.Err()
+}
+
+// Missing batches (see Missing).
+const (
+	// statParallel is how many StatObjects a Missing runs at once.
+	statParallel = 32
+	// listPerStat is how many keys a listing may read per ID it answers
+	// before it gives up on its shard and leaves the rest to stats, and
+	// listMin the fewest IDs of one shard worth a listing. Measured
+	// against MinIO on loopback (TestMissing): a listing costs whole
+	// pages of 1000 keys, about 35-80 ms each, as much as some 600
+	// StatObjects 32 at a time (0.13 ms each); 1000 IDs of a 2000-key
+	// shard took 72 ms listed against 130 ms stated, 40 IDs of it 91 ms
+	// listed (one page) against 10 ms stated. Over a WAN a stat costs a
+	// round trip more and a page little more, so listings win sooner.
+	listPerStat = 4
+	listMin     = 256
+)
+
+// Missing returns the IDs among ids that the bucket lacks, in the order
+// given (the batch "which of these do you lack?" of a packer or a hub).
+// IDs of a shard (the h[0:2]/ directory) that holds many of them are
+// answered by listing the shard, in key order, at most listPerStat keys
+// per ID asked (so a shard far larger than the batch costs no more than
+// stats would); the rest, and what a listing stopped short of, by
+// StatObject, statParallel at a time.
+func (s *Store) Missing(ctx context.Context, ids []digest.ID) ([]digest.ID, error) {
+	byShard := map[byte][]digest.ID{}
+	for _, id := range ids {
+		byShard[id[0]] = append(byShard[id[0]], id)
+	}
+	have := make(map[digest.ID]bool, len(ids))
+	var stat []digest.ID
+	type listing struct {
+		shard byte
+		ids   []digest.ID // sorted, distinct
+	}
+	var lists []listing
+	for sh, sids := range byShard {
+		slices.SortFunc(sids, func(a, b digest.ID) int { return bytes.Compare(a[:], b[:]) })
+		sids = slices.Compact(sids)
+		if len(sids) < listMin {
+			stat = append(stat, sids...)
+			continue
+		}
+		lists = append(lists, listing{sh, sids})
+	}
+	var mu sync.Mutex
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(statParallel / 4)
+	for _, l := range lists {
+		g.Go(func() error {
+			found, rest, err := s.listShard(gctx, l.shard, l.ids)
+			mu.Lock()
+			defer mu.Unlock()
+			for _, id := range found {
+				have[id] = true
+			}
+			stat = append(stat, rest...)
+			return err
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return nil, err
+	}
+	lack, err := store.MissingByHas(ctx, s, stat, statParallel)
+	if err != nil {
+		return nil, err
+	}
+	for _, id := range stat {
+		have[id] = true
+	}
+	for _, id := range lack {
+		have[id] = false
+	}
+	var out []digest.ID
+	for _, id := range ids {
+		if !have[id] {
+			out = append(out, id)
+		}
+	}
+	return out, nil
+}
+
+// listShard lists shard's keys in order until it has passed the last of
+// ids (sorted) or read listPerStat keys per ID: it returns the IDs it
+// found and those beyond where it stopped, for the caller to stat.
+func (s *Store) listShard(ctx context.Context, shard byte, ids []digest.ID) (found, rest []digest.ID, err error) {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	prefix := strings.TrimSuffix(s.Key(digest.ID{shard}), digest.ID{shard}.String())
+	budget := listPerStat * len(ids)
+	i := 0 // ids[:i] are decided
+	for obj := range s.client.ListObjects(ctx, s.opt.Bucket, minio.ListObjectsOptions{Prefix: prefix}) {
+		if obj.Err != nil {
+			return nil, nil, fmt.Errorf("s3 store %s: list %s: %w", s, prefix, obj.Err)
+		}
+		id, err := digest.Parse(strings.TrimPrefix(obj.Key, prefix))
+		if err != nil {
+			continue // not a blob
+		}
+		for i < len(ids) && bytes.Compare(ids[i][:], id[:]) < 0 {
+			i++ // passed: absent
+		}
+		if i < len(ids) && ids[i] == id {
+			found = append(found, id)
+			i++
+		}
+		if budget--; i == len(ids) || budget <= 0 {
+			cancel()
+			if i == len(ids) {
+				return found, nil, nil
+			}
+			return found, ids[i:], nil
+		}
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, nil, err
+	}
+	return found, nil, nil // the shard ended: the rest are absent
 }
 
 // String returns the store's URL without credentials.

@@ -6,8 +6,10 @@ import (
 	"fmt"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/minio/minio-go/v7"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/zosgrid/zos/internal/digest"
 	"github.com/zosgrid/zos/internal/store"
@@ -187,5 +189,95 @@ func TestPutKeepsPresent(t *testing.T) {
 	}
 	if got, err := s.Get(ctx, id); err != nil || !bytes.Equal(got, blob) {
 		t.Fatalf("after re-put: %d bytes, %v", len(got), err)
+	}
+}
+
+// TestMissing checks the batched Missing against Has, for small batches
+// (stats), shards dense with asked IDs (listings), and a shard far larger
+// than what is asked of it (a listing that stops at its budget and leaves
+// the rest to stats). It logs what listing and stats cost against MinIO.
+func TestMissing(t *testing.T) {
+	endpoint, access, secret := storetest.StartMinIO(t)
+	ctx := context.Background()
+	s, err := New(ctx, Options{Endpoint: endpoint, Bucket: "missing", Prefix: "p", AccessKey: access, SecretKey: secret})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	// Objects are put straight under chosen keys: Missing looks at keys,
+	// not contents. 4000 present IDs, every other one asked about with an
+	// absent neighbour; shard 00 holds 2000 of them.
+	id := func(shard byte, i int) digest.ID {
+		var d digest.ID
+		d[0], d[1], d[2], d[3] = shard, byte(i>>16), byte(i>>8), byte(i)
+		return d
+	}
+	var present, asked []digest.ID
+	for i := 0; i < 2000; i++ {
+		present = append(present, id(0, 2*i), id(byte(1+i%255), 2*i))
+	}
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(32)
+	for _, p := range present {
+		g.Go(func() error {
+			_, err := s.Client().PutObject(gctx, "missing", s.Key(p), strings.NewReader("x"), 1, minio.PutObjectOptions{})
+			return err
+		})
+	}
+	if err := g.Wait(); err != nil {
+		t.Fatal(err)
+	}
+	next := func(p digest.ID) digest.ID { return id(p[0], int(p[1])<<16|int(p[2])<<8|int(p[3])+1) }
+	var dense, sparse, spread []digest.ID
+	for i, p := range present {
+		if p[0] == 0 && (i/2)%15 == 0 { // all over shard 00: the listing stops half way
+			spread = append(spread, p, next(p))
+		}
+		switch {
+		case p[0] == 0 && i%8 == 0: // a quarter of shard 00, and beside each an absent one
+			dense = append(dense, p, next(p))
+		case p[0] == 0 && i%200 == 2: // a few, far apart
+			sparse = append(sparse, p, next(p))
+		case p[0] != 0 && i%4 == 1:
+			asked = append(asked, p, next(p))
+		}
+	}
+	asked = append(asked, dense...)
+	want, err := store.MissingByHas(ctx, s, asked, 32)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(want) != len(asked)/2 {
+		t.Fatalf("Has says %d of %d are missing, want half", len(want), len(asked))
+	}
+	for _, tc := range []struct {
+		name string
+		ids  []digest.ID
+	}{
+		{"small batch", asked[:10]},
+		{"dense shard 00", dense},
+		{"everything", asked},
+		{"sparse in a big shard", sparse},
+		{"spread over a big shard", spread},
+		{"duplicates", append(append([]digest.ID{}, asked[:40]...), asked[:40]...)},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			start := time.Now()
+			byHas, err := store.MissingByHas(ctx, s, tc.ids, statParallel)
+			tHas := time.Since(start)
+			if err != nil {
+				t.Fatal(err)
+			}
+			start = time.Now()
+			got, err := s.Missing(ctx, tc.ids)
+			tMissing := time.Since(start)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if fmt.Sprint(got) != fmt.Sprint(byHas) {
+				t.Fatalf("Missing = %d IDs, Has says %d", len(got), len(byHas))
+			}
+			t.Logf("%d IDs, %d missing: %d stats, %d at a time: %v; Missing: %v", len(tc.ids), len(got), len(tc.ids), statParallel, tHas, tMissing)
+		})
 	}
 }
