@@ -181,12 +181,44 @@ func (a *Agent) accept(c *call) (*spec.Deployment, error) {
 	return d, nil
 }
 
+// hostsTaken refuses a deployment whose gateway host names another live
+// deployment (other than self) already serves: one name, one backend.
+func (a *Agent) hostsTaken(d *spec.Deployment, self uint64) error {
+	recs, err := a.db.list()
+	if err != nil {
+		return err
+	}
+	for _, r := range recs {
+		if r.ID == self || r.State == nodeclient.StateDeleted {
+			continue
+		}
+		o, err := spec.Parse(r.Spec)
+		if err != nil {
+			continue
+		}
+		for _, w := range d.Workloads {
+			if w.Kind != spec.KindGateway {
+				continue
+			}
+			for _, ow := range o.Workloads {
+				if ow.Kind == spec.KindGateway && ow.Gateway.Host == w.Gateway.Host {
+					return refuse(http.StatusConflict, "gateway host %s is served by another deployment on this node", w.Gateway.Host)
+				}
+			}
+		}
+	}
+	return nil
+}
+
 func (a *Agent) deploy(c *call) (any, error) {
 	d, err := a.accept(c)
 	if err != nil {
 		return nil, err
 	}
 	if err := a.spend(c); err != nil {
+		return nil, err
+	}
+	if err := a.hostsTaken(d, 0); err != nil {
 		return nil, err
 	}
 	canon, err := d.Canonical()
@@ -238,6 +270,9 @@ func (a *Agent) update(c *call) (any, error) {
 		return nil, refuse(http.StatusForbidden, "the owner of deployment %d is twin %d, not %d", r.ID, r.Owner, d.Owner)
 	}
 	if err := a.spend(c); err != nil {
+		return nil, err
+	}
+	if err := a.hostsTaken(d, r.ID); err != nil {
 		return nil, err
 	}
 	canon, err := d.Canonical()

@@ -481,7 +481,13 @@ func TestRefusals(t *testing.T) {
 		if code(err) != http.StatusForbidden || !strings.Contains(err.Error(), "required twins not signed: 8") {
 			t.Fatalf("%v", err)
 		}
-		both := f.spec(1, "", map[uint32]key.Secret{7: f.owner, 8: f.cosigner}, req)
+		both := bytes.Replace(f.spec(1, "", nil, req), []byte("app.example.com"), []byte("b.example.com"), 1)
+		for twin, k := range map[uint32]key.Secret{7: f.owner, 8: f.cosigner} {
+			var err error
+			if both, err = spec.Cosign(both, k, twin); err != nil {
+				t.Fatal(err)
+			}
+		}
 		if _, err := f.client(f.owner).Deploy(ctx, both); err != nil {
 			t.Fatalf("fully signed: %v", err)
 		}
@@ -609,5 +615,29 @@ func TestImageChangedRefused(t *testing.T) {
 	st, _ := f.client(f.owner).Get(ctx, 1)
 	if st.Workloads[2].State != nodeclient.WorkloadFailed || !strings.Contains(st.Workloads[2].Detail, "image changed") {
 		t.Fatalf("status %+v", st.Workloads[2])
+	}
+}
+
+func TestGatewayHostTaken(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	c := f.client(f.owner)
+	if _, err := c.Deploy(ctx, f.spec(1, "", map[uint32]key.Secret{7: f.owner}, "")); err != nil {
+		t.Fatal(err)
+	}
+	// The same host name in a second deployment is refused while the first lives.
+	if _, err := c.Deploy(ctx, f.spec(1, "", map[uint32]key.Secret{7: f.owner}, "")); code(err) != http.StatusConflict || !strings.Contains(err.Error(), "app.example.com") {
+		t.Fatalf("second claim of the host: %v", err)
+	}
+	// An update of the deployment that holds it is fine.
+	if _, err := c.Update(ctx, 1, f.spec(2, "", map[uint32]key.Secret{7: f.owner}, "")); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Delete(ctx, 1); err != nil {
+		t.Fatal(err)
+	}
+	f.agent.reconcile(ctx)
+	if _, err := c.Deploy(ctx, f.spec(1, "", map[uint32]key.Secret{7: f.owner}, "")); err != nil {
+		t.Fatalf("after the holder was deleted: %v", err)
 	}
 }

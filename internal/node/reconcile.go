@@ -40,7 +40,8 @@ type desired struct {
 	mounts     map[string]bool // root filesystem mount points
 	volumes    map[string]bool // volume names (volumeName)
 	hosts      map[string]bool
-	partial    bool // a deployment could not be read: remove nothing this pass
+	hostOwner  map[string]uint64 // gateway host -> the deployment that got it first
+	partial    bool              // a deployment could not be read: remove nothing this pass
 }
 
 // Names of things on the machine. Runtime ids and sandboxes are
@@ -76,7 +77,7 @@ func (a *Agent) reconcile(ctx context.Context) {
 		a.log.Error("reconcile: state", "err", err)
 		return
 	}
-	want := desired{map[string]bool{}, map[string]bool{}, map[string]bool{}, map[string]bool{}, map[string]bool{}, map[string]bool{}, false}
+	want := desired{map[string]bool{}, map[string]bool{}, map[string]bool{}, map[string]bool{}, map[string]bool{}, map[string]bool{}, map[string]uint64{}, false}
 	for _, r := range recs {
 		if ctx.Err() != nil {
 			return
@@ -199,6 +200,11 @@ func (a *Agent) apply(ctx context.Context, r record, want *desired) {
 			continue
 		}
 		want.hosts[w.Gateway.Host] = true
+		if o, ok := want.hostOwner[w.Gateway.Host]; ok && o != r.ID {
+			a.setStatus(r.ID, w, nodeclient.WorkloadFailed, fmt.Sprintf("host %s is served by deployment %d", w.Gateway.Host, o), nil)
+			continue
+		}
+		want.hostOwner[w.Gateway.Host] = r.ID
 		if a.opts.Gateway == nil {
 			a.setStatus(r.ID, w, nodeclient.WorkloadFailed, "this node runs no gateway", nil)
 			continue
