@@ -23,6 +23,10 @@ import (
 	"github.com/zosgrid/zos/internal/spec"
 )
 
+// StopGrace is how long a container has to exit after SIGTERM when it is
+// deleted or recreated, before SIGKILL.
+const StopGrace = 5 * time.Second
+
 // crashState is a container's restart bookkeeping.
 type crashState struct {
 	restarts int
@@ -380,6 +384,9 @@ func (a *Agent) ensureContainer(ctx context.Context, r record, d *spec.Deploymen
 		if !alive {
 			why = "image mount died"
 		}
+		if alive { // a container on a dead mount cannot shut down cleanly anyway
+			a.opts.Runtime.Stop(ctx, id, StopGrace)
+		}
 		if err := a.opts.Runtime.Delete(ctx, id); err != nil {
 			fail("recreate (%s): %v", why, err)
 			return
@@ -553,6 +560,7 @@ func (a *Agent) teardown(ctx context.Context, r record) error {
 		switch w.Kind {
 		case spec.KindContainer:
 			id := containerID(r.ID, w.Name)
+			a.opts.Runtime.Stop(ctx, id, StopGrace) // SIGTERM first; an absent one is fine
 			if err := a.opts.Runtime.Delete(ctx, id); err != nil {
 				errs = append(errs, err)
 				continue
