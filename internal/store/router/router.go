@@ -40,6 +40,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"golang.org/x/sync/errgroup"
+
 	"github.com/zosgrid/zos/internal/chunk"
 	"github.com/zosgrid/zos/internal/digest"
 	"github.com/zosgrid/zos/internal/store"
@@ -75,7 +77,10 @@ type Router struct {
 // DownFor is how long a replica that failed a read is asked last.
 const DownFor = 30 * time.Second
 
-var _ store.Store = (*Router)(nil)
+var (
+	_ store.Store = (*Router)(nil)
+	_ missinger   = (*Router)(nil)
+)
 
 // New returns a router over routes, which must cover every first byte.
 func New(routes []Route) (*Router, error) {
@@ -333,6 +338,64 @@ func (r *Router) List(ctx context.Context, fn func(digest.ID) error) error {
 		}
 	}
 	return nil
+}
+
+// missinger is a store that answers a batch of membership questions at
+// once (httpstore, s3, a router).
+type missinger interface {
+	Missing(ctx context.Context, ids []digest.ID) ([]digest.ID, error)
+}
+
+// Missing returns the IDs among ids, in the order given, that some store
+// of theirs lacks: what a writer must Put, since Put writes every store of
+// an ID (so it repairs a replica that lost a chunk). That is stricter than
+// Has, which answers for reads: one replica holding the chunk is enough.
+// Every store is asked once, for the IDs it holds, all stores at once,
+// each with its own batch (Missing) if it has one, else Has 16 at a time;
+// a store that fails fails the whole answer, naming the store.
+func (r *Router) Missing(ctx context.Context, ids []digest.ID) ([]digest.ID, error) {
+	per := make([][]digest.ID, len(r.stores))
+	for _, id := range ids {
+		for _, si := range r.of(id) {
+			per[si] = append(per[si], id)
+		}
+	}
+	lack := make([][]digest.ID, len(r.stores))
+	g, gctx := errgroup.WithContext(ctx)
+	for si, sids := range per {
+		if len(sids) == 0 {
+			continue
+		}
+		g.Go(func() error {
+			s := r.stores[si]
+			var err error
+			if m, ok := s.(missinger); ok {
+				lack[si], err = m.Missing(gctx, sids)
+			} else {
+				lack[si], err = store.MissingByHas(gctx, s, sids, 16)
+			}
+			if err != nil {
+				return fmt.Errorf("router: %s: %w", s, err)
+			}
+			return nil
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return nil, err
+	}
+	missing := map[digest.ID]bool{}
+	for _, l := range lack {
+		for _, id := range l {
+			missing[id] = true
+		}
+	}
+	var out []digest.ID
+	for _, id := range ids {
+		if missing[id] {
+			out = append(out, id)
+		}
+	}
+	return out, nil
 }
 
 // String lists the routes in ParseRoute syntax.

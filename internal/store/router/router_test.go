@@ -333,3 +333,75 @@ func TestDownReplicaHeldBack(t *testing.T) {
 		t.Fatal("a replica is still held back after DownFor")
 	}
 }
+
+// batcher is a mem store with Missing, counting its batches.
+type batcher struct {
+	*mem.Store
+	calls atomic.Int64
+	asked atomic.Int64
+	fail  error
+}
+
+func (b *batcher) Missing(ctx context.Context, ids []digest.ID) ([]digest.ID, error) {
+	b.calls.Add(1)
+	b.asked.Add(int64(len(ids)))
+	if b.fail != nil {
+		return nil, b.fail
+	}
+	return store.MissingByHas(ctx, b.Store, ids, 4)
+}
+
+// TestMissing: the router asks every store once, for the IDs it holds, and
+// reports an ID some store of it lacks (what a writer must Put), in order.
+func TestMissing(t *testing.T) {
+	ctx := context.Background()
+	all, lo, hi := &batcher{Store: mem.New()}, &batcher{Store: mem.New()}, mem.New()
+	r := must(t, []Route{{0x00, 0xff, all}, {0x00, 0x7f, lo}, {0x80, 0xff, hi}})
+	var ids []digest.ID
+	for i := range 200 {
+		_, id, blob := storetest.Blob(fmt.Sprint("m", i), 100)
+		ids = append(ids, id)
+		if i%3 == 0 {
+			continue // nowhere
+		}
+		if err := r.Put(ctx, id, blob); err != nil {
+			t.Fatal(err)
+		}
+		if i%3 == 1 && i%2 == 0 { // lost by one replica
+			if id[0] < 0x80 {
+				lo.Delete(ctx, id)
+			} else {
+				all.Delete(ctx, id)
+			}
+		}
+	}
+	ids = append(ids, ids[0], ids[1]) // duplicates keep their places
+	var want []digest.ID
+	for _, id := range ids {
+		complete := true
+		for _, rt := range r.Routes() {
+			if rt.Lo <= id[0] && id[0] <= rt.Hi {
+				if ok, _ := rt.Store.Has(ctx, id); !ok {
+					complete = false
+				}
+			}
+		}
+		if !complete {
+			want = append(want, id)
+		}
+	}
+	got, err := r.Missing(ctx, ids)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fmt.Sprint(got) != fmt.Sprint(want) || len(want) <= len(ids)/3 {
+		t.Fatalf("Missing = %d IDs, want %d", len(got), len(want))
+	}
+	if all.calls.Load() != 1 || all.asked.Load() != int64(len(ids)) || lo.calls.Load() != 1 {
+		t.Fatalf("batches: all %d calls for %d IDs, lo %d calls", all.calls.Load(), all.asked.Load(), lo.calls.Load())
+	}
+	lo.fail = errors.New("lo is down")
+	if _, err := r.Missing(ctx, ids); err == nil || !strings.Contains(err.Error(), "lo is down") {
+		t.Fatalf("a failing store: %v", err)
+	}
+}
