@@ -396,7 +396,25 @@ func (a *Agent) logs(c *call) (any, error) {
 	if err := a.spend(c); err != nil {
 		return nil, err
 	}
-	f, err := os.Open(filepath.Join(a.workDir(r.ID, name), "log"))
+	// The current log, preceded by the rotated one when tail reaches into it.
+	base := filepath.Join(a.workDir(r.ID, name), "log")
+	cur, err := readTail(base, tail)
+	if err != nil {
+		return nil, err
+	}
+	if rest := tail - int64(len(cur)); rest > 0 {
+		old, err := readTail(base+".1", rest)
+		if err != nil {
+			return nil, err
+		}
+		cur = append(old, cur...)
+	}
+	return cur, nil
+}
+
+// readTail returns the last n bytes of path (nothing if it is absent).
+func readTail(path string, n int64) ([]byte, error) {
+	f, err := os.Open(path)
 	if errors.Is(err, os.ErrNotExist) {
 		return []byte{}, nil
 	}
@@ -408,11 +426,11 @@ func (a *Agent) logs(c *call) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	off := max(st.Size()-tail, 0)
+	off := max(st.Size()-n, 0)
 	b := make([]byte, st.Size()-off)
-	n, err := f.ReadAt(b, off)
+	k, err := f.ReadAt(b, off)
 	if err != nil && !errors.Is(err, io.EOF) {
 		return nil, err
 	}
-	return b[:n], nil
+	return b[:k], nil
 }

@@ -641,3 +641,33 @@ func TestGatewayHostTaken(t *testing.T) {
 		t.Fatalf("after the holder was deleted: %v", err)
 	}
 }
+
+func TestRotateLog(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "log")
+	f, err := os.OpenFile(p, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	f.WriteString(strings.Repeat("a", 100))
+	if err := rotateLog(p, 200); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(p + ".1"); !os.IsNotExist(err) {
+		t.Fatalf("rotated under the limit")
+	}
+	f.WriteString(strings.Repeat("b", 150))
+	if err := rotateLog(p, 200); err != nil {
+		t.Fatal(err)
+	}
+	f.WriteString("after\n") // the writer's descriptor goes on at the new end
+	old, _ := os.ReadFile(p + ".1")
+	cur, _ := os.ReadFile(p)
+	if len(old) != 250 || string(cur) != "after\n" {
+		t.Fatalf("log.1 %d bytes, log %q", len(old), cur)
+	}
+	b, err := readTail(p+".1", 10)
+	if err != nil || string(b) != strings.Repeat("b", 10) {
+		t.Fatalf("tail %q %v", b, err)
+	}
+}

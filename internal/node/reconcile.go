@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -378,6 +379,9 @@ func (a *Agent) ensureContainer(ctx context.Context, r record, d *spec.Deploymen
 			a.setStatus(r.ID, w, nodeclient.WorkloadRunning, "", func(s *nodeclient.WorkloadStatus) {
 				s.IPs, s.Pid, s.Restarts, s.ExitCode, s.OOMKilled = ipList, st.Pid, cs.restarts, cs.exit, cs.oom
 			})
+			if err := rotateLog(rs.Log, MaxLog); err != nil {
+				a.log.Warn("log rotation", "container", id, "err", err)
+			}
 			return
 		}
 		why := "spec changed"
@@ -472,6 +476,42 @@ func (a *Agent) ensureContainer(ctx context.Context, r record, d *spec.Deploymen
 	a.setStatus(r.ID, w, nodeclient.WorkloadRunning, "", func(s *nodeclient.WorkloadStatus) {
 		s.IPs, s.Restarts, s.ExitCode, s.OOMKilled = ipList, cs.restarts, cs.exit, cs.oom
 	})
+}
+
+// MaxLog is the size at which a container's log is rotated: its content
+// moves to log.1 (replacing the older one), so at most twice this is kept.
+const MaxLog = 32 << 20
+
+// rotateLog copies path to path.1 and truncates path when it exceeds max.
+// The container keeps writing through its O_APPEND descriptor, from the
+// new end: nothing is reopened (copytruncate). Lines written between the
+// copy and the truncation are lost, a window of microseconds.
+func rotateLog(path string, max int64) error {
+	st, err := os.Stat(path)
+	if err != nil || st.Size() <= max {
+		return nil
+	}
+	src, err := os.Open(path)
+	if err != nil {
+		return err
+	}
+	defer src.Close()
+	tmp := path + ".1.tmp"
+	dst, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(dst, src); err != nil {
+		dst.Close()
+		return err
+	}
+	if err := dst.Close(); err != nil {
+		return err
+	}
+	if err := os.Rename(tmp, path+".1"); err != nil {
+		return err
+	}
+	return os.Truncate(path, 0)
 }
 
 // specSum names everything a running container was made from, to tell
