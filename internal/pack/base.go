@@ -18,16 +18,24 @@ type span struct {
 	path        string // relative to the packed root
 }
 
-// track records a regular file just placed in the stream (with a base only).
-func (s *streamer) track(e *flist.Entry, n *flist.Node) {
+// track records a regular file just placed in the stream (with a base
+// only): entry i of the tree, named by its path relative to the root
+// (paths, for Layers) or its source file under root (Dir).
+func (s *streamer) track(e *flist.Entry, i int, n *flist.Node) {
 	if s.base == nil {
 		return
 	}
-	rel, err := filepath.Rel(s.root, n.Source)
-	if err != nil {
-		return
+	var rel string
+	if s.paths != nil {
+		rel = s.paths[i]
+	} else {
+		r, err := filepath.Rel(s.root, n.Source)
+		if err != nil {
+			return
+		}
+		rel = filepath.ToSlash(r)
 	}
-	s.spans = append(s.spans, span{start: e.Offset, size: e.Size, path: filepath.ToSlash(rel)})
+	s.spans = append(s.spans, span{start: e.Offset, size: e.Size, path: rel})
 }
 
 // basesFor returns the delta base candidates of the chunk at stream range

@@ -46,23 +46,30 @@ var ErrLayer = errors.New("invalid layer")
 // kept (in memory, then in a temporary file under Options.TempDir) until
 // the final tree is known, then streamed like pack.Dir streams a tree.
 //
-// Options.Base is not supported.
+// With Options.Base, a new chunk of a large file is stored as a delta
+// against the base chunks at the same place of the file at the same path
+// (the path where its layer put it), and a chunk of the final stream as
+// Dir does it.
 func Layers(ctx context.Context, src LayerSource, st store.Store, opt Options) ([]byte, Stats, error) {
 	start := time.Now()
 	opt, ck, err := opt.withDefaults()
 	if err != nil {
 		return nil, Stats{}, err
 	}
+	var base *baseIndex
 	if opt.Base != nil {
-		return nil, Stats{}, errors.New("pack: a base image is not supported when converting layers")
+		if base, err = newBaseIndex(opt.Base); err != nil {
+			return nil, Stats{}, fmt.Errorf("pack: base image: %w", err)
+		}
 	}
 	if opt.spoolMemory == 0 {
 		opt.spoolMemory = spoolMemory
 	}
 	sp := newSpool(opt.TempDir, opt.spoolMemory)
 	defer sp.close()
-	sl := newSealer(ctx, st, opt, nil, start)
+	sl := newSealer(ctx, st, opt, base, start)
 	t := newTree(ck, sl, sp)
+	t.large.base = base
 	n := src.NumLayers()
 	sl.layers.Store(int64(n))
 	var aerr error
@@ -75,9 +82,9 @@ func Layers(ctx context.Context, src LayerSource, st store.Store, opt Options) (
 	if aerr == nil {
 		var nodes []*flist.Node
 		var ts *treeSource
-		entries, nodes, ts = t.flatten()
+		entries, nodes, ts = t.flatten(base != nil)
 		sl.setTree(entries)
-		s = &streamer{ck: ck, sl: sl, read: new(atomic.Int64)}
+		s = &streamer{ck: ck, sl: sl, read: new(atomic.Int64), base: base, paths: ts.paths}
 		aerr = s.run(entries, nodes, ts)
 	}
 	refs, err := sl.finish(aerr)
@@ -331,7 +338,7 @@ func (t *tree) entry(hdr *tar.Header, r io.Reader, upper map[string]struct{}) er
 	switch hdr.Typeflag {
 	case tar.TypeReg:
 		n = &fnode{e: flist.Entry{Mode: uint32(flist.KindRegular), Size: uint64(hdr.Size)}}
-		if err := t.content(n, r, hdr.Size); err != nil {
+		if err := t.content(n, r, hdr.Size, dirNames, file); err != nil {
 			return err
 		}
 	case tar.TypeDir:
@@ -499,8 +506,9 @@ func setMeta(n *fnode, hdr *tar.Header) error {
 }
 
 // content takes a regular file's content from the layer: a small file
-// into the spool, a large one into chunks.
-func (t *tree) content(n *fnode, r io.Reader, size int64) error {
+// into the spool, a large one into chunks. dir and file name it (for
+// delta bases).
+func (t *tree) content(n *fnode, r io.Reader, size int64, dir []string, file string) error {
 	if size == 0 {
 		return nil
 	}
@@ -521,6 +529,10 @@ func (t *tree) content(n *fnode, r io.Reader, size int64) error {
 	}
 	s := t.large
 	s.order = s.order[:0]
+	if s.base != nil {
+		// The previous file was cut to its end: this one starts at pos.
+		s.spans = append(s.spans[:0], span{start: s.pos, size: uint64(size), path: strings.Join(append(slices.Clip(dir), file), "/")})
+	}
 	s.room(readPiece)
 	got, err := s.readFrom(r)
 	if err != nil {
@@ -542,6 +554,7 @@ func (t *tree) content(n *fnode, r io.Reader, size int64) error {
 // treeSource gives the final streamer the content the layers left.
 type treeSource struct {
 	nodes  []*flist.Node
+	paths  []string // nodes' paths from the root (with a base only)
 	inodes map[*flist.Node]*fnode
 	sp     *spool
 }
@@ -567,14 +580,19 @@ func (ts *treeSource) large(s *streamer, i int) (uint64, error) {
 func (ts *treeSource) name(i int) string { return ts.nodes[i].Name }
 
 // flatten lays the tree out in the flist's order. An inode with several
-// names becomes one entry and links, as pack.Dir records hard links.
-func (t *tree) flatten() ([]flist.Entry, []*flist.Node, *treeSource) {
+// names becomes one entry and links, as pack.Dir records hard links. With
+// paths, the source also names every entry by its path from the root.
+func (t *tree) flatten(paths bool) ([]flist.Entry, []*flist.Node, *treeSource) {
 	ts := &treeSource{inodes: map[*flist.Node]*fnode{}, sp: t.sp}
 	first := map[*fnode]*flist.Node{}
-	var visit func(name string, ino *fnode) *flist.Node
-	visit = func(name string, ino *fnode) *flist.Node {
+	pathOf := map[*flist.Node]string{}
+	var visit func(name, full string, ino *fnode) *flist.Node
+	visit = func(name, full string, ino *fnode) *flist.Node {
 		n := &flist.Node{Name: name}
 		ts.inodes[n] = ino
+		if paths {
+			pathOf[n] = full
+		}
 		if !ino.isDir() {
 			if f, ok := first[ino]; ok {
 				n.LinkTo = f
@@ -590,13 +608,23 @@ func (t *tree) flatten() ([]flist.Entry, []*flist.Node, *treeSource) {
 			}
 			slices.Sort(names)
 			for _, k := range names {
-				n.Children = append(n.Children, visit(k, ino.kids[k]))
+				child := k
+				if full != "" {
+					child = full + "/" + k
+				}
+				n.Children = append(n.Children, visit(k, child, ino.kids[k]))
 			}
 		}
 		return n
 	}
-	root := visit("", t.root)
+	root := visit("", "", t.root)
 	entries, nodes := flist.Flatten(root)
 	ts.nodes = nodes
+	if paths {
+		ts.paths = make([]string, len(nodes))
+		for i, n := range nodes {
+			ts.paths[i] = pathOf[n]
+		}
+	}
 	return entries, nodes, ts
 }

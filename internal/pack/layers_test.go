@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -17,6 +18,7 @@ import (
 
 	"github.com/zosgrid/zos/internal/flist"
 	"github.com/zosgrid/zos/internal/pack"
+	"github.com/zosgrid/zos/internal/store/dir"
 	"github.com/zosgrid/zos/internal/store/mem"
 	"github.com/zosgrid/zos/internal/unpack"
 )
@@ -356,15 +358,83 @@ func TestLayersEqualsDir(t *testing.T) {
 	}
 }
 
-// TestLayersBaseRefused: deltas against a base are a pack.Dir feature.
-func TestLayersBaseRefused(t *testing.T) {
-	r, err := flist.Open(mustFlist(t))
+// TestLayersDeltaAgainstBase: converting a release with the previous one
+// as Base stores its new chunks (of large files streamed with their layer,
+// and of the final stream of small files) as deltas, and changes nothing
+// in the flist.
+func TestLayersDeltaAgainstBase(t *testing.T) {
+	ctx := context.Background()
+	// Two layers of a release tree: the large file, then the small ones.
+	asLayers := func(root string) layers {
+		var big, small []th
+		filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
+			if err != nil || p == root {
+				return err
+			}
+			rel, _ := filepath.Rel(root, p)
+			if d.IsDir() {
+				small = append(small, dirEnt(rel))
+				return nil
+			}
+			b, err := os.ReadFile(p)
+			if len(b) >= 64<<10 {
+				big = append(big, file(rel, b))
+			} else {
+				small = append(small, file(rel, b))
+			}
+			return err
+		})
+		return layers{mkTar(t, big...), mkTar(t, small...)}
+	}
+	v0, v1 := release(t, 0), release(t, 1)
+	st := must(dir.New(t.TempDir()))
+	base, _, err := pack.Layers(ctx, asLayers(v0), st, pack.Options{Workers: 2})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, _, err := convertLayers(t, layers{}, pack.Options{Base: r}); err == nil {
-		t.Error("a base was accepted")
+	before := storeBytes(t, st)
+	r, _ := flist.Open(base)
+	fl, stats, err := pack.Layers(ctx, asLayers(v1), st, pack.Options{Workers: 2, Base: r})
+	if err != nil {
+		t.Fatal(err)
 	}
+	plainSt := must(dir.New(t.TempDir()))
+	pack.Layers(ctx, asLayers(v0), plainSt, pack.Options{Workers: 2})
+	plainBefore := storeBytes(t, plainSt)
+	plain, _, err := pack.Layers(ctx, asLayers(v1), plainSt, pack.Options{Workers: 2})
+	if err != nil || !bytes.Equal(fl, plain) {
+		t.Fatalf("flist differs when converted with a base (%v)", err)
+	}
+	grew, plainGrew := storeBytes(t, st)-before, storeBytes(t, plainSt)-plainBefore
+	t.Logf("v1: %d new chunks, %d deltas; store grew %d bytes with the base, %d without", stats.NewChunks, stats.DeltaChunks, grew, plainGrew)
+	if stats.DeltaChunks == 0 || grew*10 > plainGrew*8 {
+		t.Fatalf("the base saved too little: %d deltas, %d vs %d bytes", stats.DeltaChunks, grew, plainGrew)
+	}
+	out := filepath.Join(t.TempDir(), "out")
+	fr, _ := flist.Open(fl)
+	if _, err := unpack.Unpack(ctx, fr, st, out, unpack.Options{}); err != nil {
+		t.Fatal(err)
+	}
+	// Every file reads back exactly, through the deltas.
+	filepath.WalkDir(v1, func(p string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		rel, _ := filepath.Rel(v1, p)
+		want, _ := os.ReadFile(p)
+		if got, err := os.ReadFile(filepath.Join(out, rel)); err != nil || !bytes.Equal(got, want) {
+			t.Errorf("%s does not read back (%v)", rel, err)
+		}
+		return nil
+	})
+}
+
+func storeBytes(t *testing.T, st *dir.Store) int {
+	n := 0
+	for _, b := range blobs(t, st) {
+		n += len(b)
+	}
+	return n
 }
 
 func mustFlist(t *testing.T) []byte {

@@ -134,7 +134,10 @@ type streamer struct {
 	sl   *sealer
 	read *atomic.Int64 // content bytes read, for progress
 	root string
-	base *baseIndex // nil without Options.Base
+	// paths name entries relative to the root where no source file does
+	// (Layers; with a base only).
+	paths []string
+	base  *baseIndex // nil without Options.Base
 	// spans are the files in the stream not yet wholly emitted, in stream
 	// order (kept only with a base, to find each chunk's delta bases).
 	spans []span
@@ -245,7 +248,7 @@ func (s *streamer) run(entries []flist.Entry, nodes []*flist.Node, src source) e
 			}
 			e.Offset = s.pos + uint64(at)
 			seen[sum] = e.Offset
-			s.track(e, nodes[i])
+			s.track(e, i, nodes[i])
 			s.buf = s.buf[:at+n]
 			if err := s.cut(false); err != nil {
 				return err
@@ -257,7 +260,7 @@ func (s *streamer) run(entries []flist.Entry, nodes []*flist.Node, src source) e
 			return err
 		}
 		e.Offset = s.pos
-		s.track(e, nodes[i])
+		s.track(e, i, nodes[i])
 		n, err := src.large(s, i)
 		if err != nil {
 			return err
