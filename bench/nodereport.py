@@ -155,12 +155,18 @@ def main():
                       f"anonymous memory {pn.get('mount_anon_kb', 0) / k / 1024:.1f} MB each")
             print(f"- containers' cgroups (memory.current: the processes and the page cache charged to them): "
                   f"{pn['cgroup_bytes'] / 2**20 / n:.2f} MB per container")
-            print(f"- MemAvailable: {s.get('avail0_mb')} MB at 0, {pn['avail_mb']} MB at {n}: "
-                  f"**{(s.get('avail0_mb', 0) - pn['avail_mb']) / n:.1f} MB per container, all costs included**")
+            acc = ((pn["agent_rss_kb"] - p0["agent_rss_kb"]) / 1024 + pn.get("mount_pss_kb", 0) / 1024
+                   + pn["cgroup_bytes"] / 2**20) / n
+            print(f"- accounted per container: agent growth + mount server PSS + cgroup memory = **{acc:.1f} MB**")
             per = (s.get("avail0_mb", 0) - pn["avail_mb"]) / n
-            if per > 0:
-                print(f"- extrapolated (not measured): the {s.get('avail0_mb')} MB available at 0 would hold about "
-                      f"{s.get('avail0_mb') / per:.0f} such containers, if each kept costing {per:.1f} MB")
+            print(f"- MemAvailable: {s.get('avail0_mb')} MB at 0, {pn['avail_mb']} MB at {n}: {per:.1f} MB per container, "
+                  f"all costs included (kernel memory too), but other processes on a shared machine move it by "
+                  f"hundreds of MB: meaningful only for large N")
+            total = s.get("avail0_mb", 0)
+            for what, cost in [("accounted", acc), ("MemAvailable", per)]:
+                if cost > 0 and n >= 50:
+                    print(f"- extrapolated (not measured), by the {what} cost: the {total} MB available at 0 would hold "
+                          f"about {total / cost:.0f} such containers")
             print(f"- agent CPU while idle with {n} containers: {s.get('idle_cpu_s')} s in {s.get('idle_s')} s")
             print(f"- deleting them all: {s.get('delete_s', 0):.1f} s; mount servers left: {s.get('mount_servers_after_delete')}")
         if s.get("status") not in (None, "ok"):
