@@ -19,18 +19,20 @@ func hubConvertCmd() *cobra.Command {
 	var wait bool
 	var interval time.Duration
 	c := &cobra.Command{
-		Use:   "convert docker://REF NAMESPACE/NAME[:TAG] --hub URL --key FILE [--creds USER:PASSWORD] [--wait]",
-		Short: "Have the hub convert a registry image into an flist in your namespace (no Docker daemon)",
+		Use:   "convert docker://REF|docker-archive:FILE NAMESPACE/NAME[:TAG] --hub URL --key FILE [--creds USER:PASSWORD] [--wait]",
+		Short: "Have the hub convert a registry image or a docker save tarball into an flist in your namespace (no Docker daemon)",
 		Long: `Ask the hub to convert an image from a registry into an flist: the hub pulls the image,
 packs its layers into its own chunk store and publishes the flist as NAMESPACE/NAME[:TAG], as a push
-would. The job runs on the hub: without --wait this prints its ID, and 'zos hub convert --job ID'
+would. With docker-archive:FILE, FILE (a 'docker save' tarball of one image) is uploaded and
+converted the same way. When the tag held an flist, new chunks are stored as deltas against it.
+The job runs on the hub: without --wait this prints its ID, and 'zos hub convert --job ID'
 waits for it later. --creds are sent to the hub for this job only; the hub neither stores nor
 logs them.`,
 		Args: func(c *cobra.Command, args []string) error {
 			if c.Flags().Changed("job") {
 				return usageArgs(0, "no arguments with --job")(c, args)
 			}
-			return usageArgs(2, "docker://REF and NAMESPACE/NAME[:TAG]")(c, args)
+			return usageArgs(2, "docker://REF or docker-archive:FILE, and NAMESPACE/NAME[:TAG]")(c, args)
 		},
 		RunE: func(c *cobra.Command, args []string) error {
 			ctx := c.Context()
@@ -42,20 +44,32 @@ logs them.`,
 			var j hubclient.Job
 			if jobID == "" {
 				req := hubclient.ConvertRequest{Source: args[0], Target: args[1], Platform: platform}
-				if !strings.HasPrefix(req.Source, "docker://") {
-					return &exitError{exitUsage, fmt.Errorf("%s: the hub converts images from registries: docker://REF", req.Source)}
+				file, archive := strings.CutPrefix(req.Source, "docker-archive:")
+				if !archive && !strings.HasPrefix(req.Source, "docker://") {
+					return &exitError{exitUsage, fmt.Errorf("%s: the hub converts images from registries (docker://REF) and uploaded docker save tarballs (docker-archive:FILE)", req.Source)}
 				}
 				if _, err := parseRefArg(req.Target); err != nil {
 					return err
 				}
 				if creds != "" {
 					u, p, ok := strings.Cut(creds, ":")
-					if !ok || u == "" {
-						return &exitError{exitUsage, errors.New("--creds takes USER:PASSWORD")}
+					if !ok || u == "" || archive {
+						return &exitError{exitUsage, errors.New("--creds takes USER:PASSWORD, for docker://REF")}
 					}
 					req.Username, req.Password = u, p
 				}
-				if j, err = cl.Convert(ctx, req); err != nil {
+				if archive {
+					if file == "" {
+						return &exitError{exitUsage, errors.New("docker-archive:FILE: name the file")}
+					}
+					if !f.json {
+						fmt.Fprintf(os.Stderr, "uploading %s\n", file)
+					}
+					j, err = cl.ConvertArchive(ctx, file, hubclient.ArchiveRequest{Target: req.Target, Platform: platform})
+				} else {
+					j, err = cl.Convert(ctx, req)
+				}
+				if err != nil {
 					return err
 				}
 				if !wait {
@@ -102,8 +116,8 @@ logs them.`,
 			} else if j.State == hubclient.JobDone {
 				secs := j.Finished.Sub(j.Started).Seconds()
 				fmt.Fprintf(c.OutOrStdout(), "%s@%s\n", j.Result.Ref, j.Result.Digest)
-				fmt.Fprintf(os.Stderr, "converted %s: %d layers, %.1f MB of tar in %.1fs, %d chunks (%d new)\n",
-					j.Source, j.Progress.Layers, mb(j.Progress.Bytes), secs, j.Progress.Chunks, j.Progress.NewChunks)
+				fmt.Fprintf(os.Stderr, "converted %s: %d layers, %.1f MB of tar in %.1fs, %d chunks (%d new, %d as deltas), %.1f MB stored\n",
+					j.Source, j.Progress.Layers, mb(j.Progress.Bytes), secs, j.Progress.Chunks, j.Progress.NewChunks, j.Progress.DeltaChunks, mb(j.Progress.Stored))
 			}
 			if j.State == hubclient.JobFailed {
 				return fmt.Errorf("conversion %s failed: %s", j.ID, j.Error)

@@ -19,6 +19,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/registry"
 	"github.com/google/go-containerregistry/pkg/v1/layout"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/google/go-containerregistry/pkg/v1/tarball"
 )
 
 // startHubServe runs `zos hub serve` on a free loopback port with extra
@@ -114,5 +115,58 @@ func TestCLIHubConvert(t *testing.T) {
 	_, errs, code = run(t, "hub", "convert", src, "alice/app", "--hub", strict, "--key", k, "--wait")
 	if code == 0 || !strings.Contains(errs, "--convert-allow-private") {
 		t.Fatalf("strict hub: exit %d: %s", code, errs)
+	}
+}
+
+// TestCLIHubConvertArchive: `zos hub convert docker-archive:FILE` uploads
+// the tarball, and the hub converts it into the flist `zos flist pack
+// docker-archive:FILE --store HUB/chunks` gives locally; converting it
+// again over the same tag names the flist it replaces as its base.
+func TestCLIHubConvertArchive(t *testing.T) {
+	idx, err := layout.ImageIndexFromPath(ociLayout(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	im, _ := idx.IndexManifest()
+	img, err := idx.Image(im.Manifests[0].Digest)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	file := filepath.Join(dir, "app.tar")
+	if err := tarball.WriteToFile(file, name.MustParseReference("example.com/app:v1"), img); err != nil {
+		t.Fatal(err)
+	}
+	tmp := t.TempDir()
+	hubURL := startHubServe(t, "--convert-tmp", tmp)
+	k := filepath.Join(dir, "alice.key")
+	mustRun(t, "key", "gen", k)
+	mustRun(t, "hub", "register", "alice", "--hub", hubURL, "--key", k)
+
+	out := mustRun(t, "flist", "pack", "docker-archive:"+file, "-o", filepath.Join(dir, "local.fl"), "--store", hubURL+"/chunks", "--key", k, "--json")
+	var local struct{ Digest string }
+	if err := json.Unmarshal([]byte(out), &local); err != nil || local.Digest == "" {
+		t.Fatalf("pack: %v %s", err, out)
+	}
+	var job struct {
+		State, Source, Base string
+		Result              struct{ Ref, Digest string }
+	}
+	for i, wantBase := range []string{"", local.Digest} {
+		out = mustRun(t, "hub", "convert", "docker-archive:"+file, "alice/app:v1", "--hub", hubURL, "--key", k, "--wait", "--json")
+		job.Base = ""
+		if err := json.Unmarshal([]byte(out), &job); err != nil || job.State != "done" || !strings.HasPrefix(job.Source, "docker-archive:upload/") {
+			t.Fatalf("convert %d: %v %s", i, err, out)
+		}
+		if job.Result.Digest != local.Digest || job.Result.Ref != "alice/app:v1" || job.Base != wantBase {
+			t.Fatalf("convert %d: %s as %s, base %q; zos flist pack gave %s", i, job.Result.Digest, job.Result.Ref, job.Base, local.Digest)
+		}
+	}
+	if left, _ := filepath.Glob(filepath.Join(tmp, "zos-upload-*")); len(left) > 0 {
+		t.Fatalf("uploads left in --convert-tmp: %v", left)
+	}
+	// --creds make no sense for an upload.
+	if _, _, code := run(t, "hub", "convert", "docker-archive:"+file, "alice/app", "--hub", hubURL, "--key", k, "--creds", "u:p"); code != exitUsage {
+		t.Fatalf("--creds with an upload: exit %d", code)
 	}
 }

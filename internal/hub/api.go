@@ -119,13 +119,8 @@ func (h *Hub) signed(w http.ResponseWriter, r *http.Request, limit int64, allow 
 		return key.Public{}, nil, err
 	}
 	k := hd.Key
-	if wait := h.lim.refused(keyBucket(k)); wait > 0 {
-		h.metrics.limited.WithLabelValues("failures").Inc()
-		return k, nil, errTooMany(wait, "refused requests by this key")
-	}
-	if wait := h.lim.write(k); wait > 0 {
-		h.metrics.limited.WithLabelValues("writes").Inc()
-		return k, nil, errTooMany(wait, "writes by this key")
+	if err := h.keyLimits(k); err != nil {
+		return k, nil, err
 	}
 	if allow != nil {
 		if err := allow(k, body); err != nil {
@@ -142,6 +137,20 @@ func (h *Hub) signed(w http.ResponseWriter, r *http.Request, limit int64, allow 
 		return k, nil, err
 	}
 	return k, body, nil
+}
+
+// keyLimits refuses (429) a signed write by a key refused too often
+// lately or over its write rate, and otherwise takes a write token.
+func (h *Hub) keyLimits(k key.Public) error {
+	if wait := h.lim.refused(keyBucket(k)); wait > 0 {
+		h.metrics.limited.WithLabelValues("failures").Inc()
+		return errTooMany(wait, "refused requests by this key")
+	}
+	if wait := h.lim.write(k); wait > 0 {
+		h.metrics.limited.WithLabelValues("writes").Inc()
+		return errTooMany(wait, "writes by this key")
+	}
+	return nil
 }
 
 // refusal reports whether err refuses a request for what its key may do

@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"os"
 	"runtime"
 	"strings"
 	"sync"
@@ -17,6 +18,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/zosgrid/zos/internal/flist"
 	"github.com/zosgrid/zos/internal/hub/hubclient"
 	"github.com/zosgrid/zos/internal/hub/object"
 	"github.com/zosgrid/zos/internal/key"
@@ -39,9 +41,17 @@ type ConvertOptions struct {
 	// URL is the hub's public base URL; converted flists record URL/chunks
 	// as their store. Default: the scheme and host of the convert request.
 	URL string
-	// TempDir is where conversions spool small files' content (default
-	// os.TempDir()).
+	// TempDir is where conversions spool small files' content and
+	// uploaded archives (default os.TempDir()).
 	TempDir string
+	// MaxUpload bounds an uploaded docker-archive (default 20 GiB): a
+	// larger one is refused with 413, as soon as that is known.
+	MaxUpload int64
+	// NoDeltas stores every new chunk whole. By default a job that
+	// replaces a tag stores new chunks as deltas against the flist the
+	// tag held (pack.Options.Base), so a new version costs the store
+	// little more than what changed.
+	NoDeltas bool
 	// Timeout bounds one job; default 2h.
 	Timeout time.Duration
 	// MaxBytes bounds the uncompressed layer bytes one job reads (a small
@@ -65,6 +75,12 @@ func (o ConvertOptions) withDefaults() ConvertOptions {
 	}
 	if o.MaxBytes <= 0 {
 		o.MaxBytes = 64 << 30
+	}
+	if o.MaxUpload <= 0 {
+		o.MaxUpload = 20 << 30
+	}
+	if o.TempDir == "" {
+		o.TempDir = os.TempDir()
 	}
 	if o.Heartbeat <= 0 {
 		o.Heartbeat = 2 * time.Second
@@ -146,6 +162,7 @@ func newConverter(h *Hub, reg prometheus.Registerer) *converter {
 		}),
 	}
 	reg.MustRegister(c.total, c.duration, c.running, c.queued)
+	c.sweepUploads()
 	d := &net.Dialer{Timeout: 30 * time.Second, KeepAlive: 30 * time.Second}
 	if !opt.AllowPrivate {
 		d.Control = refusePrivate
@@ -249,23 +266,52 @@ func (h *Hub) convert(w http.ResponseWriter, r *http.Request) {
 		h.fail(w, r, err)
 		return
 	}
+	if err := c.slot(w); err != nil {
+		h.fail(w, r, err)
+		return
+	}
+	// The credentials stay in src, which only runJob holds: never in the
+	// job record, never in a log line.
+	src := jobSource{open: req.Source, shown: req.Source, username: req.Username, password: req.Password, platform: req.Platform}
+	c.admit(w, r, k, target, src)
+}
+
+// jobSource is what a job converts: an oci.Open reference and how to
+// open it. shown is the job's Source; spool, if set, is an uploaded
+// archive (upload.go), which the job removes when it ends.
+type jobSource struct {
+	open, shown                  string
+	username, password, platform string
+	spool                        *spooled
+}
+
+// slot takes a place in the conversion queue, or refuses with 429; the
+// caller gives it back with <-c.slots unless admit runs the job.
+func (c *converter) slot(w http.ResponseWriter) error {
 	select {
 	case c.slots <- struct{}{}:
+		return nil
 	default:
 		c.total.WithLabelValues("refused").Inc()
 		w.Header().Set("Retry-After", "30")
-		h.fail(w, r, errorf(http.StatusTooManyRequests, "the hub's conversion queue is full (%d jobs): try again later", cap(c.slots)))
-		return
+		return errorf(http.StatusTooManyRequests, "the hub's conversion queue is full (%d jobs): try again later", cap(c.slots))
 	}
+}
+
+// admit records a job for src, holding a slot, starts it and answers 202.
+// From here the job owns the slot and src's spool, whatever happens.
+func (c *converter) admit(w http.ResponseWriter, r *http.Request, k key.Public, target hubclient.Ref, src jobSource) {
+	h := c.h
 	var rnd [16]byte
 	rand.Read(rnd[:])
 	now := h.opt.Now().UTC()
 	lj := &liveJob{j: hubclient.Job{
-		ID: hex.EncodeToString(rnd[:]), State: hubclient.JobQueued, Source: req.Source, Target: target.String(),
+		ID: hex.EncodeToString(rnd[:]), State: hubclient.JobQueued, Source: src.shown, Target: target.String(),
 		By: k, Created: now, Updated: now,
 	}}
 	if err := h.putJSON(r.Context(), jobObj(lj.j.ID), lj.j); err != nil {
 		<-c.slots
+		src.spool.remove()
 		h.fail(w, r, err)
 		return
 	}
@@ -275,9 +321,7 @@ func (h *Hub) convert(w http.ResponseWriter, r *http.Request) {
 	c.mu.Unlock()
 	c.wg.Add(1)
 	c.queued.Inc()
-	// The credentials stay in req, which only runJob holds: never in the
-	// job record, never in a log line.
-	go c.runJob(lj, req, storeURL(c.opt.URL, r))
+	go c.runJob(lj, src, storeURL(c.opt.URL, r))
 	h.log.Info("conversion queued", "job", admitted.ID, "source", admitted.Source, "target", admitted.Target, "by", k)
 	w.Header().Set("Location", "/v1/jobs/"+admitted.ID)
 	writeJSON(w, http.StatusAccepted, admitted)
@@ -285,6 +329,9 @@ func (h *Hub) convert(w http.ResponseWriter, r *http.Request) {
 
 // convertTarget checks a request's source and target.
 func convertTarget(req hubclient.ConvertRequest) (hubclient.Ref, error) {
+	if strings.HasPrefix(req.Source, oci.DockerArchive) {
+		return hubclient.Ref{}, errorf(http.StatusBadRequest, "source %q: a docker-archive is uploaded: POST /v1/convert/archive", req.Source)
+	}
 	if !strings.HasPrefix(req.Source, oci.Docker) || len(req.Source) == len(oci.Docker) {
 		// oci: and docker-archive: name files, and the hub's files are
 		// not its users' to read.
@@ -298,7 +345,13 @@ func convertTarget(req hubclient.ConvertRequest) (hubclient.Ref, error) {
 		// the reference is not echoed back.
 		return hubclient.Ref{}, errorf(http.StatusBadRequest, "source: credentials go in username and password, not in the reference")
 	}
-	t, err := hubclient.ParseRef(req.Target)
+	return parseTarget(req.Target)
+}
+
+// parseTarget checks a conversion's target: NS/NAME[:TAG], latest by
+// default.
+func parseTarget(s string) (hubclient.Ref, error) {
+	t, err := hubclient.ParseRef(s)
 	if err != nil {
 		return t, errorf(http.StatusBadRequest, "target: %v", err)
 	}
@@ -324,9 +377,10 @@ func storeURL(base string, r *http.Request) string {
 }
 
 // runJob waits for a worker, converts, publishes, and records the end.
-func (c *converter) runJob(lj *liveJob, req hubclient.ConvertRequest, store string) {
+func (c *converter) runJob(lj *liveJob, src jobSource, store string) {
 	defer c.wg.Done()
 	defer func() { <-c.slots }()
+	defer src.spool.remove()
 	h := c.h
 	start := time.Now()
 	hbDone := make(chan struct{})
@@ -348,7 +402,8 @@ func (c *converter) runJob(lj *liveJob, req hubclient.ConvertRequest, store stri
 		}
 	}()
 
-	pushed, err := c.convert(lj, req, store)
+	pushed, err := c.convert(lj, src, store)
+	src.spool.remove() // before anyone can read that the job is over
 
 	close(hbStop)
 	<-hbDone
@@ -364,6 +419,9 @@ func (c *converter) runJob(lj *liveJob, req hubclient.ConvertRequest, store stri
 		j.State, j.Updated, j.Finished = result, now, now
 		if err != nil {
 			j.Error = err.Error()
+			if src.spool != nil { // the hub's file names are not the user's business
+				j.Error = strings.ReplaceAll(j.Error, src.spool.path, "upload")
+			}
 		} else {
 			j.Result = &pushed
 		}
@@ -380,7 +438,7 @@ func (c *converter) runJob(lj *liveJob, req hubclient.ConvertRequest, store stri
 	delete(c.live, final.ID)
 	c.mu.Unlock()
 	if err != nil {
-		h.log.Warn("conversion failed", "job", final.ID, "source", final.Source, "target", final.Target, "err", err)
+		h.log.Warn("conversion failed", "job", final.ID, "source", final.Source, "target", final.Target, "err", final.Error)
 	} else {
 		h.log.Info("conversion done", "job", final.ID, "source", final.Source, "ref", pushed.Ref, "digest", pushed.Digest,
 			"layers", final.Progress.Layers, "bytes", final.Progress.Bytes, "seconds", time.Since(start).Seconds())
@@ -388,7 +446,7 @@ func (c *converter) runJob(lj *liveJob, req hubclient.ConvertRequest, store stri
 }
 
 // convert runs one job once a worker is free.
-func (c *converter) convert(lj *liveJob, req hubclient.ConvertRequest, store string) (hubclient.Pushed, error) {
+func (c *converter) convert(lj *liveJob, src jobSource, store string) (hubclient.Pushed, error) {
 	select {
 	case c.run <- struct{}{}:
 	case <-c.ctx.Done():
@@ -407,7 +465,7 @@ func (c *converter) convert(lj *liveJob, req hubclient.ConvertRequest, store str
 	})
 	ctx, cancel := context.WithTimeoutCause(c.ctx, c.opt.Timeout, fmt.Errorf("the job ran for more than %v", c.opt.Timeout))
 	defer cancel()
-	pushed, err := c.convertImage(ctx, lj, req, store)
+	pushed, err := c.convertImage(ctx, lj, src, store)
 	if err != nil && c.ctx.Err() != nil {
 		return pushed, fmt.Errorf("the hub shut down while converting: %w", err)
 	}
@@ -417,19 +475,32 @@ func (c *converter) convert(lj *liveJob, req hubclient.ConvertRequest, store str
 	return pushed, err
 }
 
-func (c *converter) convertImage(ctx context.Context, lj *liveJob, req hubclient.ConvertRequest, store string) (hubclient.Pushed, error) {
+func (c *converter) convertImage(ctx context.Context, lj *liveJob, src jobSource, store string) (hubclient.Pushed, error) {
 	h := c.h
-	img, err := oci.Open(ctx, req.Source, oci.Options{
-		Username: req.Username, Password: req.Password, Platform: req.Platform, Transport: c.tr,
+	if src.spool != nil {
+		if err := checkArchive(src.spool.path); err != nil {
+			return hubclient.Pushed{}, err
+		}
+	}
+	img, err := oci.Open(ctx, src.open, oci.Options{
+		Username: src.username, Password: src.password, Platform: src.platform, Transport: c.tr,
 	})
 	if err != nil {
 		// The registry client tries HTTPS, then HTTP, and joins both
 		// refusals into one long line; one says it.
 		var op *net.OpError
 		if errors.As(err, &op) && errors.Is(op.Err, errPrivateAddr) {
-			return hubclient.Pushed{}, fmt.Errorf("%s: %w", req.Source, op.Err)
+			return hubclient.Pushed{}, fmt.Errorf("%s: %w", src.open, op.Err)
 		}
 		return hubclient.Pushed{}, err
+	}
+	ref, _ := hubclient.ParseRef(lj.snapshot().Target)
+	var base *flist.Reader
+	if !c.opt.NoDeltas {
+		base = c.previous(ctx, ref)
+	}
+	if base != nil {
+		lj.update(func(j *hubclient.Job) { j.Base = base.Digest() })
 	}
 	lj.update(func(j *hubclient.Job) {
 		j.Progress.Layers = img.NumLayers()
@@ -442,6 +513,7 @@ func (c *converter) convertImage(ctx context.Context, lj *liveJob, req hubclient
 		Meta:    img.Meta(),
 		Stores:  []string{store},
 		TempDir: c.opt.TempDir,
+		Base:    base,
 		Progress: func(s pack.Stats) {
 			if s.Bytes > c.opt.MaxBytes {
 				cancel(tooBig)
@@ -449,7 +521,7 @@ func (c *converter) convertImage(ctx context.Context, lj *liveJob, req hubclient
 			lj.update(func(j *hubclient.Job) {
 				j.Progress.Layer, j.Progress.Layers = s.Layer, s.Layers
 				j.Progress.Bytes, j.Progress.Chunks, j.Progress.NewChunks = s.Bytes, s.Chunks, s.NewChunks
-				j.Progress.Stored = s.StoredBytes
+				j.Progress.Stored, j.Progress.DeltaChunks = s.StoredBytes, s.DeltaChunks
 			})
 		},
 	})
@@ -459,10 +531,42 @@ func (c *converter) convertImage(ctx context.Context, lj *liveJob, req hubclient
 	if err != nil {
 		return hubclient.Pushed{}, err
 	}
-	ref, _ := hubclient.ParseRef(lj.snapshot().Target)
 	pushed, result, err := h.publish(ctx, ref, fl, lj.j.By)
 	h.metrics.pushes.WithLabelValues(result).Inc()
 	return pushed, err
+}
+
+// previous returns the flist ref's tag holds, the base of a new
+// version's deltas, or nil when there is none or it cannot be read (then
+// the new chunks are stored whole; nothing else changes). A link is not
+// followed: publishing over one fails anyway, and a base must be the
+// target's own previous version. The base's chunks are in the hub's
+// store, bases included: the hub named it (docs/HUB.md, "Push").
+func (c *converter) previous(ctx context.Context, ref hubclient.Ref) *flist.Reader {
+	h := c.h
+	var t hubclient.TagRequest
+	if err := h.getJSON(ctx, tagObj(ref.NS, ref.Name, ref.Tag), &t); err != nil {
+		if !isNotFound(err) {
+			h.log.Warn("conversion: reading the tag it replaces, to store deltas against", "ref", ref.String(), "err", err)
+		}
+		return nil
+	}
+	b, err := h.b.Objects.Get(ctx, flistObj(t.Digest))
+	var r *flist.Reader
+	if err == nil {
+		r, err = flist.Open(b)
+	}
+	if err == nil && r.Digest() != t.Digest {
+		err = fmt.Errorf("stored flist %s has digest %s", t.Digest, r.Digest())
+	}
+	if err == nil {
+		err = r.Validate()
+	}
+	if err != nil {
+		h.log.Warn("conversion: the flist of the tag it replaces cannot be read; new chunks are stored whole", "ref", ref.String(), "digest", t.Digest, "err", err)
+		return nil
+	}
+	return r
 }
 
 // getJob answers GET /v1/jobs/ID: readable by whoever may read the target

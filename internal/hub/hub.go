@@ -28,8 +28,10 @@
 // # Conversion
 //
 // A signed convert request starts a job that pulls a registry image
-// (package oci), packs its layers into the hub's chunk store (pack.Layers)
-// and publishes the flist as a push would. Jobs are bounded (workers and a
+// (package oci), or reads an uploaded docker-archive (upload.go), packs
+// its layers into the hub's chunk store (pack.Layers, with the flist the
+// target tag held as the base of deltas) and publishes the flist as a
+// push would. Jobs are bounded (workers and a
 // queue; 429 beyond), recorded in the backend so that any hub answers for
 // them, and reported failed when the hub running one stops writing it.
 // Jobs connect only to public addresses unless told otherwise: a hub must
@@ -179,6 +181,7 @@ func (h *Hub) routes() {
 	m.HandleFunc("POST /v1/promote/{ns}/{ref}", h.promote)
 	m.HandleFunc("POST /v1/gc", h.gcEndpoint)
 	m.HandleFunc("POST /v1/convert", h.convert)
+	m.HandleFunc("POST /v1/convert/archive", h.convertArchive)
 	m.HandleFunc("GET /v1/jobs/{id}", h.getJob)
 	h.webRoutes(m)
 	h.mux = m

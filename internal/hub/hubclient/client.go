@@ -68,21 +68,50 @@ func (e *StatusError) Unwrap() error {
 // sweep) and a 429 that asks for a wait of at most 5 s a few times, and
 // returns the response of a 2xx; anything else is a *StatusError.
 func (c *Client) do(ctx context.Context, method, path string, query url.Values, ctype string, body []byte) (*http.Response, error) {
+	return c.send(ctx, c.http, method, path, query, ctype, reqBody{
+		open: func() io.Reader { return bytes.NewReader(body) },
+		size: int64(len(body)),
+		sum:  digest.Sum(body),
+	})
+}
+
+// reqBody is a request body that can be read again for every try, and the
+// hash its signature covers.
+type reqBody struct {
+	open func() io.Reader
+	size int64
+	sum  digest.ID
+	// announce sends sum in HeaderBodyHash and asks the hub to accept the
+	// request (Expect: 100-continue) before sending the body.
+	announce bool
+}
+
+// send is do with any body, through hc.
+func (c *Client) send(ctx context.Context, hc *http.Client, method, path string, query url.Values, ctype string, body reqBody) (*http.Response, error) {
 	u := *c.base
 	u.Path += path
 	u.RawQuery = query.Encode()
 	for try := 1; ; try++ {
-		req, err := http.NewRequestWithContext(ctx, method, u.String(), bytes.NewReader(body))
+		req, err := http.NewRequestWithContext(ctx, method, u.String(), body.open())
 		if err != nil {
 			return nil, err
+		}
+		req.ContentLength = body.size
+		if body.size == 0 {
+			req.Body = http.NoBody
 		}
 		if ctype != "" {
 			req.Header.Set("Content-Type", ctype)
 		}
-		if c.key != nil {
-			auth.Sign(req, *c.key, body)
+		if body.announce {
+			req.Header.Set(HeaderBodyHash, body.sum.String())
+			req.Header.Set("Expect", "100-continue")
 		}
-		resp, err := c.http.Do(req)
+		if c.key != nil {
+			hd := auth.SignParts(*c.key, method, req.URL.Host, req.URL.RequestURI(), time.Now().Unix(), auth.NewNonce(), body.sum)
+			req.Header.Set("Authorization", hd.String())
+		}
+		resp, err := hc.Do(req)
 		if err != nil {
 			return nil, fmt.Errorf("hub %s: %w", c.base, err)
 		}

@@ -2,10 +2,16 @@ package hubclient
 
 import (
 	"context"
+	"encoding/json"
+	"errors"
 	"fmt"
+	"io"
 	"net/http"
+	"net/url"
+	"os"
 	"time"
 
+	"github.com/zosgrid/zos/internal/digest"
 	"github.com/zosgrid/zos/internal/key"
 )
 
@@ -42,8 +48,11 @@ type Job struct {
 	Updated  time.Time  `json:"updated"` // last heard of: the running hub refreshes it
 	Finished time.Time  `json:"finished,omitzero"`
 	Progress Progress   `json:"progress"`
-	Error    string     `json:"error,omitempty"`
-	Result   *Pushed    `json:"result,omitempty"` // when done
+	// Base is the flist the target's tag held when the job started: new
+	// chunks are stored as deltas against it where that pays.
+	Base   digest.ID `json:"base,omitzero"`
+	Error  string    `json:"error,omitempty"`
+	Result *Pushed   `json:"result,omitempty"` // when done
 }
 
 // Over reports whether the job is over (done or failed).
@@ -58,6 +67,9 @@ type Progress struct {
 	Chunks     int   `json:"chunks"`      // chunks sealed so far
 	NewChunks  int   `json:"new_chunks"`  // of which the hub lacked
 	Stored     int64 `json:"stored_bytes"`
+	// DeltaChunks are the new chunks stored as deltas against the flist
+	// the target's tag held (Job.Base).
+	DeltaChunks int `json:"delta_chunks"`
 }
 
 // JobID checks the form of a job ID: 32 hex digits.
@@ -78,6 +90,61 @@ func JobID(s string) error {
 func (c *Client) Convert(ctx context.Context, req ConvertRequest) (Job, error) {
 	var j Job
 	return j, c.call(ctx, http.MethodPost, "/v1/convert", req, &j)
+}
+
+// ArchiveRequest says what to make of an uploaded docker-archive.
+type ArchiveRequest struct {
+	Target string // NS/NAME[:TAG]
+	// Platform is "os/arch[/variant]": the image must be for it.
+	Platform string
+}
+
+// ConvertArchive uploads the docker-archive (`docker save` tarball of one
+// image) file for the hub to convert, as Convert does a registry image. The file is
+// read twice, never held in memory: once to hash it (the signature
+// covers the hash, which the hub checks before it reads the body), once
+// to send it. It must not change meanwhile.
+func (c *Client) ConvertArchive(ctx context.Context, file string, req ArchiveRequest) (Job, error) {
+	if c.key == nil {
+		return Job{}, errors.New("an upload is signed: the client needs a key")
+	}
+	f, err := os.Open(file)
+	if err != nil {
+		return Job{}, err
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return Job{}, err
+	}
+	if !fi.Mode().IsRegular() {
+		return Job{}, fmt.Errorf("%s: not a regular file", file)
+	}
+	h := digest.New()
+	if _, err := io.Copy(h, io.NewSectionReader(f, 0, fi.Size())); err != nil {
+		return Job{}, fmt.Errorf("%s: %w", file, err)
+	}
+	q := url.Values{"target": {req.Target}}
+	if req.Platform != "" {
+		q.Set("platform", req.Platform)
+	}
+	hc := *c.http
+	hc.Timeout = 0 // an upload takes as long as it takes; ctx bounds it
+	resp, err := c.send(ctx, &hc, http.MethodPost, "/v1/convert/archive", q, "application/x-tar", reqBody{
+		open:     func() io.Reader { return io.NewSectionReader(f, 0, fi.Size()) },
+		size:     fi.Size(),
+		sum:      digest.FromHash(h),
+		announce: true,
+	})
+	if err != nil {
+		return Job{}, err
+	}
+	defer resp.Body.Close()
+	var j Job
+	if err := json.NewDecoder(io.LimitReader(resp.Body, 1<<20)).Decode(&j); err != nil {
+		return Job{}, fmt.Errorf("hub %s: bad answer to an upload: %w", c.base, err)
+	}
+	return j, nil
 }
 
 // Job returns a conversion job's state.

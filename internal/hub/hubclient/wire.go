@@ -32,6 +32,10 @@ const (
 	HeaderDigest  = "Zos-Flist-Digest"  // the flist's digest (hex)
 	HeaderSigners = "Zos-Flist-Signers" // keys with a valid signature, comma-separated
 	HeaderRef     = "Zos-Flist-Ref"     // where a reference resolved to: NS/NAME@DIGEST
+	// HeaderBodyHash is the BLAKE3-256 (hex) of an upload's body, the hash
+	// its signature covers, so that the hub checks the signature before
+	// it reads the body (docs/HUB.md, "Conversion").
+	HeaderBodyHash = "Zos-Body-Hash"
 	// ContentType is the media type of an flist file.
 	ContentType = "application/vnd.zos.flist"
 	// DefaultTag is the tag of a reference that names none.
