@@ -410,13 +410,16 @@ deploy_zos() {
 	tf=$(event_time "$w/events.json" image-fetched "$t0")
 	tm=$(event_time "$w/events.json" mounted "$t0")
 	ts=$(event_time "$w/events.json" started "$t0")
-	local chunks
+	local chunks used=0
 	chunks=$(find "$w/node/cache" -type f 2>/dev/null | wc -l)
+	cp "$w/node/deployments/1/$CTR/mount.log" "$w/mount.log" 2>/dev/null || true
+	grep -q 'prefetching by trace' "$w/mount.log" 2>/dev/null && used=1
+	if [ "$mode" = trace ] && [ "$used" = 0 ]; then st=FAIL msg="the mount did not use the trace ${msg}"; fi
 	stop_node
 	local tb=0
 	[ "$mode" = trace ] && tb=$(stat -c %s "$OUT/trace/$DIGEST.fl.trace")
 	rec part=deploy row=$row rep="$rep" wall="${t_ready:-0}" t_wait="$t_wait" t_fetched="$tf" t_mounted="$tm" \
-		t_started="$ts" bytes="$bytes" cache_files="$chunks" trace_bytes="$tb" status=$st msg="$msg"
+		t_started="$ts" bytes="$bytes" cache_files="$chunks" trace_bytes="$tb" trace_used="$used" status=$st msg="$msg"
 	log "deploy $row rep $rep: $st ready ${t_ready:-?}s, deploy --wait ${t_wait}s (fetched ${tf}s mounted ${tm}s started ${ts}s), $bytes bytes $msg"
 }
 
