@@ -57,6 +57,7 @@
 #                                     (node-registry), hub data (node-hub), key, tools in bin/
 #   OUT=/var/tmp/zos-bench-node       scratch; its run/ is wiped at the start (never in the repository)
 #   ZOS=$OUT/zos  BUILD=1             build zos (-tags seccomp) from this checkout first
+#   ZOS_REV                           what to call the zos under test (default: this checkout's commit)
 #   PARTS="deploy density"
 #   IMAGE=big  READY_CMD=...          the deploy part's image and command
 #   ROWS="zos zostrace oci"  REPS=3  POLL=0.02
@@ -623,7 +624,8 @@ if [ -d "$OUT/run" ]; then
 fi
 mkdir -p "$OUT/run" "$CACHE"
 : >"$RESULTS"
-ZOS_REV=$(cd "$REPO" && git rev-parse --short HEAD 2>/dev/null)$(cd "$REPO" && git diff --quiet HEAD -- cmd internal 2>/dev/null || echo "+dirty")
+ZOS_REV=${ZOS_REV:-}
+[ -n "$ZOS_REV" ] || ZOS_REV=$(cd "$REPO" && git rev-parse --short HEAD 2>/dev/null)$(cd "$REPO" && git diff --quiet HEAD -- cmd internal 2>/dev/null || echo "+dirty")
 
 "$MB" proxy -api "127.0.0.1:$API_PORT" 2>"$OUT/proxy.log" &
 PIDS+=($!)
