@@ -212,6 +212,14 @@ func (v *Verifier) Verify(ctx context.Context, r *http.Request, body []byte) (ke
 // some keys calls Check, then its own test of the key, then Use, so that
 // requests it would refuse anyway cost no nonce write.
 func (v *Verifier) Check(r *http.Request, body []byte) (Header, error) {
+	return v.CheckSum(r, digest.Sum(body))
+}
+
+// CheckSum is Check for a request whose body is not read yet (a large
+// upload): the signature is checked against bodySum, the body hash the
+// client announces, and the caller must check the body against it as it
+// reads it.
+func (v *Verifier) CheckSum(r *http.Request, bodySum digest.ID) (Header, error) {
 	raw := r.Header.Get("Authorization")
 	if raw == "" {
 		return Header{}, fmt.Errorf("%w: %w", ErrUnauthorized, ErrMissing)
@@ -228,7 +236,7 @@ func (v *Verifier) Check(r *http.Request, body []byte) (Header, error) {
 	if skew := v.skew(); ts.Before(t.Add(-skew)) || ts.After(t.Add(skew)) {
 		return Header{}, fmt.Errorf("%w: timestamp %d is more than %v from the server's clock", ErrUnauthorized, h.TS, skew)
 	}
-	msg := Message(r.Method, r.Host, r.RequestURI, h.TS, h.Nonce, digest.Sum(body))
+	msg := Message(r.Method, r.Host, r.RequestURI, h.TS, h.Nonce, bodySum)
 	if !h.Key.Verify(Domain, msg, h.Sig) {
 		return Header{}, fmt.Errorf("%w: signature does not verify", ErrUnauthorized)
 	}

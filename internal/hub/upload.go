@@ -10,8 +10,6 @@ import (
 	"os"
 	"path"
 	"path/filepath"
-	"strings"
-	"time"
 
 	"github.com/zosgrid/zos/internal/auth"
 	"github.com/zosgrid/zos/internal/digest"
@@ -81,7 +79,7 @@ func (h *Hub) convertArchive(w http.ResponseWriter, r *http.Request) {
 		h.fail(w, r, errorf(http.StatusBadRequest, "an upload names its body's BLAKE3 in %s: %v", hubclient.HeaderBodyHash, err))
 		return
 	}
-	hd, err := h.checkSum(r, sum)
+	hd, err := h.v.CheckSum(r, sum)
 	if err != nil {
 		h.lim.fail(addr)
 		h.fail(w, r, err)
@@ -188,39 +186,6 @@ func isReadErr(err error) bool {
 func sameFile(f *os.File, fi os.FileInfo) bool {
 	mine, err := f.Stat()
 	return err == nil && os.SameFile(mine, fi)
-}
-
-// checkSum is auth.Verifier.Check for a request whose body is not read
-// yet: the signature is checked against sum, the body hash the client
-// announces (the body is checked against sum as it is spooled).
-func (h *Hub) checkSum(r *http.Request, sum digest.ID) (auth.Header, error) {
-	raw := r.Header.Get("Authorization")
-	if raw == "" {
-		return auth.Header{}, fmt.Errorf("%w: %w", auth.ErrUnauthorized, auth.ErrMissing)
-	}
-	hd, err := auth.Parse(raw)
-	if err != nil {
-		return auth.Header{}, fmt.Errorf("%w: malformed authorization: %v", auth.ErrUnauthorized, err)
-	}
-	hostOK := len(h.v.Hosts) == 0
-	for _, name := range h.v.Hosts {
-		hostOK = hostOK || strings.EqualFold(name, r.Host)
-	}
-	if !hostOK {
-		return auth.Header{}, fmt.Errorf("%w: signed for host %q, which is not this server", auth.ErrUnauthorized, r.Host)
-	}
-	skew := h.v.MaxSkew
-	if skew <= 0 {
-		skew = auth.DefaultSkew
-	}
-	now, ts := h.opt.Now(), time.Unix(hd.TS, 0)
-	if ts.Before(now.Add(-skew)) || ts.After(now.Add(skew)) {
-		return auth.Header{}, fmt.Errorf("%w: timestamp %d is more than %v from the server's clock", auth.ErrUnauthorized, hd.TS, skew)
-	}
-	if !hd.Key.Verify(auth.Domain, auth.Message(r.Method, r.Host, r.RequestURI, hd.TS, hd.Nonce, sum), hd.Sig) {
-		return auth.Header{}, fmt.Errorf("%w: signature does not verify", auth.ErrUnauthorized)
-	}
-	return hd, nil
 }
 
 // maxArchiveJSON bounds the manifest and config files of an uploaded
