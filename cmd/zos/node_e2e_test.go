@@ -320,6 +320,15 @@ func TestNodeE2E(t *testing.T) {
 		if code, body, _ := n.gateway("nope.example.com"); code != 404 {
 			t.Errorf("gateway for an unknown host: %d %q, want 404", code, body)
 		}
+		t.Logf("web's log:\n%s", log)
+		// The leak check at the end sees every kind of thing a running
+		// deployment has.
+		running := strings.Join(n.leaks(base), "\n")
+		for _, kind := range []string{"mount ", "process ", "loop device ", "cgroup ", "link ", "netns ", "nftables table "} {
+			if !strings.Contains(running, "\n"+kind) && !strings.HasPrefix(running, kind) {
+				t.Errorf("the leak check sees no %q of a running deployment:\n%s", kind, running)
+			}
+		}
 	})
 
 	part("host-processes", func(t *testing.T) {
@@ -373,6 +382,7 @@ func TestNodeE2E(t *testing.T) {
 			t.Errorf("A's web stopped answering during the probe: %d %q %v", code, body, err)
 		}
 		log = n.logs(idB, "other", other)
+		t.Logf("B's probe:\n%s", log)
 		if strings.Contains(log, "connected to") || !strings.Contains(log, "no connection to 10.20.0.10:8000") {
 			t.Errorf("a container of deployment B (owner 2, same subnet) reached A's web, or did not try:\n%s", log)
 		}
@@ -435,6 +445,7 @@ func TestNodeE2E(t *testing.T) {
 			return ""
 		})
 		log := n.logs(idC, "hog", me)
+		t.Logf("hog's log:\n%s", log)
 		if !strings.Contains(log, "hog: allocating") || strings.Contains(log, "hog: survived") {
 			t.Errorf("hog's log:\n%s", log)
 		}
@@ -448,6 +459,7 @@ func TestNodeE2E(t *testing.T) {
 			}
 			return ""
 		})
+		t.Logf("forks' log:\n%s", log)
 		ms := regexp.MustCompile(`forked (\d+) of 60`).FindAllStringSubmatch(log, -1)
 		for _, m := range ms {
 			// pids 16 counts the container's own process: 15 children at most.
