@@ -134,8 +134,6 @@ registries unless --insecure.`,
 				if creds != "" || insecure || platform != "" {
 					return &exitError{exitUsage, errors.New("--creds, --insecure and --platform are for images, not directories")}
 				}
-			} else if baseFile != "" {
-				return &exitError{exitUsage, errors.New("--base works with directories only, not images")}
 			}
 			if fi, err := os.Stat(filepath.Dir(out)); err != nil || !fi.IsDir() {
 				return &exitError{exitUsage, fmt.Errorf("cannot write %s: directory %s does not exist (create it first)", out, filepath.Dir(out))}
