@@ -15,13 +15,22 @@ import (
 
 var zosBin string
 
+// buildTags are the tags this test binary was built with (tags_*_test.go).
+var buildTags string
+
 func TestMain(m *testing.M) {
 	dir, err := os.MkdirTemp("", "zos-cli-")
 	if err != nil {
 		panic(err)
 	}
 	zosBin = filepath.Join(dir, "zos")
-	if out, err := exec.Command("go", "build", "-o", zosBin, ".").CombinedOutput(); err != nil {
+	// The binary gets the test's own build tags: the node refuses to run
+	// containers in a build without -tags seccomp.
+	args := []string{"build", "-o", zosBin}
+	if buildTags != "" {
+		args = append(args, "-tags", buildTags)
+	}
+	if out, err := exec.Command("go", append(args, ".")...).CombinedOutput(); err != nil {
 		panic(string(out))
 	}
 	code := m.Run()

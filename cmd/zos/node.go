@@ -52,7 +52,7 @@ func nodeKey(data string, create bool) (key.Secret, error) {
 func twinsPath(data string) string { return filepath.Join(data, "twins") }
 
 func nodeRunCmd() *cobra.Command {
-	var data, listen, gatewayAddr, cache, level string
+	var data, listen, gatewayAddr, cache, level, prefix string
 	var hosts []string
 	var interval time.Duration
 	c := &cobra.Command{
@@ -80,11 +80,11 @@ agent stops; the next agent finds them again.`,
 			if err != nil {
 				return err
 			}
-			rt, err := runtime.New(filepath.Join(data, "runtime"), log.With("part", "runtime"))
+			rt, err := runtime.Open(runtime.Options{Root: filepath.Join(data, "runtime"), CgroupParent: "/" + prefix, Logger: log.With("part", "runtime")})
 			if err != nil {
 				return err
 			}
-			nw, err := network.New(network.Options{Logger: log.With("part", "network")})
+			nw, err := network.New(network.Options{Prefix: prefix, Logger: log.With("part", "network")})
 			if err != nil {
 				return err
 			}
@@ -145,6 +145,7 @@ agent stops; the next agent finds them again.`,
 	c.Flags().StringVar(&cache, "cache", "", "chunk cache shared by the node's mounts (default DIR/cache)")
 	c.Flags().StringArrayVar(&hosts, "host", nil, "a HOST[:PORT] clients address the node by; requests signed for others are refused (repeatable; default: the listen address)")
 	c.Flags().DurationVar(&interval, "interval", 2*time.Second, "time between reconcile passes")
+	c.Flags().StringVar(&prefix, "prefix", "zos", "names of this agent's links, namespaces, nftables table and cgroup parent (/PREFIX): a second agent on one machine (a test, a benchmark) needs its own, or each removes the other's as orphans")
 	c.Flags().StringVar(&level, "log-level", "info", "debug, info, warn or error")
 	return c
 }

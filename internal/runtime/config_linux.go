@@ -37,12 +37,16 @@ var readonlyPaths = []string{
 
 const cpuPeriod = 100_000 // µs
 
+// DefaultCgroupParent is where containers' cgroups go, as PARENT/ID in
+// every hierarchy, unless Options.CgroupParent says otherwise.
+const DefaultCgroupParent = "/zos"
+
 // cgroupPath is the container's cgroup below each hierarchy's root.
-func cgroupPath(id string) string { return "/zos/" + id }
+func (r *Runtime) cgroupPath(id string) string { return r.cgroupParent + "/" + id }
 
 // ociSpec turns s into an OCI runtime spec, starting from runc's example
 // (the default mounts and device rules) and tightening it.
-func ociSpec(s *Spec, u *execUser) *specs.Spec {
+func ociSpec(s *Spec, u *execUser, cgroup string) *specs.Spec {
 	sp := specconv.Example()
 	sp.Root = &specs.Root{Path: s.Rootfs}
 	sp.Hostname = s.Hostname
@@ -80,7 +84,7 @@ func ociSpec(s *Spec, u *execUser) *specs.Spec {
 		{Type: specs.MountNamespace},
 		{Type: specs.CgroupNamespace},
 	}
-	l.CgroupsPath = cgroupPath(s.ID)
+	l.CgroupsPath = cgroup
 	l.MaskedPaths = maskedPaths
 	l.ReadonlyPaths = readonlyPaths
 	l.Seccomp = seccompProfile()
@@ -124,10 +128,10 @@ func swapAccounted() bool {
 // libcontainerConfig converts the OCI spec with runc's own converter, so
 // the mounts, devices, masked paths and seccomp rules mean what they mean to
 // runc.
-func libcontainerConfig(s *Spec, u *execUser) (*configs.Config, error) {
+func libcontainerConfig(s *Spec, u *execUser, cgroup string) (*configs.Config, error) {
 	cfg, err := specconv.CreateLibcontainerConfig(&specconv.CreateOpts{
 		CgroupName: s.ID,
-		Spec:       ociSpec(s, u),
+		Spec:       ociSpec(s, u, cgroup),
 	})
 	if err != nil {
 		return nil, err

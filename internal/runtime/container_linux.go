@@ -42,8 +42,9 @@ const recordName = "zos.json"
 // one after another (an agent restarted); two at once work but serialise
 // nothing between them.
 type Runtime struct {
-	root string
-	log  *slog.Logger
+	root         string
+	cgroupParent string
+	log          *slog.Logger
 
 	mu     sync.Mutex
 	locks  map[string]*idLock // per container: Start, State and Delete of one ID in turn
@@ -78,11 +79,35 @@ type exitRecord struct {
 	At        time.Time `json:"at"`
 }
 
-// New opens the runtime whose state lives under root (created, mode 0700).
-// Containers started by an earlier Runtime over the same root, such as one
-// in an agent killed with -9, are found again: they keep running, and List,
-// State, Stop and Delete work on them.
+// New opens the runtime whose state lives under root (created, mode 0700),
+// with cgroups under DefaultCgroupParent. Containers started by an earlier
+// Runtime over the same root, such as one in an agent killed with -9, are
+// found again: they keep running, and List, State, Stop and Delete work on
+// them.
 func New(root string, logger *slog.Logger) (*Runtime, error) {
+	return Open(Options{Root: root, Logger: logger})
+}
+
+// Options configure Open.
+type Options struct {
+	Root string // state directory (created)
+	// CgroupParent holds the containers' cgroups as CgroupParent/ID in
+	// every hierarchy; default DefaultCgroupParent. Two runtimes on one
+	// machine (two agents, a test beside a node) need different ones.
+	CgroupParent string
+	Logger       *slog.Logger
+}
+
+// Open is New with every option.
+func Open(o Options) (*Runtime, error) {
+	root, logger := o.Root, o.Logger
+	parent := o.CgroupParent
+	if parent == "" {
+		parent = DefaultCgroupParent
+	}
+	if !filepath.IsAbs(parent) || filepath.Clean(parent) != parent || parent == "/" {
+		return nil, fmt.Errorf("cgroup parent %q: want a clean absolute path below /", parent)
+	}
 	abs, err := filepath.Abs(root)
 	if err != nil {
 		return nil, fmt.Errorf("runtime root %s: %w", root, err)
@@ -93,7 +118,7 @@ func New(root string, logger *slog.Logger) (*Runtime, error) {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	return &Runtime{root: abs, log: logger, locks: map[string]*idLock{}, waited: map[string]*waiter{}}, nil
+	return &Runtime{root: abs, cgroupParent: parent, log: logger, locks: map[string]*idLock{}, waited: map[string]*waiter{}}, nil
 }
 
 func (r *Runtime) lock(id string) (unlock func()) {
@@ -141,7 +166,7 @@ func (r *Runtime) Start(ctx context.Context, s Spec) error {
 	if err != nil {
 		return fmt.Errorf("container %s: %w", s.ID, err)
 	}
-	cfg, err := libcontainerConfig(&s, u)
+	cfg, err := libcontainerConfig(&s, u, r.cgroupPath(s.ID))
 	if err != nil {
 		return fmt.Errorf("container %s: config: %w", s.ID, err)
 	}
@@ -445,7 +470,7 @@ func (r *Runtime) Delete(ctx context.Context, id string) error {
 	if err := c.Destroy(); err != nil {
 		return fmt.Errorf("container %s: %w", id, err)
 	}
-	if err := removeCgroups(id); err != nil { // whatever Destroy did not know of
+	if err := r.removeCgroups(id); err != nil { // whatever Destroy did not know of
 		return fmt.Errorf("container %s: %w", id, err)
 	}
 	r.log.Info("container deleted", "id", id)
@@ -462,7 +487,7 @@ func (r *Runtime) cleanup(id string, c *libcontainer.Container) error {
 			r.log.Warn("container destroy", "id", id, "err", err)
 		}
 	}
-	if err := removeCgroups(id); err != nil {
+	if err := r.removeCgroups(id); err != nil {
 		return fmt.Errorf("container %s: %w", id, err)
 	}
 	if err := os.RemoveAll(r.dir(id)); err != nil {
@@ -473,8 +498,8 @@ func (r *Runtime) cleanup(id string, c *libcontainer.Container) error {
 
 // removeCgroups kills whatever is left in the container's cgroups and removes
 // them from every hierarchy.
-func removeCgroups(id string) error {
-	m, err := manager.New(&cgroups.Cgroup{Path: cgroupPath(id), Resources: &cgroups.Resources{}})
+func (r *Runtime) removeCgroups(id string) error {
+	m, err := manager.New(&cgroups.Cgroup{Path: r.cgroupPath(id), Resources: &cgroups.Resources{}})
 	if err != nil {
 		return fmt.Errorf("cgroups: %w", err)
 	}

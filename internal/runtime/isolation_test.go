@@ -225,11 +225,11 @@ func TestCPU(t *testing.T) {
 
 // cpuUsage reads the CPU time the container's cgroup used.
 func cpuUsage(id string) (time.Duration, error) {
-	if b, err := os.ReadFile(filepath.Join("/sys/fs/cgroup/cpuacct", cgroupPath(id), "cpuacct.usage")); err == nil {
+	if b, err := os.ReadFile(filepath.Join("/sys/fs/cgroup/cpuacct", (&Runtime{cgroupParent: DefaultCgroupParent}).cgroupPath(id), "cpuacct.usage")); err == nil {
 		ns, err := strconv.ParseInt(strings.TrimSpace(string(b)), 10, 64)
 		return time.Duration(ns), err
 	}
-	b, err := os.ReadFile(filepath.Join("/sys/fs/cgroup", cgroupPath(id), "cpu.stat"))
+	b, err := os.ReadFile(filepath.Join("/sys/fs/cgroup", (&Runtime{cgroupParent: DefaultCgroupParent}).cgroupPath(id), "cpu.stat"))
 	if err != nil {
 		return 0, err
 	}
@@ -332,8 +332,8 @@ func assertGone(t *testing.T, r *Runtime, id string) {
 	if _, err := os.Lstat(r.dir(id)); !os.IsNotExist(err) {
 		t.Errorf("state dir: %v", err)
 	}
-	left, _ := filepath.Glob(filepath.Join("/sys/fs/cgroup/*", cgroupPath(id)))
-	if more, _ := filepath.Glob(filepath.Join("/sys/fs/cgroup", cgroupPath(id))); len(more) > 0 {
+	left, _ := filepath.Glob(filepath.Join("/sys/fs/cgroup/*", (&Runtime{cgroupParent: DefaultCgroupParent}).cgroupPath(id)))
+	if more, _ := filepath.Glob(filepath.Join("/sys/fs/cgroup", (&Runtime{cgroupParent: DefaultCgroupParent}).cgroupPath(id))); len(more) > 0 {
 		left = append(left, more...)
 	}
 	if len(left) > 0 {
