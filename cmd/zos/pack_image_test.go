@@ -106,12 +106,17 @@ func TestCLIPackImage(t *testing.T) {
 		t.Fatalf("pack: %s", text)
 	}
 
+	// --base works for images: the same flist, its chunks already stored.
+	based := mustRun(t, "flist", "pack", "oci:"+lay+":v1", "-o", filepath.Join(dir, "based.fl"), "--store", store, "--base", fl)
+	if !strings.Contains(based, sum["digest"].(string)) {
+		t.Fatalf("pack --base: %s", based)
+	}
+
 	for _, tc := range []struct {
 		args []string
 		code int
 	}{
 		{[]string{"oci:" + lay + ":v1", "--creds", "nocolon"}, exitUsage},
-		{[]string{"oci:" + lay + ":v1", "--base", fl}, exitUsage},
 		{[]string{"oci:" + lay + ":nosuchtag"}, exitFail},
 		{[]string{"docker-archive:/nonexistent.tar"}, exitFail},
 		{[]string{lay, "--insecure"}, exitUsage},
