@@ -195,7 +195,9 @@ func (m mounter) Mount(ctx context.Context, mt node.Mount) error {
 	return nil
 }
 
-func (m mounter) Alive(mt node.Mount) bool { return node.MountAlive(mt) }
+func (m mounter) Alive(mt node.Mount, points map[string]bool) bool {
+	return node.MountAlive(mt, points)
+}
 
 func (m mounter) Unmount(_ context.Context, mt node.Mount) error {
 	var errs []error

@@ -65,8 +65,10 @@ type Mounter interface {
 	// them: only m.Dir and m.Upper are used); nil if nothing is mounted.
 	Unmount(ctx context.Context, m Mount) error
 	// Alive reports whether m is mounted and its image still answers
-	// (MountAlive is the real check).
-	Alive(m Mount) bool
+	// (MountAlive is the real check). points are the mount points read at
+	// the start of the reconcile pass (nil: read them), so a pass over n
+	// containers reads mountinfo once, not n times.
+	Alive(m Mount, points map[string]bool) bool
 }
 
 // Options configure an Agent.

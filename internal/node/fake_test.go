@@ -226,7 +226,7 @@ func (f *fakeMounter) Unmount(_ context.Context, m Mount) error {
 	return nil
 }
 
-func (f *fakeMounter) Alive(m Mount) bool {
+func (f *fakeMounter) Alive(m Mount, _ map[string]bool) bool {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	_, ok := f.mounted[m.Dir]

@@ -15,6 +15,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -46,6 +47,7 @@ type desired struct {
 	volumes    map[string]bool // volume names (volumeName)
 	hosts      map[string]bool
 	hostOwner  map[string]uint64 // gateway host -> the deployment that got it first
+	points     map[string]bool   // mount points when the pass began
 	partial    bool              // a deployment could not be read: remove nothing this pass
 }
 
@@ -82,7 +84,12 @@ func (a *Agent) reconcile(ctx context.Context) {
 		a.log.Error("reconcile: state", "err", err)
 		return
 	}
-	want := desired{map[string]bool{}, map[string]bool{}, map[string]bool{}, map[string]bool{}, map[string]bool{}, map[string]bool{}, map[string]uint64{}, false}
+	want := desired{map[string]bool{}, map[string]bool{}, map[string]bool{}, map[string]bool{}, map[string]bool{}, map[string]bool{}, map[string]uint64{}, nil, false}
+	want.points, err = mountPoints()
+	if err != nil {
+		a.log.Error("reconcile: mount table", "err", err)
+		return
+	}
 	for _, r := range recs {
 		if ctx.Err() != nil {
 			return
@@ -178,7 +185,7 @@ func (a *Agent) apply(ctx context.Context, r record, want *desired) {
 		switch w.Kind {
 		case spec.KindVolume:
 			want.volumes[volumeName(r.ID, w.Name)] = true
-			if _, err := a.ensureVolume(ctx, r.ID, w); err != nil {
+			if _, err := a.ensureVolume(ctx, r.ID, w, want.points); err != nil {
 				a.setStatus(r.ID, w, nodeclient.WorkloadFailed, err.Error(), nil)
 			} else {
 				a.setStatus(r.ID, w, nodeclient.WorkloadOK, "", nil)
@@ -371,7 +378,7 @@ func (a *Agent) ensureContainer(ctx context.Context, r record, d *spec.Deploymen
 	st, err := a.opts.Runtime.State(ctx, id)
 	switch {
 	case err == nil && st.Status == runtime.Running:
-		alive := a.opts.Mounter.Alive(Mount{Dir: root, Upper: upper})
+		alive := a.opts.Mounter.Alive(Mount{Dir: root, Upper: upper}, want.points)
 		if old, _ := os.ReadFile(filepath.Join(work, "spec.sum")); string(old) == sum && alive {
 			if now.Sub(cs.started) > a.opts.Backoff && cs.restarts > 0 && !cs.started.IsZero() {
 				cs.restarts = 0 // ran long enough: a later crash starts the backoff over
@@ -434,7 +441,7 @@ func (a *Agent) ensureContainer(ctx context.Context, r record, d *spec.Deploymen
 		fail("%v", err)
 		return
 	}
-	if m := (Mount{Dir: root, Upper: upper}); !a.opts.Mounter.Alive(m) {
+	if m := (Mount{Dir: root, Upper: upper}); !a.opts.Mounter.Alive(m, want.points) {
 		if err := a.opts.Mounter.Unmount(ctx, m); err != nil { // what is left of a dead one
 			fail("unmount dead image mount: %v", err)
 			return
@@ -532,10 +539,15 @@ func specSum(rs runtime.Spec, image string, ips, stores []string) string {
 // it) still answers. A FUSE server that died leaves its mount giving
 // ENOTCONN; statfs asks the server every time, where a stat or a readdir
 // may be answered from the kernel's caches.
-func MountAlive(m Mount) bool {
+func MountAlive(m Mount, points map[string]bool) bool {
 	lower := filepath.Join(m.Upper, "lower")
-	mps, err := mountPoints()
-	if err != nil || !mps[filepath.Clean(m.Dir)] || !mps[lower] {
+	if points == nil {
+		var err error
+		if points, err = mountPoints(); err != nil {
+			return false
+		}
+	}
+	if !points[filepath.Clean(m.Dir)] || !points[lower] {
 		return false
 	}
 	var st unix.Statfs_t
@@ -595,12 +607,19 @@ func (a *Agent) teardown(ctx context.Context, r record) error {
 	if err != nil {
 		return err
 	}
+	// SIGTERM to every container at once, so they share one grace period.
+	var wg sync.WaitGroup
+	for _, w := range d.Workloads {
+		if w.Kind == spec.KindContainer {
+			wg.Go(func() { a.opts.Runtime.Stop(ctx, containerID(r.ID, w.Name), StopGrace) })
+		}
+	}
+	wg.Wait()
 	var errs []error
 	for _, w := range d.Workloads {
 		switch w.Kind {
 		case spec.KindContainer:
 			id := containerID(r.ID, w.Name)
-			a.opts.Runtime.Stop(ctx, id, StopGrace) // SIGTERM first; an absent one is fine
 			if err := a.opts.Runtime.Delete(ctx, id); err != nil {
 				errs = append(errs, err)
 				continue
@@ -654,7 +673,7 @@ func (a *Agent) collect(ctx context.Context, want desired) {
 			}
 		}
 	}
-	if mps, err := mountPoints(); err == nil {
+	if mps := want.points; mps != nil {
 		base := filepath.Join(a.opts.Data, "deployments") + "/"
 		var dirs []string
 		for mp := range mps {

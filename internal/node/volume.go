@@ -23,10 +23,10 @@ func (a *Agent) volumeDir(dep uint64, name string) string {
 }
 
 // ensureVolume creates (once) and mounts volume w; it returns its directory.
-func (a *Agent) ensureVolume(ctx context.Context, dep uint64, w *spec.Workload) (string, error) {
+func (a *Agent) ensureVolume(ctx context.Context, dep uint64, w *spec.Workload, points map[string]bool) (string, error) {
 	dir := a.volumeDir(dep, w.Name)
 	img := dir + ".img"
-	if isMountPoint(dir) {
+	if points[dir] {
 		return dir, nil
 	}
 	if _, err := os.Stat(img); errors.Is(err, os.ErrNotExist) {
