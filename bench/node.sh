@@ -314,7 +314,7 @@ start_node() {
 	rm -rf "$d"
 	mkdir -p "$d"
 	port_free "$NODE_PORT" || die "127.0.0.1:$NODE_PORT is taken"
-	"$ZOS" node run --data "$d" --listen "127.0.0.1:$NODE_PORT" --gateway "" --cache "$d/cache" 2>"$d.log" &
+	"$ZOS" node run --data "$d" --listen "127.0.0.1:$NODE_PORT" --gateway "" --cache "$d/cache" --prefix znb 2>"$d.log" &
 	NODE_PID=$! NODE_DATA=$d
 	for i in $(seq 1 100); do
 		[ -f "$d/node.key" ] && break
@@ -523,7 +523,7 @@ snapshot() {
 		k=$((k + 1))
 	done
 	# cgroup v2, or v1's memory hierarchy
-	for f in /sys/fs/cgroup/zos/d*-nb-s/memory.current /sys/fs/cgroup/memory/zos/d*-nb-s/memory.usage_in_bytes; do
+	for f in /sys/fs/cgroup/znb/d*-nb-s/memory.current /sys/fs/cgroup/memory/znb/d*-nb-s/memory.usage_in_bytes; do
 		[ -f "$f" ] && cg=$((cg + $(cat "$f")))
 	done
 	rec part=density kind=point n="$n" deploy_s="${2:-0}" agent_rss_kb="$(rss_kb "$NODE_PID")" agent_pss_kb="$(pss_kb "$NODE_PID")" mount_rss_kb="$m" mount_pss_kb="$mp" mount_anon_kb="$ma" \
