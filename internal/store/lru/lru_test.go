@@ -533,7 +533,16 @@ func TestEvictionSpeed(t *testing.T) {
 			worst = max(worst, d)
 			total += d
 			ops++
-			if st.Evictions > 0 && s.emu.TryLock() {
+			if st.Evictions > 0 {
+				// The eviction ran while we worked: wait for it (and any
+				// our last writes started) to end, without more writes,
+				// which could otherwise keep starting new ones.
+				for deadline := time.Now().Add(30 * time.Second); !s.emu.TryLock(); {
+					if time.Now().After(deadline) {
+						t.Fatalf("eviction still running after 30s: %+v", st)
+					}
+					time.Sleep(time.Millisecond)
+				}
 				s.emu.Unlock()
 				t1 = time.Now()
 				break
