@@ -4,6 +4,7 @@ import (
 	"archive/tar"
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"math/rand/v2"
@@ -11,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -88,11 +90,20 @@ func upload(t *testing.T, th *testHub, k key.Secret, query string, signedSum dig
 	req.Header.Set("Authorization", hd.String())
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
+		// A server that answers before reading the whole body closes the
+		// connection after its answer; a client still writing may see the
+		// reset instead of the answer.
+		if errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE) {
+			return connReset
+		}
 		t.Fatal(err)
 	}
 	resp.Body.Close()
 	return resp.StatusCode
 }
+
+// connReset is upload's status for a request the server cut short.
+const connReset = -1
 
 // TestConvertArchive: an uploaded multi-image docker-archive converts
 // into the flist `zos flist pack docker-archive:FILE:TAG` makes locally;
@@ -203,7 +214,7 @@ func TestConvertArchive(t *testing.T) {
 	// Too large, found while spooling a body of unknown length: 413 and
 	// the rest of the body is not read.
 	body := &counter{n: 1 << 30}
-	if code := upload(t, th, alice, "target=alice/big", digest.Sum(nil), body, -1); code != http.StatusRequestEntityTooLarge || body.read > 64<<20 {
+	if code := upload(t, th, alice, "target=alice/big", digest.Sum(nil), body, -1); code != http.StatusRequestEntityTooLarge && code != connReset || body.read > 64<<20 {
 		t.Errorf("chunked upload over the limit: %d, %d bytes read", code, body.read)
 	}
 	if got := spools(t, tmp); len(got) != 0 {
