@@ -40,9 +40,6 @@ func (a *Agent) image(ctx context.Context, dep uint64, w *spec.Workload) (path s
 	b, err := os.ReadFile(path)
 	if errors.Is(err, os.ErrNotExist) {
 		if b, err = a.fetch(ctx, im); err != nil {
-			if errors.Is(err, ErrImageChanged) {
-				a.setStatusEventOnce(dep, w, "image-refused", err.Error())
-			}
 			return "", cfg, nil, err
 		}
 		if err := writeAtomic(path, b); err != nil {
@@ -66,18 +63,6 @@ func (a *Agent) image(ctx context.Context, dep uint64, w *spec.Workload) (path s
 		}
 	}
 	return path, cfg, stores, nil
-}
-
-// setStatusEventOnce records an event the first time detail shows up for
-// a workload (the failed status that follows keeps it from repeating).
-func (a *Agent) setStatusEventOnce(dep uint64, w *spec.Workload, kind, detail string) {
-	a.mu.Lock()
-	s := a.status[dep][w.Name]
-	seen := s != nil && s.Detail == "image: "+detail
-	a.mu.Unlock()
-	if !seen {
-		a.event(dep, w.Name, kind, detail)
-	}
 }
 
 // fetch downloads an image's flist from where the spec says and checks

@@ -119,9 +119,10 @@ func (a *Agent) reconcile(ctx context.Context) {
 	}
 }
 
-// setStatus records a workload's state; a change of state or detail is an
-// event in the history (a steady state is not repeated every pass).
-func (a *Agent) setStatus(dep uint64, w *spec.Workload, state, detail string, edit func(*nodeclient.WorkloadStatus)) {
+// setStatus records a workload's state and reports whether state or
+// detail changed; a change to failed is an event in the history (a steady
+// state is not repeated every pass).
+func (a *Agent) setStatus(dep uint64, w *spec.Workload, state, detail string, edit func(*nodeclient.WorkloadStatus)) (changed bool) {
 	a.mu.Lock()
 	m := a.status[dep]
 	if m == nil {
@@ -133,7 +134,7 @@ func (a *Agent) setStatus(dep uint64, w *spec.Workload, state, detail string, ed
 		s = &nodeclient.WorkloadStatus{Name: w.Name, Kind: string(w.Kind), State: nodeclient.WorkloadPending}
 		m[w.Name] = s
 	}
-	changed := s.State != state || s.Detail != detail
+	changed = s.State != state || s.Detail != detail
 	if changed {
 		s.State, s.Detail, s.Since = state, detail, a.opts.Now().UTC()
 	}
@@ -144,6 +145,7 @@ func (a *Agent) setStatus(dep uint64, w *spec.Workload, state, detail string, ed
 	if changed && state == nodeclient.WorkloadFailed {
 		a.event(dep, w.Name, "failed", detail)
 	}
+	return changed
 }
 
 func (a *Agent) statusOf(r record) nodeclient.Status {
@@ -343,7 +345,9 @@ func (a *Agent) ensureContainer(ctx context.Context, r record, d *spec.Deploymen
 
 	fl, img, stores, err := a.image(ctx, r.ID, w)
 	if err != nil {
-		fail("image: %v", err)
+		if a.setStatus(r.ID, w, nodeclient.WorkloadFailed, "image: "+err.Error(), nil) && errors.Is(err, ErrImageChanged) {
+			a.event(r.ID, w.Name, "image-refused", err.Error())
+		}
 		return
 	}
 	rs, err := runSpec(w, img)
