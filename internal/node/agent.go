@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/zosgrid/zos/internal/auth"
+	"github.com/zosgrid/zos/internal/digest"
 	"github.com/zosgrid/zos/internal/key"
 	"github.com/zosgrid/zos/internal/node/nodeclient"
 	"github.com/zosgrid/zos/internal/runtime"
@@ -102,7 +103,8 @@ type Agent struct {
 
 	mu     sync.Mutex
 	status map[uint64]map[string]*nodeclient.WorkloadStatus
-	crash  map[string]*crashState // by container id
+	crash  map[string]*crashState    // by container id
+	images map[digest.ID]imageConfig // flists verified in Data/images
 }
 
 // New opens the node's state in opts.Data (creating it) and returns the
@@ -151,6 +153,7 @@ func New(opts Options) (*Agent, error) {
 		},
 		status: map[uint64]map[string]*nodeclient.WorkloadStatus{},
 		crash:  map[string]*crashState{},
+		images: map[digest.ID]imageConfig{},
 	}
 	return a, nil
 }

@@ -37,6 +37,14 @@ func (a *Agent) image(ctx context.Context, dep uint64, w *spec.Workload) (path s
 		}
 		stores = []string{c.ChunksURL()}
 	}
+	// Verified once per agent: a pass over many containers does not parse
+	// their flists again every time.
+	a.mu.Lock()
+	cached, ok := a.images[im.Digest]
+	a.mu.Unlock()
+	if ok {
+		return path, cached, stores, nil
+	}
 	b, err := os.ReadFile(path)
 	if errors.Is(err, os.ErrNotExist) {
 		if b, err = a.fetch(ctx, im); err != nil {
@@ -62,6 +70,9 @@ func (a *Agent) image(ctx context.Context, dep uint64, w *spec.Workload) (path s
 			return "", cfg, nil, fmt.Errorf("image %s: run configuration: %w", im.Digest, err)
 		}
 	}
+	a.mu.Lock()
+	a.images[im.Digest] = cfg
+	a.mu.Unlock()
 	return path, cfg, stores, nil
 }
 
