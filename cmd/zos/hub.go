@@ -134,17 +134,7 @@ func hubServeCmd() *cobra.Command {
 				return err
 			}
 			if len(hosts) == 0 {
-				// A specific listen address is how clients reach the hub
-				// when nothing else is said; a wildcard cannot be.
-				if h, _, _ := net.SplitHostPort(listen); h != "" && h != "0.0.0.0" && h != "::" {
-					hosts = []string{ln.Addr().String()}
-					if h == "127.0.0.1" || h == "localhost" {
-						_, port, _ := net.SplitHostPort(ln.Addr().String())
-						hosts = append(hosts, "localhost:"+port)
-					}
-				} else {
-					log.Warn("no --host given: signed requests for any host are accepted, so one captured on another hub could be replayed here")
-				}
+				hosts = listenHosts(listen, ln.Addr())
 			}
 			hb := hub.New(b, hub.Options{Hosts: hosts, Admins: adm, AdminRegistration: adminReg, Logger: log, Convert: conv, Limits: lim})
 			defer hb.Close()
@@ -165,7 +155,7 @@ func hubServeCmd() *cobra.Command {
 	}
 	c.Flags().StringVar(&listen, "listen", "127.0.0.1:8080", "address to listen on")
 	c.Flags().StringVar(&data, "data", "/var/lib/zos/hub", "where the hub keeps its data: a directory or s3://ACCESS:SECRET@HOST/BUCKET[/PREFIX][?tls=false]")
-	c.Flags().StringArrayVar(&hosts, "host", nil, "a HOST[:PORT] clients address the hub by; requests signed for others are refused (repeatable)")
+	c.Flags().StringArrayVar(&hosts, "host", nil, "a HOST[:PORT] clients address the hub by; requests signed for others are refused (repeatable; replaces the default: the listen address, or for a wildcard every address of the machine and its host name)")
 	c.Flags().StringArrayVar(&admins, "admin", nil, "an admin's public key (ed25519:...): may act in every namespace and run gc (repeatable)")
 	c.Flags().BoolVar(&adminReg, "admin-registration", false, "only admins register users (default: anyone may claim a free namespace)")
 	c.Flags().StringVar(&level, "log-level", "info", "debug, info, warn or error")

@@ -143,39 +143,11 @@ agent stops; the next agent finds them again.`,
 	c.Flags().StringVar(&listen, "listen", "127.0.0.1:8070", "address of the node API")
 	c.Flags().StringVar(&gatewayAddr, "gateway", "127.0.0.1:8081", "address of the HTTP gateway (\"\" for none)")
 	c.Flags().StringVar(&cache, "cache", "", "chunk cache shared by the node's mounts (default DIR/cache)")
-	c.Flags().StringArrayVar(&hosts, "host", nil, "a HOST[:PORT] clients address the node by; requests signed for others are refused (repeatable; default: the listen address)")
+	c.Flags().StringArrayVar(&hosts, "host", nil, "a HOST[:PORT] clients address the node by; requests signed for others are refused (repeatable; replaces the default: the listen address, or for a wildcard every address of the machine and its host name)")
 	c.Flags().DurationVar(&interval, "interval", 2*time.Second, "time between reconcile passes")
 	c.Flags().StringVar(&prefix, "prefix", "zos", "names of this agent's links, namespaces, nftables table and cgroup parent (/PREFIX): a second agent on one machine (a test, a benchmark) needs its own, or each removes the other's as orphans")
 	c.Flags().StringVar(&level, "log-level", "info", "debug, info, warn or error")
 	return c
-}
-
-// listenHosts are the names clients can address a server on listen by:
-// the address itself, with localhost for loopback; for a wildcard, every
-// address of the machine and its host name.
-func listenHosts(listen string, addr net.Addr) []string {
-	_, port, _ := net.SplitHostPort(addr.String())
-	h, _, _ := net.SplitHostPort(listen)
-	var out []string
-	if h != "" && h != "0.0.0.0" && h != "::" {
-		out = append(out, addr.String())
-		if ip := net.ParseIP(h); h == "localhost" || ip != nil && ip.IsLoopback() {
-			out = append(out, "localhost:"+port)
-		}
-		return out
-	}
-	if name, err := os.Hostname(); err == nil {
-		out = append(out, net.JoinHostPort(name, port))
-	}
-	out = append(out, "localhost:"+port)
-	if addrs, err := net.InterfaceAddrs(); err == nil {
-		for _, a := range addrs {
-			if ipn, ok := a.(*net.IPNet); ok {
-				out = append(out, net.JoinHostPort(ipn.IP.String(), port))
-			}
-		}
-	}
-	return out
 }
 
 // mounter mounts images with this binary's `flist mount --rw`, in server
