@@ -17,6 +17,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/zosgrid/zos/internal/flist"
 	"github.com/zosgrid/zos/internal/key"
 	"github.com/zosgrid/zos/internal/mount"
 	"github.com/zosgrid/zos/internal/network"
@@ -150,13 +151,13 @@ agent stops; the next agent finds them again.`,
 	return c
 }
 
-// mounter mounts images with this binary's `flist mount --rw`, in server
-// processes of their own that outlive the agent.
+// mounter mounts images with this binary's `flist mount`, in server
+// processes of their own that outlive the agent, and the containers'
+// roots as overlays over them (the kernel keeps those without us).
 type mounter struct{ self string }
 
-func (m mounter) Mount(ctx context.Context, mt node.Mount) error {
-	args := []string{"flist", "mount", mt.Flist, mt.Dir, "--rw", "--upper", mt.Upper, "--cache", mt.Cache,
-		"--log", filepath.Join(filepath.Dir(mt.Upper), "mount.log"), "--nodev"}
+func (m mounter) MountImage(ctx context.Context, mt node.Mount) error {
+	args := []string{"flist", "mount", mt.Flist, mt.Dir, "--cache", mt.Cache, "--log", mt.Log, "--nodev"}
 	for _, s := range mt.Stores {
 		args = append(args, "--store", s)
 	}
@@ -167,22 +168,33 @@ func (m mounter) Mount(ctx context.Context, mt node.Mount) error {
 	return nil
 }
 
-func (m mounter) Alive(mt node.Mount, points map[string]bool) bool {
-	return node.MountAlive(mt, points)
+func (m mounter) Overlay(_ context.Context, mt node.Mount) error {
+	b, err := os.ReadFile(mt.Flist)
+	if err != nil {
+		return err
+	}
+	r, err := flist.Open(b)
+	if err != nil {
+		return err
+	}
+	return mount.Overlay(mt.Dir, mt.Image, mt.Layer, r, mount.OverlayOptions{Name: "zos:" + r.Digest().Short(), Suid: true})
 }
 
-func (m mounter) Unmount(_ context.Context, mt node.Mount) error {
-	var errs []error
-	for _, dir := range []string{mt.Dir, filepath.Join(mt.Upper, "lower")} {
-		err := mount.Unmount(dir, false)
-		if errors.Is(err, syscall.EBUSY) {
-			err = mount.Unmount(dir, true)
-		}
-		if err != nil && !errors.Is(err, mount.ErrNotMounted) && !errors.Is(err, os.ErrNotExist) {
-			errs = append(errs, err)
-		}
+func (m mounter) Alive(dir string, points map[string]bool) (uint64, bool) {
+	return node.MountAlive(dir, points)
+}
+
+func (m mounter) StackedOn(layer string) (uint64, bool) { return mount.StackedOn(layer) }
+
+func (m mounter) Unmount(_ context.Context, dir string) error {
+	err := mount.Unmount(dir, false)
+	if errors.Is(err, syscall.EBUSY) {
+		err = mount.Unmount(dir, true)
 	}
-	return errors.Join(errs...)
+	if err != nil && !errors.Is(err, mount.ErrNotMounted) && !errors.Is(err, os.ErrNotExist) {
+		return err
+	}
+	return nil
 }
 
 func nodeTwinCmd() *cobra.Command {

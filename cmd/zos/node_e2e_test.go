@@ -504,29 +504,31 @@ func TestNodeE2E(t *testing.T) {
 	})
 
 	// The FUSE server of web's image dies: the agent notices, remounts and
-	// recreates the container.
+	// recreates the container. The image is served once for the whole
+	// machine: web and peer (same image) share one server.
 	part("dead-image-mount", func(t *testing.T) {
-		rootfs := filepath.Join(n.data, "deployments", strconv.FormatUint(idA, 10), "web", "rootfs")
-		var server int
+		images := filepath.Join(n.data, "images", "mnt") + "/"
+		var servers []int
 		for _, pid := range n.procs() {
 			cmd, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
-			if bytes.Contains(cmd, []byte("\x00flist\x00mount\x00")) && bytes.Contains(cmd, []byte("\x00"+rootfs+"\x00")) {
-				server = pid
+			if bytes.Contains(cmd, []byte("\x00flist\x00mount\x00")) && bytes.Contains(cmd, []byte("\x00"+images)) {
+				servers = append(servers, pid)
 			}
 		}
-		if server == 0 {
-			t.Fatalf("no image mount server for %s", rootfs)
+		if len(servers) != 1 {
+			t.Fatalf("%d image mount servers under %s, want one for web and peer's image", len(servers), images)
 		}
+		server := servers[0]
 		w := workload(n.status(idA, me), "web")
 		syscall.Kill(server, syscall.SIGKILL)
-		n.waitFor("web recreated on a new image mount", 30*time.Second, func() string {
-			var died bool
+		n.waitFor("web and peer recreated on a new image mount", 30*time.Second, func() string {
+			died := map[string]bool{}
 			for _, e := range n.events(idA, me) {
-				died = died || e.Workload == "web" && e.Kind == "stopped" && strings.Contains(e.Detail, "image mount died")
+				died[e.Workload] = died[e.Workload] || e.Kind == "stopped" && strings.Contains(e.Detail, "image mount died")
 			}
 			s := workload(n.status(idA, me), "web")
-			if !died || s.State != nodeclient.WorkloadRunning || s.Pid == w.Pid {
-				return fmt.Sprintf("mount death recorded: %v; web %+v", died, s)
+			if !died["web"] || !died["peer"] || s.State != nodeclient.WorkloadRunning || s.Pid == w.Pid {
+				return fmt.Sprintf("mount death recorded for %v; web %+v", died, s)
 			}
 			return ""
 		})

@@ -127,6 +127,14 @@
 // first, then the image. A writable mount whose image server died leaves
 // an overlay over a dead FUSE mount; the next mount detaches both.
 //
+// Overlay stacks such a writable layer on an image another server already
+// serves read-only, so that many writable roots share one image mount (a
+// node runs one FUSE server per image, not per container). An overlay
+// holds on to the mount it was stacked on: if that server dies and the
+// image is mounted again at the same path, the old overlay stays broken.
+// The layer records the unique mount ID it stands on (DIR/lower.mnt,
+// MountID), which tells such a stale overlay from a live one.
+//
 // # Mount points
 //
 // Mount refuses a mount point where a zos server is already live, and

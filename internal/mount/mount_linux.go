@@ -179,7 +179,7 @@ func Unmount(dir string, lazy bool) error {
 		return err
 	}
 	if e, ok := lastMount(dir); ok {
-		if layer, ok := ourOverlay(e); ok {
+		if layer, _, ok := ourOverlay(e); ok {
 			return unmountRW(dir, layer, lazy)
 		}
 	}

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 
 	"golang.org/x/sys/unix"
@@ -22,12 +23,17 @@ import (
 //	upper/      the overlay's upper directory: changed files, whiteouts
 //	work/       the overlay's work directory (its index too)
 //	lower/      where the read-only image is mounted while in use
+//	lower.mnt   the unique mount ID of the image mount the overlay was
+//	            stacked on (decimal): an overlay whose image server died
+//	            and was mounted again at the same path is told from a live
+//	            one by it, as the path alone no longer tells them apart
 const (
 	layerMark  = "zos-layer"
 	layerUpper = "upper"
 	layerWork  = "work"
 	layerLower = "lower"
 	layerHead  = "zos layer v1\n"
+	layerMnt   = "lower.mnt"
 )
 
 // ErrLayer reports a layer directory that cannot be used for this image.
@@ -151,6 +157,92 @@ func writeAtomic(path string, data []byte) error {
 	return err
 }
 
+// OverlayOptions configure Overlay.
+type OverlayOptions struct {
+	Name      string // the overlay's source in the mount table
+	Dev, Suid bool   // honour device nodes; setuid/setgid bits and file capabilities
+	Logger    *slog.Logger
+}
+
+// Overlay mounts a writable overlay at dir over image r, which a zos
+// server already serves read-only at lower (Mount without Upper, in any
+// process), keeping the overlay's changes in the layer directory layer,
+// bound to r as with Options.Upper. Many overlays may share one image
+// mount: a machine running n containers of an image serves it once.
+// Unmount(dir) takes the overlay off and leaves the image mounted. The
+// overlay outlives the caller; it breaks when the image's server dies,
+// and must then be mounted again over a new image mount.
+func Overlay(dir, lower, layer string, r *flist.Reader, opt OverlayOptions) error {
+	if opt.Logger == nil {
+		opt.Logger = slog.New(slog.DiscardHandler)
+	}
+	if opt.Name == "" {
+		opt.Name = "zos" // an empty source would shift mountinfo's fields
+	}
+	var err error
+	if dir, err = filepath.Abs(dir); err != nil {
+		return err
+	}
+	if layer, err = filepath.Abs(layer); err != nil {
+		return err
+	}
+	if lower, err = filepath.Abs(lower); err != nil {
+		return err
+	}
+	if layer == dir || strings.HasPrefix(layer, dir+"/") || strings.HasPrefix(dir, layer+"/") {
+		return fmt.Errorf("%w %s: must be outside the mount point %s, and the mount point outside it", ErrLayer, layer, dir)
+	}
+	if !lowerLive(lower) {
+		return fmt.Errorf("image at %s: %w (mount it first: zos flist mount)", lower, ErrNotMounted)
+	}
+	_, upper, work, err := openLayer(layer, r)
+	if err != nil {
+		return err
+	}
+	if err := prepareRW(dir, opt.Logger); err != nil {
+		return err
+	}
+	return stackOverlay(dir, lower, layer, upper, work, opt.Name, opt.Dev, opt.Suid)
+}
+
+// stackOverlay mounts the overlay and records which image mount it is
+// stacked on (lower.mnt).
+func stackOverlay(dir, lower, layer, upper, work, name string, dev, suid bool) error {
+	id, err := MountID(lower)
+	if err != nil {
+		return fmt.Errorf("image at %s: %w", lower, err)
+	}
+	if err := writeAtomic(filepath.Join(layer, layerMnt), []byte(strconv.FormatUint(id, 10)+"\n")); err != nil {
+		return fmt.Errorf("%w: %w", ErrLayer, err)
+	}
+	return mountOverlay(dir, lower, upper, work, name, dev, suid)
+}
+
+// MountID returns the unique ID of the mount at dir (statx
+// STATX_MNT_ID_UNIQUE: never reused while the machine runs, unlike the
+// IDs of mountinfo). A FUSE mount whose server died answers ENOTCONN.
+func MountID(dir string) (uint64, error) {
+	var stx unix.Statx_t
+	if err := unix.Statx(unix.AT_FDCWD, dir, unix.AT_NO_AUTOMOUNT, unix.STATX_MNT_ID_UNIQUE, &stx); err != nil {
+		return 0, err
+	}
+	if stx.Mask&unix.STATX_MNT_ID_UNIQUE == 0 {
+		return 0, fmt.Errorf("%s: this kernel has no unique mount IDs (Linux 6.8 or later needed)", dir)
+	}
+	return stx.Mnt_id, nil
+}
+
+// StackedOn returns the unique mount ID (MountID) of the image mount the
+// overlay of layer was last stacked on; false if none was recorded.
+func StackedOn(layer string) (uint64, bool) {
+	b, err := os.ReadFile(filepath.Join(layer, layerMnt))
+	if err != nil {
+		return 0, false
+	}
+	id, err := strconv.ParseUint(strings.TrimSpace(string(b)), 10, 64)
+	return id, err == nil
+}
+
 // mountRW mounts r read-only at the layer's lower directory and an
 // overlay at dir.
 func mountRW(ctx context.Context, dir string, r *flist.Reader, st store.Store, opt Options) (*Server, error) {
@@ -177,7 +269,7 @@ func mountRW(ctx context.Context, dir string, r *flist.Reader, st store.Store, o
 	if err != nil {
 		return nil, err
 	}
-	if err := mountOverlay(dir, lower, upper, work, opt.Name, opt.Dev, opt.Suid); err != nil {
+	if err := stackOverlay(dir, lower, layer, upper, work, opt.Name, opt.Dev, opt.Suid); err != nil {
 		if uerr := m.Unmount(); uerr != nil {
 			m.DetachLazy()
 		}
@@ -198,12 +290,11 @@ func prepareRW(dir string, logger *slog.Logger) error {
 		if !ok {
 			break
 		}
-		layer, ours := ourOverlay(e)
+		layer, lower, ours := ourOverlay(e)
 		if !ours {
 			break
 		}
-		lower := filepath.Join(layer, layerLower)
-		if lowerLive(lower) {
+		if lowerLive(lower) && stackedOnLive(layer, lower) {
 			return fmt.Errorf("mount point %s: %w (unmount it first: zos flist umount %s)", dir, ErrMounted, dir)
 		}
 		logger.Warn("detaching stale overlay", "layer", layer)
@@ -212,6 +303,18 @@ func prepareRW(dir string, logger *slog.Logger) error {
 		}
 	}
 	return prepare(dir, logger)
+}
+
+// stackedOnLive reports whether the overlay of layer is stacked on the
+// image mount now at lower, as far as lower.mnt tells (a layer from before
+// it was recorded is taken to be).
+func stackedOnLive(layer, lower string) bool {
+	want, ok := StackedOn(layer)
+	if !ok {
+		return true
+	}
+	id, err := MountID(lower)
+	return err == nil && id == want
 }
 
 // lowerLive reports a live zos server at a layer's lower directory.
@@ -224,21 +327,26 @@ func lowerLive(lower string) bool {
 	return ok && typ == "fuse."+fsType
 }
 
-// ourOverlay reports an overlay mounted by zos, and its layer directory:
-// an overlay whose upper directory is the upper of a zos layer.
-func ourOverlay(e mountEntry) (string, bool) {
+// ourOverlay reports an overlay mounted by zos, its layer directory and
+// the image under it: an overlay whose upper directory is the upper of a
+// zos layer.
+func ourOverlay(e mountEntry) (layer, lower string, ok bool) {
 	if e.fstype != "overlay" {
-		return "", false
+		return "", "", false
 	}
 	upper, ok := e.opt("upperdir")
 	if !ok || filepath.Base(upper) != layerUpper {
-		return "", false
+		return "", "", false
 	}
-	layer := filepath.Dir(upper)
+	layer = filepath.Dir(upper)
 	if _, err := os.Stat(filepath.Join(layer, layerMark)); err != nil {
-		return "", false
+		return "", "", false
 	}
-	return layer, true
+	lower = filepath.Join(layer, layerLower)
+	if l, ok := e.opt("lowerdir"); ok {
+		lower = strings.NewReplacer(`\\`, `\`, `\:`, `:`, `\,`, `,`).Replace(l)
+	}
+	return layer, lower, true
 }
 
 // mountOverlay mounts an overlay at dir with the new mount API, whose

@@ -262,3 +262,75 @@ func rwFixture(t *testing.T) (src string, st *dir.Store, r *flist.Reader, layer,
 	must(t, os.Mkdir(mnt, 0o755))
 	return src, st, r, layer, mnt
 }
+
+// TestSharedImageOverlays stacks two writable overlays on one read-only
+// image mount: each sees the image and only its own changes; unmounting
+// an overlay leaves the image and the other overlay serving; an overlay
+// over a dead image is detached when mounted again over a new one.
+func TestSharedImageOverlays(t *testing.T) {
+	src, st, r, _, _ := rwFixture(t)
+	img := filepath.Join(t.TempDir(), "image")
+	must(t, os.Mkdir(img, 0o755))
+	m, err := mount.Mount(context.Background(), img, r, st, mount.Options{Dev: true, Suid: true})
+	must(t, err)
+	t.Cleanup(func() {
+		if err := m.Unmount(); err != nil {
+			m.DetachLazy()
+		}
+	})
+	base := t.TempDir()
+	dirs := []string{filepath.Join(base, "a"), filepath.Join(base, "b")}
+	layers := []string{filepath.Join(base, "la"), filepath.Join(base, "lb")}
+	for i := range dirs {
+		must(t, os.Mkdir(dirs[i], 0o755))
+		must(t, mount.Overlay(dirs[i], img, layers[i], r, mount.OverlayOptions{Suid: true}))
+		t.Cleanup(func() { mount.Unmount(dirs[i], true) })
+	}
+	want := readString(t, filepath.Join(src, "etc/f002"))
+	must(t, os.WriteFile(filepath.Join(dirs[0], "etc/f002"), []byte("changed in a"), 0o644))
+	must(t, os.Remove(filepath.Join(dirs[1], "etc/f003")))
+	if got := readString(t, filepath.Join(dirs[1], "etc/f002")); got != want {
+		t.Errorf("b sees a's change: %q", got)
+	}
+	if _, err := os.Stat(filepath.Join(dirs[0], "etc/f003")); err != nil {
+		t.Errorf("a lost the file b deleted: %v", err)
+	}
+	if got := readString(t, filepath.Join(img, "etc/f002")); got != want {
+		t.Errorf("the image changed: %q", got)
+	}
+	// A second overlay on a live one is refused, as for Mount.
+	if err := mount.Overlay(dirs[0], img, layers[0], r, mount.OverlayOptions{}); !errors.Is(err, mount.ErrMounted) {
+		t.Errorf("overlay on a live overlay: %v", err)
+	}
+	// Unmounting a's overlay leaves the image and b.
+	must(t, mount.Unmount(dirs[0], false))
+	if isMountPoint(t, dirs[0]) || !isMountPoint(t, img) {
+		t.Fatal("unmounting an overlay took the shared image with it, or left the overlay")
+	}
+	if got := readString(t, filepath.Join(dirs[1], "etc/f002")); got != want {
+		t.Errorf("b after a's unmount: %q", got)
+	}
+	// The image's server dies: b breaks; mounted again over a new image
+	// mount, the stale overlay is detached and b's change is kept.
+	abortFUSE(t, img)
+	<-m.Done()
+	if _, err := os.ReadFile(filepath.Join(dirs[1], "etc/f010")); err == nil {
+		t.Fatal("read through a dead image succeeded")
+	}
+	if err := mount.Overlay(dirs[1], img, layers[1], r, mount.OverlayOptions{}); !errors.Is(err, mount.ErrNotMounted) {
+		t.Errorf("overlay over a dead image: %v", err)
+	}
+	m, err = mount.Mount(context.Background(), img, r, st, mount.Options{})
+	must(t, err)
+	must(t, mount.Overlay(dirs[1], img, layers[1], r, mount.OverlayOptions{}))
+	if _, err := os.Stat(filepath.Join(dirs[1], "etc/f003")); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("b's delete lost across the remount: %v", err)
+	}
+	if got := readString(t, filepath.Join(dirs[1], "etc/f002")); got != want {
+		t.Errorf("b after the image's remount: %q", got)
+	}
+	mi, _ := os.ReadFile("/proc/self/mountinfo")
+	if n := bytes.Count(mi, []byte(" "+dirs[1]+" ")); n != 1 {
+		t.Errorf("%d mounts at %s", n, dirs[1])
+	}
+}

@@ -47,29 +47,42 @@ type Gateway interface {
 	Hosts() map[string]string
 }
 
-// Mount asks for a writable root filesystem: the flist mounted lazily,
-// read-only, under an overlay whose upper layer is Upper, at Dir.
+// Mount asks for one of the two mounts a container's root is made of: its
+// image, mounted lazily and read-only once per machine however many
+// containers run it (Mounter.MountImage), and the container's writable
+// root, an overlay over the image mount (Mounter.Overlay).
 type Mount struct {
 	Flist  string   // path of the verified flist file
 	Dir    string   // mount point
-	Upper  string   // the writable layer (kept across remounts)
-	Stores []string // chunk store URLs, in preference order
-	Cache  string   // the machine's chunk cache
+	Image  string   // Overlay: where the image is mounted
+	Layer  string   // Overlay: the writable layer's directory (kept across remounts)
+	Stores []string // MountImage: chunk store URLs, in preference order
+	Cache  string   // MountImage: the machine's chunk cache
+	Log    string   // MountImage: the image server's log file
 }
 
-// Mounter mounts root filesystems in processes of their own, so that they
-// survive the agent (cmd/zos runs `zos flist mount --rw`).
+// Mounter mounts images in server processes of their own, so that they
+// survive the agent (cmd/zos runs `zos flist mount`), and stacks the
+// containers' writable roots on them (internal/mount.Overlay).
 type Mounter interface {
-	// Mount mounts m and returns once it serves.
-	Mount(ctx context.Context, m Mount) error
-	// Unmount unmounts what Mount mounted (both layers, or what is left of
-	// them: only m.Dir and m.Upper are used); nil if nothing is mounted.
-	Unmount(ctx context.Context, m Mount) error
-	// Alive reports whether m is mounted and its image still answers
-	// (MountAlive is the real check). points are the mount points read at
-	// the start of the reconcile pass (nil: read them), so a pass over n
-	// containers reads mountinfo once, not n times.
-	Alive(m Mount, points map[string]bool) bool
+	// MountImage mounts image m.Flist read-only at m.Dir and returns once
+	// it serves.
+	MountImage(ctx context.Context, m Mount) error
+	// Overlay mounts a writable overlay at m.Dir over the image mounted at
+	// m.Image, its changes in m.Layer (bound to m.Flist's image).
+	Overlay(ctx context.Context, m Mount) error
+	// Unmount unmounts the image or overlay at dir (an overlay leaves its
+	// image mounted); nil if nothing is mounted there.
+	Unmount(ctx context.Context, dir string) error
+	// Alive returns the unique ID of the mount at dir if it is mounted
+	// and its server answers (MountAlive is the real check). points are
+	// the mount points read at the start of the reconcile pass (nil: read
+	// them), so a pass over n containers reads mountinfo once, not n
+	// times.
+	Alive(dir string, points map[string]bool) (id uint64, ok bool)
+	// StackedOn returns the ID (as Alive returns it) of the image mount the
+	// overlay of layer was last stacked on (internal/mount.StackedOn).
+	StackedOn(layer string) (id uint64, ok bool)
 }
 
 // Options configure an Agent.

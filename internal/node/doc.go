@@ -30,12 +30,15 @@
 // Run compares what the accepted deployments say with what the machine
 // has, every Interval and after each accepted change, and repairs: images
 // fetched once and checked against the pinned digest (a flist that
-// changed behind its name or URL is refused, with an event); root
-// filesystems mounted lazily by a Mounter in processes of their own (they
-// outlive the agent) with a writable overlay; sandboxes, private networks
+// changed behind its name or URL is refused, with an event); images
+// mounted lazily by a Mounter in processes of their own (they outlive the
+// agent), once per machine whatever the number of containers running
+// them, and each container's root a writable overlay over its image's
+// mount; sandboxes, private networks
 // and gateway names (Networks, Gateway); containers (Runtime). A container
 // that exits is restarted after 1s, 2s, 4s... up to Options.Backoff; one
-// whose image mount died, or whose spec changed, is recreated. What no
+// whose image mount died (or was mounted again under it), or whose spec
+// changed, is recreated. What no
 // deployment wants (leftovers of an agent killed half-way, of a deployment
 // deleted meanwhile) is removed. Nothing is kept in memory that the
 // machine cannot tell again: a new agent adopts the running containers.

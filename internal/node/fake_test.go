@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/netip"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -202,41 +203,93 @@ func (g *fakeGateway) Hosts() map[string]string {
 	return out
 }
 
-// fakeMounter records mounts; kill makes one dead.
+// fakeMounter records mounts: images, and overlays stacked on them. A
+// test kills a mount by deleting it from mounted.
 type fakeMounter struct {
 	mu      sync.Mutex
 	mounted map[string]Mount
+	ids     map[string]uint64 // mount point -> unique mount ID
+	stacked map[string]uint64 // layer -> the image mount ID it was stacked on
+	last    uint64
 	fail    error
 }
 
-func (f *fakeMounter) Mount(_ context.Context, m Mount) error {
+func newFakeMounter() *fakeMounter {
+	return &fakeMounter{mounted: map[string]Mount{}, ids: map[string]uint64{}, stacked: map[string]uint64{}}
+}
+
+func (f *fakeMounter) MountImage(_ context.Context, m Mount) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.fail != nil {
 		return f.fail
 	}
-	f.mounted[m.Dir] = m
+	if _, ok := f.mounted[m.Dir]; ok {
+		return fmt.Errorf("%s: already mounted", m.Dir)
+	}
+	f.last++
+	f.mounted[m.Dir], f.ids[m.Dir] = m, f.last
 	return nil
 }
 
-func (f *fakeMounter) Unmount(_ context.Context, m Mount) error {
+func (f *fakeMounter) Overlay(_ context.Context, m Mount) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	delete(f.mounted, m.Dir)
+	if f.fail != nil {
+		return f.fail
+	}
+	if _, ok := f.mounted[m.Image]; !ok {
+		return fmt.Errorf("image %s not mounted", m.Image)
+	}
+	if _, ok := f.mounted[m.Dir]; ok {
+		return fmt.Errorf("%s: already mounted", m.Dir)
+	}
+	f.last++
+	f.mounted[m.Dir], f.ids[m.Dir] = m, f.last
+	f.stacked[m.Layer] = f.ids[m.Image]
 	return nil
 }
 
-func (f *fakeMounter) Alive(m Mount, _ map[string]bool) bool {
+func (f *fakeMounter) Unmount(_ context.Context, dir string) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	_, ok := f.mounted[m.Dir]
-	return ok
+	delete(f.mounted, dir)
+	return nil
 }
 
+func (f *fakeMounter) Alive(dir string, _ map[string]bool) (uint64, bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if _, ok := f.mounted[dir]; !ok {
+		return 0, false
+	}
+	return f.ids[dir], true
+}
+
+func (f *fakeMounter) StackedOn(layer string) (uint64, bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	id, ok := f.stacked[layer]
+	return id, ok
+}
+
+// count returns the number of mounts: images and overlays.
 func (f *fakeMounter) count() int {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	return len(f.mounted)
+}
+
+// kill makes the mounts whose point is under prefix dead, as if their
+// servers died.
+func (f *fakeMounter) kill(prefix string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for dir := range f.mounted {
+		if strings.HasPrefix(dir, prefix) {
+			delete(f.mounted, dir)
+		}
+	}
 }
 
 func flistDigest(fl []byte) (string, error) {

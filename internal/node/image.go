@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 
+	"github.com/zosgrid/zos/internal/digest"
 	"github.com/zosgrid/zos/internal/flist"
 	"github.com/zosgrid/zos/internal/hub/hubclient"
 	"github.com/zosgrid/zos/internal/oci"
@@ -29,13 +30,8 @@ type imageConfig = oci.Config
 func (a *Agent) image(ctx context.Context, dep uint64, w *spec.Workload) (path string, cfg imageConfig, stores []string, err error) {
 	im := w.Container.Image
 	path = filepath.Join(a.opts.Data, "images", im.Digest.String()+".fl")
-	stores = im.Stores
-	if len(stores) == 0 && im.Hub != "" {
-		c, err := hubclient.New(im.Hub, nil)
-		if err != nil {
-			return "", cfg, nil, err
-		}
-		stores = []string{c.ChunksURL()}
+	if stores, err = imageStores(im); err != nil {
+		return "", cfg, nil, err
 	}
 	// Verified once per agent: a pass over many containers does not parse
 	// their flists again every time.
@@ -79,6 +75,62 @@ func (a *Agent) image(ctx context.Context, dep uint64, w *spec.Workload) (path s
 // fetch downloads an image's flist from where the spec says and checks
 // its digest: from a hub by reference (so a tag that moved is noticed and
 // refused) or by digest, or from a URL.
+// imageStores returns the chunk stores a spec names for its image: its
+// stores, else its hub's.
+func imageStores(im spec.Image) ([]string, error) {
+	if len(im.Stores) > 0 || im.Hub == "" {
+		return im.Stores, nil
+	}
+	c, err := hubclient.New(im.Hub, nil)
+	if err != nil {
+		return nil, err
+	}
+	return []string{c.ChunksURL()}, nil
+}
+
+// imageDir is where image id is mounted, once for every container of it.
+func (a *Agent) imageDir(id digest.ID) string {
+	return filepath.Join(a.opts.Data, "images", "mnt", id.String())
+}
+
+// ensureImage makes sure image id (flist fl) is mounted at dir and
+// answers, mounting it (again) if not, and returns the mount's unique ID.
+// It works once per image per pass: the outcome is kept in want.
+func (a *Agent) ensureImage(ctx context.Context, id digest.ID, fl string, want *desired) (uint64, error) {
+	dir := a.imageDir(id)
+	if m, ok := want.images[dir]; ok && (m.id != 0 || m.err != nil) {
+		return m.id, m.err
+	}
+	mid, err := a.mountImage(ctx, id, fl, dir, want)
+	want.images[dir] = imageMount{id: mid, err: err}
+	return mid, err
+}
+
+func (a *Agent) mountImage(ctx context.Context, id digest.ID, fl, dir string, want *desired) (uint64, error) {
+	if mid, ok := a.opts.Mounter.Alive(dir, want.points); ok {
+		return mid, nil
+	}
+	if want.points[dir] {
+		a.log.Warn("image mount died: mounting it again", "image", id)
+		if err := a.opts.Mounter.Unmount(ctx, dir); err != nil {
+			return 0, fmt.Errorf("unmount dead image mount: %w", err)
+		}
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return 0, err
+	}
+	m := Mount{Flist: fl, Dir: dir, Stores: want.stores[id], Cache: a.opts.Cache, Log: dir + ".log"}
+	if err := a.opts.Mounter.MountImage(ctx, m); err != nil {
+		return 0, fmt.Errorf("mount image: %w", err)
+	}
+	mid, ok := a.opts.Mounter.Alive(dir, nil)
+	if !ok {
+		return 0, fmt.Errorf("image mounted at %s does not answer", dir)
+	}
+	a.log.Info("image mounted", "image", id, "stores", m.Stores)
+	return mid, nil
+}
+
 func (a *Agent) fetch(ctx context.Context, im spec.Image) ([]byte, error) {
 	var b []byte
 	switch {

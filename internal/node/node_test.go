@@ -91,7 +91,7 @@ func mustKey(t *testing.T) key.Secret {
 func newFixture(t *testing.T) *fixture {
 	t.Helper()
 	f := &fixture{t: t, rt: newFakeRuntime(), net: newFakeNetwork(), gw: &fakeGateway{hosts: map[string]string{}},
-		mnt: &fakeMounter{mounted: map[string]Mount{}}, owner: mustKey(t), cosigner: mustKey(t), other: mustKey(t),
+		mnt: newFakeMounter(), owner: mustKey(t), cosigner: mustKey(t), other: mustKey(t),
 		logs: &syncBuffer{}, clock: &clock{t: time.Now()}}
 	// An image: a tiny tree packed into a memory store, its flist served.
 	tree := t.TempDir()
@@ -336,16 +336,72 @@ func TestDeadMountRecreates(t *testing.T) {
 		t.Fatal(err)
 	}
 	f.agent.reconcile(ctx)
-	for dir := range f.mnt.mounted {
-		delete(f.mnt.mounted, dir) // the FUSE server died
-	}
+	f.mnt.kill(filepath.Join(f.agent.opts.Data, "images")) // the image's FUSE server died
 	f.agent.reconcile(ctx)
-	if f.rt.starts["d1-web"] != 2 || f.mnt.count() != 1 {
-		t.Fatalf("starts %d, mounts %d", f.rt.starts["d1-web"], f.mnt.count())
+	if f.rt.starts["d1-web"] != 2 || f.mnt.count() != 2 {
+		t.Fatalf("starts %d, mounts %d (want the image and the root)", f.rt.starts["d1-web"], f.mnt.count())
 	}
 	ev, _ := c.Events(ctx, 1)
 	if !hasEvent(ev, "stopped", "image mount died: recreating") {
 		t.Fatalf("events %+v", ev)
+	}
+}
+
+// TestSharedImageMount runs two deployments of one image over a single
+// image mount: its death recreates both, deleting one keeps it, deleting
+// both removes it.
+func TestSharedImageMount(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	c := f.client(f.owner)
+	one := f.spec(1, "", map[uint32]key.Secret{7: f.owner}, "")
+	two := f.spec(1, "", nil, "")
+	two = bytes.Replace(two, []byte("app.example.com"), []byte("app2.example.com"), 1)
+	two, err := spec.Cosign(two, f.owner, 7)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range [][]byte{one, two} {
+		if _, err := c.Deploy(ctx, s); err != nil {
+			t.Fatal(err)
+		}
+	}
+	f.agent.reconcile(ctx)
+	images := filepath.Join(f.agent.opts.Data, "images", "mnt")
+	imageMounts := func() (n int) {
+		f.mnt.mu.Lock()
+		defer f.mnt.mu.Unlock()
+		for dir := range f.mnt.mounted {
+			if strings.HasPrefix(dir, images) {
+				n++
+			}
+		}
+		return n
+	}
+	if n, all := imageMounts(), f.mnt.count(); n != 1 || all != 3 {
+		t.Fatalf("%d image mounts, %d mounts: want one image under two roots", n, all)
+	}
+	f.mnt.kill(images)
+	f.agent.reconcile(ctx)
+	if f.rt.starts["d1-web"] != 2 || f.rt.starts["d2-web"] != 2 || imageMounts() != 1 {
+		t.Fatalf("after the image died: starts %d and %d, %d image mounts", f.rt.starts["d1-web"], f.rt.starts["d2-web"], imageMounts())
+	}
+	if err := c.Delete(ctx, 1); err != nil {
+		t.Fatal(err)
+	}
+	f.agent.reconcile(ctx)
+	if imageMounts() != 1 || f.mnt.count() != 2 {
+		t.Fatalf("after one delete: %d image mounts, %d mounts", imageMounts(), f.mnt.count())
+	}
+	if err := c.Delete(ctx, 2); err != nil {
+		t.Fatal(err)
+	}
+	f.agent.reconcile(ctx)
+	if f.mnt.count() != 0 {
+		t.Fatalf("after both deletes: %d mounts left", f.mnt.count())
+	}
+	if ents, _ := os.ReadDir(images); len(ents) != 0 {
+		t.Errorf("image mount points left: %v", ents)
 	}
 }
 

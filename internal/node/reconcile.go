@@ -12,6 +12,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -20,6 +21,8 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/zosgrid/zos/internal/digest"
+	"github.com/zosgrid/zos/internal/mount"
 	"github.com/zosgrid/zos/internal/node/nodeclient"
 	"github.com/zosgrid/zos/internal/runtime"
 	"github.com/zosgrid/zos/internal/spec"
@@ -44,11 +47,20 @@ type desired struct {
 	sandboxes  map[string]bool
 	networks   map[string]bool
 	mounts     map[string]bool // root filesystem mount points
+	images     map[string]imageMount     // image mount points
+	stores     map[digest.ID][]string    // an image's stores: those of every deployment running it
 	volumes    map[string]bool // volume names (volumeName)
 	hosts      map[string]bool
 	hostOwner  map[string]uint64 // gateway host -> the deployment that got it first
 	points     map[string]bool   // mount points when the pass began
 	partial    bool              // a deployment could not be read: remove nothing this pass
+}
+
+// imageMount is what a pass found of an image mount: its unique mount ID
+// once ensured, or why it could not be mounted.
+type imageMount struct {
+	id  uint64
+	err error
 }
 
 // Names of things on the machine. Runtime ids and sandboxes are
@@ -84,7 +96,11 @@ func (a *Agent) reconcile(ctx context.Context) {
 		a.log.Error("reconcile: state", "err", err)
 		return
 	}
-	want := desired{map[string]bool{}, map[string]bool{}, map[string]bool{}, map[string]bool{}, map[string]bool{}, map[string]bool{}, map[string]uint64{}, nil, false}
+	want := desired{
+		containers: map[string]bool{}, sandboxes: map[string]bool{}, networks: map[string]bool{}, mounts: map[string]bool{},
+		images: map[string]imageMount{}, stores: imageStoreSets(recs), volumes: map[string]bool{}, hosts: map[string]bool{},
+		hostOwner: map[string]uint64{},
+	}
 	want.points, err = mountPoints()
 	if err != nil {
 		a.log.Error("reconcile: mount table", "err", err)
@@ -117,6 +133,38 @@ func (a *Agent) reconcile(ctx context.Context) {
 	if ctx.Err() == nil && !want.partial {
 		a.collect(ctx, want)
 	}
+}
+
+// imageStoreSets returns, for each image the active deployments run, the
+// stores they name for it, in order and without repeats: an image mounted
+// once for all of them reads from all of their stores.
+func imageStoreSets(recs []record) map[digest.ID][]string {
+	out := map[digest.ID][]string{}
+	for _, r := range recs {
+		if r.State != nodeclient.StateActive {
+			continue
+		}
+		d, err := spec.Parse(r.Spec)
+		if err != nil {
+			continue // apply reports it
+		}
+		for _, w := range d.Workloads {
+			if w.Kind != spec.KindContainer {
+				continue
+			}
+			stores, err := imageStores(w.Container.Image)
+			if err != nil {
+				continue // the container's image step reports it
+			}
+			id := w.Container.Image.Digest
+			for _, st := range stores {
+				if !slices.Contains(out[id], st) {
+					out[id] = append(out[id], st)
+				}
+			}
+		}
+	}
+	return out
 }
 
 // setStatus records a workload's state and reports whether state or
@@ -337,8 +385,12 @@ func (a *Agent) ensureContainer(ctx context.Context, r record, d *spec.Deploymen
 	id := containerID(r.ID, w.Name)
 	work := a.workDir(r.ID, w.Name)
 	root := filepath.Join(work, "rootfs")
-	upper := filepath.Join(work, "upper")
+	layer := filepath.Join(work, "upper")
+	imgDir := a.imageDir(w.Container.Image.Digest)
 	want.containers[id], want.sandboxes[id], want.mounts[root] = true, true, true
+	if _, ok := want.images[imgDir]; !ok {
+		want.images[imgDir] = imageMount{} // wanted even if this pass cannot fetch it
+	}
 	fail := func(format string, args ...any) {
 		a.setStatus(r.ID, w, nodeclient.WorkloadFailed, fmt.Sprintf(format, args...), nil)
 	}
@@ -351,6 +403,11 @@ func (a *Agent) ensureContainer(ctx context.Context, r record, d *spec.Deploymen
 		return
 	}
 	rs, err := runSpec(w, img)
+	if err != nil {
+		fail("%v", err)
+		return
+	}
+	imageID, err := a.ensureImage(ctx, w.Container.Image.Digest, fl, want)
 	if err != nil {
 		fail("%v", err)
 		return
@@ -382,7 +439,7 @@ func (a *Agent) ensureContainer(ctx context.Context, r record, d *spec.Deploymen
 	st, err := a.opts.Runtime.State(ctx, id)
 	switch {
 	case err == nil && st.Status == runtime.Running:
-		alive := a.opts.Mounter.Alive(Mount{Dir: root, Upper: upper}, want.points)
+		alive := a.rootAlive(root, layer, imageID, want.points)
 		if old, _ := os.ReadFile(filepath.Join(work, "spec.sum")); string(old) == sum && alive {
 			if now.Sub(cs.started) > a.opts.Backoff && cs.restarts > 0 && !cs.started.IsZero() {
 				cs.restarts = 0 // ran long enough: a later crash starts the backoff over
@@ -445,13 +502,13 @@ func (a *Agent) ensureContainer(ctx context.Context, r record, d *spec.Deploymen
 		fail("%v", err)
 		return
 	}
-	if m := (Mount{Dir: root, Upper: upper}); !a.opts.Mounter.Alive(m, want.points) {
-		if err := a.opts.Mounter.Unmount(ctx, m); err != nil { // what is left of a dead one
-			fail("unmount dead image mount: %v", err)
+	if !a.rootAlive(root, layer, imageID, want.points) {
+		if err := a.opts.Mounter.Unmount(ctx, root); err != nil { // what is left of a dead one
+			fail("unmount dead root filesystem: %v", err)
 			return
 		}
-		if err := a.opts.Mounter.Mount(ctx, Mount{Flist: fl, Dir: root, Upper: upper, Stores: stores, Cache: a.opts.Cache}); err != nil {
-			fail("mount image: %v", err)
+		if err := a.opts.Mounter.Overlay(ctx, Mount{Flist: fl, Dir: root, Image: imgDir, Layer: layer}); err != nil {
+			fail("mount root filesystem: %v", err)
 			return
 		}
 		a.event(r.ID, w.Name, "mounted", "image "+w.Container.Image.Digest.String())
@@ -538,24 +595,39 @@ func specSum(rs runtime.Spec, image string, ips, stores []string) string {
 	return hex.EncodeToString(sum[:])
 }
 
-// MountAlive reports whether m.Dir is a mounted root filesystem whose
-// lazily mounted image (at m.Upper/lower, as `zos flist mount --rw` puts
-// it) still answers. A FUSE server that died leaves its mount giving
-// ENOTCONN; statfs asks the server every time, where a stat or a readdir
-// may be answered from the kernel's caches.
-func MountAlive(m Mount, points map[string]bool) bool {
-	lower := filepath.Join(m.Upper, "lower")
+// rootAlive reports whether a container's root overlay is mounted at root
+// and stacked on the image mount whose ID is image: an overlay over an
+// image server that died stays broken even once the image is mounted
+// again at the same path.
+func (a *Agent) rootAlive(root, layer string, image uint64, points map[string]bool) bool {
+	if _, ok := a.opts.Mounter.Alive(root, points); !ok {
+		return false
+	}
+	on, ok := a.opts.Mounter.StackedOn(layer)
+	return ok && on == image
+}
+
+// MountAlive returns the unique ID of the image mount at dir (as
+// internal/mount.MountID gives it) if dir is mounted and its server
+// answers. A FUSE server that died leaves its mount giving ENOTCONN;
+// statfs asks the server every time, where a stat or a readdir may be
+// answered from the kernel's caches.
+func MountAlive(dir string, points map[string]bool) (uint64, bool) {
 	if points == nil {
 		var err error
 		if points, err = mountPoints(); err != nil {
-			return false
+			return 0, false
 		}
 	}
-	if !points[filepath.Clean(m.Dir)] || !points[lower] {
-		return false
+	if !points[filepath.Clean(dir)] {
+		return 0, false
 	}
 	var st unix.Statfs_t
-	return unix.Statfs(lower, &st) == nil
+	if unix.Statfs(dir, &st) != nil {
+		return 0, false
+	}
+	id, err := mount.MountID(dir)
+	return id, err == nil
 }
 
 // isMountPoint reports whether dir is a mount point (mountinfo).
@@ -631,8 +703,7 @@ func (a *Agent) teardown(ctx context.Context, r record) error {
 			if err := a.opts.Network.RemoveSandbox(ctx, id); err != nil {
 				errs = append(errs, err)
 			}
-			work := a.workDir(r.ID, w.Name)
-			if err := a.opts.Mounter.Unmount(ctx, Mount{Dir: filepath.Join(work, "rootfs"), Upper: filepath.Join(work, "upper")}); err != nil {
+			if err := a.opts.Mounter.Unmount(ctx, filepath.Join(a.workDir(r.ID, w.Name), "rootfs")); err != nil {
 				errs = append(errs, err)
 			}
 			a.mu.Lock()
@@ -678,22 +749,44 @@ func (a *Agent) collect(ctx context.Context, want desired) {
 		}
 	}
 	if mps := want.points; mps != nil {
-		base := filepath.Join(a.opts.Data, "deployments") + "/"
-		var dirs []string
+		// Roots before images: an image is busy while overlays stand on it.
+		// A root mount of an agent before shared image mounts (rootfs over
+		// upper/lower) goes with its whole stack.
+		deps := filepath.Join(a.opts.Data, "deployments") + "/"
+		var roots []string
 		for mp := range mps {
-			if strings.HasPrefix(mp, base) && (strings.HasSuffix(mp, "/rootfs") || strings.HasSuffix(mp, "/upper/lower")) && !want.mounts[mp] && !want.mounts[filepath.Join(filepath.Dir(filepath.Dir(mp)), "rootfs")] {
-				dirs = append(dirs, mp)
+			switch {
+			case strings.HasPrefix(mp, deps) && strings.HasSuffix(mp, "/rootfs") && !want.mounts[mp]:
+				roots = append(roots, mp)
+			case strings.HasPrefix(mp, deps) && strings.HasSuffix(mp, "/upper/lower") && !want.mounts[filepath.Join(filepath.Dir(filepath.Dir(mp)), "rootfs")]:
+				roots = append(roots, filepath.Join(filepath.Dir(filepath.Dir(mp)), "rootfs"))
 			}
 		}
-		for _, mp := range dirs {
-			work := filepath.Dir(mp)
-			if strings.HasSuffix(mp, "/upper/lower") {
-				work = filepath.Dir(work)
-			}
+		for _, mp := range roots {
 			a.log.Info("removing orphan mount", "dir", mp)
-			if err := a.opts.Mounter.Unmount(ctx, Mount{Dir: filepath.Join(work, "rootfs"), Upper: filepath.Join(work, "upper")}); err != nil {
+			if err := a.opts.Mounter.Unmount(ctx, mp); err != nil {
 				a.log.Warn("orphan mount", "dir", mp, "err", err)
 			}
+		}
+	}
+	// An image no container wants any more: its mount point goes with its
+	// mount, so a later pass does not look at it again.
+	imgs := filepath.Join(a.opts.Data, "images", "mnt")
+	if ents, err := os.ReadDir(imgs); err == nil {
+		for _, e := range ents {
+			dir := filepath.Join(imgs, e.Name())
+			if _, ok := want.images[dir]; ok || !e.IsDir() {
+				continue
+			}
+			a.log.Info("unmounting image no container uses", "dir", dir)
+			if err := a.opts.Mounter.Unmount(ctx, dir); err != nil {
+				a.log.Warn("image mount", "dir", dir, "err", err)
+				continue
+			}
+			if err := os.Remove(dir); err != nil {
+				a.log.Warn("image mount point", "dir", dir, "err", err)
+			}
+			os.Remove(dir + ".log")
 		}
 	}
 	if ids, err := a.opts.Network.Sandboxes(ctx); err == nil {
