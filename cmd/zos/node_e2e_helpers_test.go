@@ -349,6 +349,33 @@ func (n *e2eNode) sweep() {
 	}
 }
 
+// reboot does to the machine what a reboot does to a node whose agent is
+// down: every process and mount of the node goes (sweep), and with them
+// what lives in memory only: network namespaces (bind mounts in
+// /run/zos/netns), links, the agent's nftables table. What is on disk under
+// the data directory stays.
+func (n *e2eNode) reboot() {
+	// Killed processes take a moment to leave their cgroups.
+	deadline := time.Now().Add(10 * time.Second)
+	for n.sweep(); len(n.leaks(nil)) > 0 && time.Now().Before(deadline); n.sweep() {
+		time.Sleep(50 * time.Millisecond)
+	}
+	const nsDir = "/run/zos/netns"
+	ents, _ := os.ReadDir(nsDir)
+	for _, e := range ents {
+		p := filepath.Join(nsDir, e.Name())
+		syscall.Unmount(p, syscall.MNT_DETACH)
+		os.Remove(p)
+	}
+	links, _ := os.ReadDir("/sys/class/net")
+	for _, l := range links {
+		if strings.HasPrefix(l.Name(), "zos") {
+			exec.Command("ip", "link", "del", l.Name()).Run()
+		}
+	}
+	exec.Command("nft", "delete", "table", "inet", "zos").Run()
+}
+
 // leaks lists what this node left on the machine: mounts under its data
 // directory, processes (mount servers, containers), loop devices of its
 // volumes, cgroups of its containers, and links, namespaces and nftables

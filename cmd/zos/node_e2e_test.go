@@ -540,6 +540,50 @@ func TestNodeE2E(t *testing.T) {
 		})
 	})
 
+	// A reboot: the agent dies, and every process, mount, loop device,
+	// cgroup, namespace, link and nftables rule goes with the machine's
+	// memory; only the data directory stays. The next agent brings every
+	// workload back, and the volume keeps what was written to it.
+	part("reboot", func(t *testing.T) {
+		vol := filepath.Join(n.data, "volumes", fmt.Sprintf("d%d-data", idA))
+		if err := os.WriteFile(filepath.Join(vol, "before-reboot"), []byte("kept\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		reached := strings.Count(n.logs(idA, "peer", me), "hello from zos")
+		n.kill9()
+		n.reboot()
+		if l := n.leaks(nil); len(l) > 0 {
+			t.Fatalf("the simulated reboot left %v", l)
+		}
+		start := time.Now()
+		n.start()
+		n.waitFor("deployments A and B running after the reboot", 60*time.Second, func() string {
+			if r := running(n.status(idA, me)); r != "" {
+				return "A: " + r
+			}
+			if r := running(n.status(idB, other)); r != "" {
+				return "B: " + r
+			}
+			return ""
+		})
+		n.waitFor("the gateway answering after the reboot", 20*time.Second, func() string {
+			if code, body, err := n.gateway("web.example.com"); code != 200 || body != "hello from zos\n" {
+				return fmt.Sprintf("%d %q %v", code, body, err)
+			}
+			return ""
+		})
+		t.Logf("every workload back %.1fs after the agent started", time.Since(start).Seconds())
+		if b, err := os.ReadFile(filepath.Join(vol, "before-reboot")); err != nil || string(b) != "kept\n" {
+			t.Errorf("volume after the reboot: %q %v", b, err)
+		}
+		n.waitFor("peer reaching web again", 30*time.Second, func() string {
+			if log := n.logs(idA, "peer", me); strings.Count(log, "hello from zos") <= reached {
+				return "peer's log: " + log[max(0, len(log)-400):]
+			}
+			return ""
+		})
+	})
+
 	part("refusals", func(t *testing.T) {
 		// Under-signed: twins 1 and 2 are required, only 1 signed.
 		path := n.writeSpec("u", specU, 1, me)
