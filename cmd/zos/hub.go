@@ -18,9 +18,11 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/zosgrid/zos/internal/digest"
+	"github.com/zosgrid/zos/internal/flist"
 	"github.com/zosgrid/zos/internal/hub"
 	"github.com/zosgrid/zos/internal/hub/hubclient"
 	"github.com/zosgrid/zos/internal/key"
+	"github.com/zosgrid/zos/internal/mount"
 )
 
 func hubCmd() *cobra.Command {
@@ -269,6 +271,8 @@ func hubRegisterCmd() *cobra.Command {
 
 func hubPushCmd() *cobra.Command {
 	var f hubFlags
+	var traceFile string
+	var noTrace bool
 	c := &cobra.Command{
 		Use:   "push FL NAMESPACE/NAME[:TAG]",
 		Short: "Publish an flist whose chunks are already in the hub (pack with --store HUB/chunks)",
@@ -286,17 +290,51 @@ func hubPushCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
+			if traceFile == "" && !noTrace {
+				if _, err := os.Stat(args[0] + ".trace"); err == nil {
+					traceFile = args[0] + ".trace"
+				}
+			}
+			var tr []byte
+			if traceFile != "" && !noTrace {
+				r, err := flist.Open(b)
+				if err != nil {
+					return err
+				}
+				if tr, err = os.ReadFile(traceFile); err == nil {
+					_, err = mount.ParseTraceFor(tr, r)
+				}
+				if err != nil {
+					return fmt.Errorf("%s: %w (record it again with 'zos flist trace', or pass --no-trace)", traceFile, err)
+				}
+			}
 			p, err := cl.Push(c.Context(), ref, b)
 			if err != nil {
 				return hubErr(err)
 			}
+			out := struct {
+				hubclient.Pushed
+				Trace *hubclient.TraceInfo `json:"trace,omitempty"`
+			}{Pushed: p}
+			if tr != nil {
+				ti, err := cl.PushTrace(c.Context(), p.Digest, tr)
+				if err != nil {
+					return fmt.Errorf("flist pushed, its trace not: %w", hubErr(err))
+				}
+				out.Trace = &ti
+			}
 			if f.json {
-				return printJSON(c.OutOrStdout(), p)
+				return printJSON(c.OutOrStdout(), out)
 			}
 			fmt.Fprintf(c.OutOrStdout(), "%s@%s\n", p.Ref, p.Digest)
+			if out.Trace != nil {
+				fmt.Fprintf(c.OutOrStdout(), "trace: %d chunks to prefetch\n", out.Trace.Chunks)
+			}
 			return nil
 		},
 	}
+	c.Flags().StringVar(&traceFile, "trace", "", "prefetch trace to store beside the flist (default: FL.trace if it exists; see 'zos flist trace')")
+	c.Flags().BoolVar(&noTrace, "no-trace", false, "do not push a trace, even if FL.trace exists")
 	f.add(c, true)
 	return c
 }
@@ -335,8 +373,19 @@ func hubPullCmd() *cobra.Command {
 			if err := os.WriteFile(out, p.Flist, 0o644); err != nil {
 				return err
 			}
+			// The hub's trace, if any, beside the file, where 'zos flist
+			// mount' finds it.
+			trace, err := pullTrace(c.Context(), cl, p)
+			if err != nil {
+				return err
+			}
+			if trace != nil {
+				if err := os.WriteFile(out+".trace", trace, 0o644); err != nil {
+					return err
+				}
+			}
 			if f.json {
-				return printJSON(c.OutOrStdout(), map[string]any{"file": out, "digest": p.Digest, "resolved": p.Resolved, "signers": p.Signers})
+				return printJSON(c.OutOrStdout(), map[string]any{"file": out, "digest": p.Digest, "resolved": p.Resolved, "signers": p.Signers, "trace": trace != nil})
 			}
 			fmt.Fprintf(c.OutOrStdout(), "%s %s\n", out, p.Resolved)
 			return nil
@@ -345,6 +394,26 @@ func hubPullCmd() *cobra.Command {
 	c.Flags().StringVarP(&out, "output", "o", "", "file to write (default NAME.fl)")
 	f.add(c, true)
 	return c
+}
+
+// pullTrace returns the trace the hub keeps for the flist p, checked
+// against it; nil if it keeps none.
+func pullTrace(ctx context.Context, cl *hubclient.Client, p hubclient.Pulled) ([]byte, error) {
+	b, err := cl.PullTrace(ctx, p.Digest)
+	if errors.Is(err, hubclient.ErrNotFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	r, err := flist.Open(p.Flist)
+	if err == nil {
+		_, err = mount.ParseTraceFor(b, r)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("the hub's trace of %s: %w", p.Digest.Short(), err)
+	}
+	return b, nil
 }
 
 func hubLsCmd() *cobra.Command {

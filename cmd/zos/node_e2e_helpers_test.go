@@ -654,3 +654,12 @@ func minImage(t *testing.T, src string) string {
 	os.WriteFile(filepath.Join(dir, "oci-layout"), []byte(`{"imageLayoutVersion":"1.0.0"}`), 0o644)
 	return dir
 }
+
+func hasEvent(ev []nodeclient.Event, kind, detail string) bool {
+	for _, e := range ev {
+		if e.Kind == kind && strings.Contains(e.Detail, detail) {
+			return true
+		}
+	}
+	return false
+}

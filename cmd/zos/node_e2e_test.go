@@ -29,6 +29,7 @@ import (
 	"github.com/zosgrid/zos/internal/auth"
 	"github.com/zosgrid/zos/internal/digest"
 	"github.com/zosgrid/zos/internal/key"
+	"github.com/zosgrid/zos/internal/mount"
 	"github.com/zosgrid/zos/internal/node/nodeclient"
 )
 
@@ -194,8 +195,21 @@ func TestNodeE2E(t *testing.T) {
 		if err := json.Unmarshal([]byte(out), &sum); err != nil || sum.Layers != 2 || len(sum.Digest) != 64 {
 			t.Fatalf("pack --json: %v: %s", err, out)
 		}
+		// A prefetch trace beside the flist goes to the hub with it, and
+		// from there to the node.
+		d, err := digest.Parse(sum.Digest)
+		if err != nil {
+			t.Fatal(err)
+		}
+		tr, err := (&mount.Trace{Flist: d, Chunks: []uint32{3, 1, 2, 0}}).MarshalBinary()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(fl+".trace", tr, 0o644); err != nil {
+			t.Fatal(err)
+		}
 		out = n.mustZos("hub", "push", fl, "me/min:e2e", "--hub", hub, "--key", me)
-		if want := "me/min:e2e@" + sum.Digest; strings.TrimSpace(out) != want {
+		if want := "me/min:e2e@" + sum.Digest + "\ntrace: 4 chunks to prefetch"; strings.TrimSpace(out) != want {
 			t.Fatalf("hub push: %q, want %q", out, want)
 		}
 		imgDigest = sum.Digest
@@ -302,6 +316,17 @@ func TestNodeE2E(t *testing.T) {
 		t.FailNow()
 	}
 	t.Logf("deployment A running at %s", time.Since(start).Round(time.Millisecond))
+
+	part("image-trace", func(t *testing.T) {
+		want, _ := os.ReadFile(filepath.Join(dir, "min.fl.trace"))
+		got, err := os.ReadFile(filepath.Join(n.data, "images", imgDigest+".fl.trace"))
+		if err != nil || !bytes.Equal(got, want) {
+			t.Errorf("the hub's trace on the node: %v", err)
+		}
+		if !hasEvent(n.events(idA, me), "image-fetched", "a trace of 4 chunks to prefetch") {
+			t.Errorf("image-fetched event does not mention the trace: %+v", n.events(idA, me))
+		}
+	})
 
 	part("runs", func(t *testing.T) {
 		n.waitFor("the gateway answering for web.example.com", 30*time.Second, func() string {

@@ -700,24 +700,7 @@ func (h *Hub) pullDigest(w http.ResponseWriter, r *http.Request) {
 		h.fail(w, r, err)
 		return
 	}
-	// Served if a name the reader may read holds it: a private image's
-	// digest alone does not open it, and a digest held only by names the
-	// reader may not read is as absent as one no name holds.
-	readable := ""
-	err = h.b.Objects.List(r.Context(), refsPrefix+d.String()+"/", func(fi object.Info) error {
-		parts := nsOf(fi.Name, refsPrefix+d.String()+"/")
-		if len(parts) != 2 || readable != "" {
-			return nil
-		}
-		if err := h.mayRead(r.Context(), k, parts[0]); err != nil {
-			if isNotFound(err) {
-				return nil
-			}
-			return err
-		}
-		readable = parts[0] + "/" + parts[1] + "@" + d.String()
-		return nil
-	})
+	readable, err := h.holder(r.Context(), d, func(ns string) error { return h.mayRead(r.Context(), k, ns) })
 	if err == nil && readable == "" {
 		err = errorf(http.StatusNotFound, "no name you may read holds flist %s", d)
 	}
@@ -730,6 +713,29 @@ func (h *Hub) pullDigest(w http.ResponseWriter, r *http.Request) {
 	}
 	w.Header().Set("Cache-Control", "public, max-age=31536000, immutable")
 	h.serveFlist(w, r, d, readable)
+}
+
+// holder returns the first name ("NS/NAME@DIGEST") holding flist d whose
+// namespace may passes, or "" for none. A private image's digest alone
+// does not open it, and a digest held only by names one may not read (or
+// write) is as absent as one no name holds.
+func (h *Hub) holder(ctx context.Context, d digest.ID, may func(ns string) error) (string, error) {
+	found := ""
+	err := h.b.Objects.List(ctx, refsPrefix+d.String()+"/", func(fi object.Info) error {
+		parts := nsOf(fi.Name, refsPrefix+d.String()+"/")
+		if len(parts) != 2 || found != "" {
+			return nil
+		}
+		if err := may(parts[0]); err != nil {
+			if isNotFound(err) || errors.Is(err, errForbidden) {
+				return nil
+			}
+			return err
+		}
+		found = parts[0] + "/" + parts[1] + "@" + d.String()
+		return nil
+	})
+	return found, err
 }
 
 func (h *Hub) remove(w http.ResponseWriter, r *http.Request) {

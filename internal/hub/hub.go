@@ -176,6 +176,8 @@ func (h *Hub) routes() {
 	m.HandleFunc("GET /v1/digests/{digest}", h.pullDigest)
 	m.HandleFunc("HEAD /v1/digests/{digest}", h.pullDigest)
 
+	m.HandleFunc("PUT /v1/traces/{digest}", h.putTrace)
+	m.HandleFunc("GET /v1/traces/{digest}", h.getTrace)
 	m.HandleFunc("PUT /v1/tags/{ns}/{name}/{tag}", h.tag)
 	m.HandleFunc("PUT /v1/links/{ns}/{name}", h.link)
 	m.HandleFunc("POST /v1/promote/{ns}/{ref}", h.promote)

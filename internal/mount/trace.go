@@ -137,6 +137,19 @@ func (t *Trace) Check(r *flist.Reader) error {
 	return nil
 }
 
+// ParseTraceFor parses a trace and checks it against r (ParseTrace, then
+// Check): a trace fetched from elsewhere is used only once this passes.
+func ParseTraceFor(b []byte, r *flist.Reader) (*Trace, error) {
+	t, err := ParseTrace(b)
+	if err != nil {
+		return nil, err
+	}
+	if err := t.Check(r); err != nil {
+		return nil, err
+	}
+	return t, nil
+}
+
 // ReadTrace reads and parses a trace file and checks it against r.
 func ReadTrace(path string, r *flist.Reader) (*Trace, error) {
 	f, err := os.Open(path)

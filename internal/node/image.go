@@ -13,6 +13,7 @@ import (
 	"github.com/zosgrid/zos/internal/digest"
 	"github.com/zosgrid/zos/internal/flist"
 	"github.com/zosgrid/zos/internal/hub/hubclient"
+	"github.com/zosgrid/zos/internal/mount"
 	"github.com/zosgrid/zos/internal/oci"
 	"github.com/zosgrid/zos/internal/spec"
 )
@@ -42,14 +43,12 @@ func (a *Agent) image(ctx context.Context, dep uint64, w *spec.Workload) (path s
 		return path, cached, stores, nil
 	}
 	b, err := os.ReadFile(path)
+	fetched := false
 	if errors.Is(err, os.ErrNotExist) {
 		if b, err = a.fetch(ctx, im); err != nil {
 			return "", cfg, nil, err
 		}
-		if err := writeAtomic(path, b); err != nil {
-			return "", cfg, nil, err
-		}
-		a.event(dep, w.Name, "image-fetched", fmt.Sprintf("%s (%d bytes of metadata)", im.Digest, len(b)))
+		fetched = true
 	} else if err != nil {
 		return "", cfg, nil, err
 	}
@@ -60,6 +59,20 @@ func (a *Agent) image(ctx context.Context, dep uint64, w *spec.Workload) (path s
 	if r.Digest() != im.Digest {
 		os.Remove(path) // damaged on disk: fetched again next pass
 		return "", cfg, nil, fmt.Errorf("%s: %w: kept copy is %s", path, ErrImageChanged, r.Digest())
+	}
+	if fetched {
+		// The trace first: the image's mount picks up FL.trace when it
+		// starts, and the flist file is what says the fetch is done.
+		detail := fmt.Sprintf("%s (%d bytes of metadata)", im.Digest, len(b))
+		if n, err := a.fetchTrace(ctx, im, r, path+".trace"); err != nil {
+			a.log.Warn("image trace not used", "image", im.Digest, "err", err)
+		} else if n > 0 {
+			detail += fmt.Sprintf(", a trace of %d chunks to prefetch", n)
+		}
+		if err := writeAtomic(path, b); err != nil {
+			return "", cfg, nil, err
+		}
+		a.event(dep, w.Name, "image-fetched", detail)
 	}
 	if v, ok := r.Meta(oci.MetaConfig); ok {
 		if err := json.Unmarshal(v, &cfg); err != nil {
@@ -72,9 +85,30 @@ func (a *Agent) image(ctx context.Context, dep uint64, w *spec.Workload) (path s
 	return path, cfg, stores, nil
 }
 
-// fetch downloads an image's flist from where the spec says and checks
-// its digest: from a hub by reference (so a tag that moved is noticed and
-// refused) or by digest, or from a URL.
+// fetchTrace saves the prefetch trace the image's hub keeps for it, if
+// any, at path, checked against r; it returns its chunk count (0: none).
+func (a *Agent) fetchTrace(ctx context.Context, im spec.Image, r *flist.Reader, path string) (int, error) {
+	if im.Hub == "" {
+		return 0, nil
+	}
+	c, err := hubclient.New(im.Hub, nil)
+	if err != nil {
+		return 0, err
+	}
+	b, err := c.PullTrace(ctx, im.Digest)
+	if errors.Is(err, hubclient.ErrNotFound) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, err
+	}
+	t, err := mount.ParseTraceFor(b, r)
+	if err != nil {
+		return 0, err
+	}
+	return len(t.Chunks), writeAtomic(path, b)
+}
+
 // imageStores returns the chunk stores a spec names for its image: its
 // stores, else its hub's.
 func imageStores(im spec.Image) ([]string, error) {
@@ -131,6 +165,9 @@ func (a *Agent) mountImage(ctx context.Context, id digest.ID, fl, dir string, wa
 	return mid, nil
 }
 
+// fetch downloads an image's flist from where the spec says and checks
+// its digest: from a hub by reference (so a tag that moved is noticed and
+// refused) or by digest, or from a URL.
 func (a *Agent) fetch(ctx context.Context, im spec.Image) ([]byte, error) {
 	var b []byte
 	switch {

@@ -296,6 +296,40 @@ func (c *Client) pull(ctx context.Context, path string, want digest.ID) (Pulled,
 	return p, nil
 }
 
+// PushTrace stores b, a prefetch trace (docs/TRACE.md) recorded on flist
+// d, beside it on the hub; nodes mounting d then prefetch by it.
+func (c *Client) PushTrace(ctx context.Context, d digest.ID, b []byte) (TraceInfo, error) {
+	resp, err := c.do(ctx, http.MethodPut, "/v1/traces/"+d.String(), nil, "application/octet-stream", b)
+	if err != nil {
+		return TraceInfo{}, err
+	}
+	defer resp.Body.Close()
+	var ti TraceInfo
+	if err := json.NewDecoder(io.LimitReader(resp.Body, 1<<20)).Decode(&ti); err != nil {
+		return TraceInfo{}, fmt.Errorf("hub %s: trace of %s: %w", c.base, d, err)
+	}
+	return ti, nil
+}
+
+// PullTrace returns the prefetch trace the hub keeps for flist d, still
+// to be checked against it (mount.ParseTrace, Trace.Check); an error
+// wrapping ErrNotFound when it keeps none.
+func (c *Client) PullTrace(ctx context.Context, d digest.ID) ([]byte, error) {
+	resp, err := c.do(ctx, http.MethodGet, "/v1/traces/"+d.String(), nil, "", nil)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(io.LimitReader(resp.Body, MaxTraceSize+1))
+	if err == nil && len(b) > MaxTraceSize {
+		err = fmt.Errorf("more than %d bytes", MaxTraceSize)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("hub %s: trace of %s: %w", c.base, d, err)
+	}
+	return b, nil
+}
+
 // Repos lists the names in a namespace, following the hub's pages.
 func (c *Client) Repos(ctx context.Context, ns string) ([]Repo, error) {
 	return listAll[Repo](ctx, c, "/v1/repos/"+ns)

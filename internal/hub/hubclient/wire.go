@@ -42,7 +42,17 @@ const (
 	DefaultTag = "latest"
 	// MaxFlistSize bounds an uploaded flist (body and signatures).
 	MaxFlistSize = 256 << 20
+	// MaxTraceSize bounds an uploaded prefetch trace: a few bytes per
+	// chunk read at start, so a million chunks and more.
+	MaxTraceSize = 16 << 20
 )
+
+// TraceInfo answers a trace upload.
+type TraceInfo struct {
+	Flist  digest.ID `json:"flist"`
+	Chunks int       `json:"chunks"`
+	Size   int64     `json:"size"`
+}
 
 var (
 	nsRE   = regexp.MustCompile(`^[a-z0-9][a-z0-9._-]{0,62}$`)
