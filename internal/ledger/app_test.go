@@ -439,3 +439,37 @@ func TestCode(t *testing.T) {
 		}
 	}
 }
+
+// TestConcurrentReads: CheckTx and Query from other goroutines while
+// blocks are finalized and committed (run with -race).
+func TestConcurrentReads(t *testing.T) {
+	a := openTest(t)
+	blocks := scenario(t)
+	done := make(chan struct{})
+	errs := make(chan error, 2)
+	for range 2 {
+		go func() {
+			for {
+				select {
+				case <-done:
+					errs <- nil
+					return
+				default:
+				}
+				a.CheckTx(blocks[2][0])
+				if _, err := a.Query("contracts", []byte(`{"node":1}`)); err != nil {
+					errs <- err
+					return
+				}
+				a.Info()
+			}
+		}()
+	}
+	run(t, a, blocks)
+	close(done)
+	for range 2 {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+}
