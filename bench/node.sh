@@ -21,10 +21,9 @@
 #               From the node's history: when the flist was fetched, the image mounted and the
 #               container started, relative to the same clock.
 #     zostrace  the same with a trace of the ready command (`zos flist trace`, recorded before
-#               the runs) placed by hand at DATA/images/DIGEST.fl.trace before deploying, where
-#               the node's mount picks it up. The node does not fetch traces and the hub does
-#               not serve them, so this row is a what-if: the trace's bytes did not cross the
-#               link (its size is recorded).
+#               the runs) stored on the hub beside the flist (`zos hub trace`) before deploying:
+#               the node fetches it with the flist, over the link, and the image's mount
+#               prefetches by it. The zos row removes it from the hub first (`--rm`).
 #     oci       from nothing to the same marker: `skopeo copy` from the registry through the
 #               proxy into an OCI layout, `umoci unpack` into a bundle, `runc run -d` of the
 #               same command with its output in a file, polled the same way.
@@ -38,7 +37,7 @@
 # shell above, memory 16 MiB, cpu 50, pids 8, reached without the slow link) deployed one after
 # the other with `zos deploy --wait`, until DENSITY_MAX containers or until MemAvailable falls
 # below DENSITY_MIN_AVAIL_MB. Recorded at checkpoints: time per deploy; the agent's VmRSS and
-# PSS; the image mount servers' (`zos flist mount`, one process per container) total VmRSS, PSS
+# PSS; the image mount servers' (`zos flist mount`, one process per image) total VmRSS, PSS
 # and RssAnon; the containers' cgroup memory; MemAvailable. Then the agent's CPU time while idle
 # with N containers (its reconcile passes), and the time to delete them all.
 #
@@ -380,11 +379,13 @@ deploy_zos() {
 		return
 	fi
 	write_spec "$w/spec.json" "$CTR" "$IMAGE" "$DIGEST" "$HUB_PROXY" "$DEPLOY_MEMORY" 2000 1024 "node.sh $row $rep" "$(container_cmd)"
-	start_node "$w/node"
 	if [ "$mode" = trace ]; then
-		mkdir -p "$w/node/images"
-		cp "$OUT/trace/$DIGEST.fl.trace" "$w/node/images/"
+		"$ZOS" hub trace "$OUT/$IMAGE.fl" --trace "$OUT/trace/$DIGEST.fl.trace" --hub "$HUB" --key "$KEY" >"$w/trace.out" 2>&1 ||
+			{ rec part=deploy row=$row rep="$rep" status=FAIL msg="zos hub trace: $(oneline "$w/trace.out")"; return; }
+	else
+		"$ZOS" hub trace "$OUT/$IMAGE.fl" --rm --hub "$HUB" --key "$KEY" >/dev/null 2>&1 || true
 	fi
+	start_node "$w/node"
 	sync # the previous rep's writes are not this one's to pay for
 	set_link hub 100M
 	t0=$(now)
@@ -413,7 +414,7 @@ deploy_zos() {
 	ts=$(event_time "$w/events.json" started "$t0")
 	local chunks used=0
 	chunks=$(find "$w/node/cache" -type f 2>/dev/null | wc -l)
-	cp "$w/node/deployments/1/$CTR/mount.log" "$w/mount.log" 2>/dev/null || true
+	cp "$w/node/images/mnt/$DIGEST.log" "$w/mount.log" 2>/dev/null || true
 	grep -q 'prefetching by trace' "$w/mount.log" 2>/dev/null && used=1
 	if [ "$mode" = trace ] && [ "$used" = 0 ]; then st=FAIL msg="the mount did not use the trace ${msg}"; fi
 	stop_node

@@ -27,7 +27,7 @@ import (
 
 func hubCmd() *cobra.Command {
 	c := &cobra.Command{Use: "hub", Short: "Run a hub, or publish and fetch flists on one"}
-	c.AddCommand(hubServeCmd(), hubGCCmd(), hubRegisterCmd(), hubPushCmd(), hubPullCmd(), hubLsCmd(),
+	c.AddCommand(hubServeCmd(), hubGCCmd(), hubRegisterCmd(), hubPushCmd(), hubTraceCmd(), hubPullCmd(), hubLsCmd(),
 		hubTagCmd(), hubLinkCmd(), hubPromoteCmd(), hubRmCmd(), hubConvertCmd(), hubOpenCmd())
 	return c
 }
@@ -297,15 +297,8 @@ func hubPushCmd() *cobra.Command {
 			}
 			var tr []byte
 			if traceFile != "" && !noTrace {
-				r, err := flist.Open(b)
-				if err != nil {
+				if tr, err = readTraceFor(b, traceFile); err != nil {
 					return err
-				}
-				if tr, err = os.ReadFile(traceFile); err == nil {
-					_, err = mount.ParseTraceFor(tr, r)
-				}
-				if err != nil {
-					return fmt.Errorf("%s: %w (record it again with 'zos flist trace', or pass --no-trace)", traceFile, err)
 				}
 			}
 			p, err := cl.Push(c.Context(), ref, b)
@@ -392,6 +385,73 @@ func hubPullCmd() *cobra.Command {
 		},
 	}
 	c.Flags().StringVarP(&out, "output", "o", "", "file to write (default NAME.fl)")
+	f.add(c, true)
+	return c
+}
+
+// readTraceFor reads a trace file and checks it against the flist fl.
+func readTraceFor(fl []byte, file string) ([]byte, error) {
+	r, err := flist.Open(fl)
+	if err != nil {
+		return nil, err
+	}
+	tr, err := os.ReadFile(file)
+	if err == nil {
+		_, err = mount.ParseTraceFor(tr, r)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w (record it again with 'zos flist trace')", file, err)
+	}
+	return tr, nil
+}
+
+func hubTraceCmd() *cobra.Command {
+	var f hubFlags
+	var traceFile string
+	var rm bool
+	c := &cobra.Command{
+		Use:   "trace FL [--trace FILE | --rm]",
+		Short: "Store (or remove) the prefetch trace of an flist already on the hub; nodes mounting it prefetch by it",
+		Args:  usageArgs(1, "FL"),
+		RunE: func(c *cobra.Command, args []string) error {
+			b, err := os.ReadFile(args[0])
+			if err != nil {
+				return err
+			}
+			r, err := flist.Open(b)
+			if err != nil {
+				return err
+			}
+			cl, err := f.client(true)
+			if err != nil {
+				return err
+			}
+			if rm {
+				if err := cl.RemoveTrace(c.Context(), r.Digest()); err != nil {
+					return hubErr(err)
+				}
+				return nil
+			}
+			if traceFile == "" {
+				traceFile = args[0] + ".trace"
+			}
+			tr, err := readTraceFor(b, traceFile)
+			if err != nil {
+				return err
+			}
+			ti, err := cl.PushTrace(c.Context(), r.Digest(), tr)
+			if err != nil {
+				return hubErr(err)
+			}
+			if f.json {
+				return printJSON(c.OutOrStdout(), ti)
+			}
+			fmt.Fprintf(c.OutOrStdout(), "trace: %d chunks to prefetch\n", ti.Chunks)
+			return nil
+		},
+	}
+	c.Flags().StringVar(&traceFile, "trace", "", "the trace file (default FL.trace)")
+	c.Flags().BoolVar(&rm, "rm", false, "remove the hub's trace of FL instead")
 	f.add(c, true)
 	return c
 }

@@ -178,6 +178,7 @@ func (h *Hub) routes() {
 
 	m.HandleFunc("PUT /v1/traces/{digest}", h.putTrace)
 	m.HandleFunc("GET /v1/traces/{digest}", h.getTrace)
+	m.HandleFunc("DELETE /v1/traces/{digest}", h.removeTrace)
 	m.HandleFunc("PUT /v1/tags/{ns}/{name}/{tag}", h.tag)
 	m.HandleFunc("PUT /v1/links/{ns}/{name}", h.link)
 	m.HandleFunc("POST /v1/promote/{ns}/{ref}", h.promote)

@@ -22,20 +22,9 @@ func traceObj(d digest.ID) string { return tracesPrefix + d.String() }
 // request is signed by a key that may write a namespace holding d; the
 // trace must be well formed and recorded on d. A later one replaces it.
 func (h *Hub) putTrace(w http.ResponseWriter, r *http.Request) {
-	d, err := digest.Parse(r.PathValue("digest"))
-	if err != nil {
-		h.fail(w, r, errorf(http.StatusBadRequest, "%v", err))
-		return
-	}
 	var t *mount.Trace
-	k, body, err := h.signed(w, r, hubclient.MaxTraceSize, func(k key.Public, body []byte) error {
-		held, err := h.holder(r.Context(), d, func(ns string) error { return h.mayWrite(r.Context(), k, ns) })
-		if err != nil {
-			return err
-		}
-		if held == "" {
-			return errorf(http.StatusNotFound, "no name you may write holds flist %s (push it first)", d)
-		}
+	d, k, body, err := h.traceWrite(w, r, hubclient.MaxTraceSize, func(d digest.ID, body []byte) error {
+		var err error
 		if t, err = mount.ParseTrace(body); err != nil {
 			return errorf(http.StatusBadRequest, "%v", err)
 		}
@@ -61,6 +50,47 @@ func (h *Hub) putTrace(w http.ResponseWriter, r *http.Request) {
 	}
 	h.log.Info("trace stored", "flist", d, "chunks", len(t.Chunks), "by", k)
 	writeJSON(w, http.StatusCreated, hubclient.TraceInfo{Flist: d, Chunks: len(t.Chunks), Size: int64(len(body))})
+}
+
+// removeTrace deletes the trace of flist d (DELETE /v1/traces/{digest}),
+// for a key that may write a namespace holding d.
+func (h *Hub) removeTrace(w http.ResponseWriter, r *http.Request) {
+	d, k, _, err := h.traceWrite(w, r, maxJSON, nil)
+	if err == nil {
+		if err = h.b.Objects.Delete(r.Context(), traceObj(d)); isNotFound(err) {
+			err = errorf(http.StatusNotFound, "flist %s has no trace", d)
+		}
+	}
+	if err != nil {
+		h.fail(w, r, err)
+		return
+	}
+	h.log.Info("trace removed", "flist", d, "by", k)
+	w.WriteHeader(http.StatusNoContent)
+}
+
+// traceWrite checks a signed write to the trace of the flist the path
+// names: the signer may write a namespace holding it, and check (if any)
+// accepts the body.
+func (h *Hub) traceWrite(w http.ResponseWriter, r *http.Request, limit int64, check func(digest.ID, []byte) error) (digest.ID, key.Public, []byte, error) {
+	d, err := digest.Parse(r.PathValue("digest"))
+	if err != nil {
+		return d, key.Public{}, nil, errorf(http.StatusBadRequest, "%v", err)
+	}
+	k, body, err := h.signed(w, r, limit, func(k key.Public, body []byte) error {
+		held, err := h.holder(r.Context(), d, func(ns string) error { return h.mayWrite(r.Context(), k, ns) })
+		if err != nil {
+			return err
+		}
+		if held == "" {
+			return errorf(http.StatusNotFound, "no name you may write holds flist %s (push it first)", d)
+		}
+		if check != nil {
+			return check(d, body)
+		}
+		return nil
+	})
+	return d, k, body, err
 }
 
 // getTrace serves the trace of flist d (GET /v1/traces/{digest}) to

@@ -61,6 +61,19 @@ func TestTraces(t *testing.T) {
 	if err != nil || !bytes.Equal(got, tr) {
 		t.Fatalf("pull trace: %v", err)
 	}
+	// Removed by the owner only; then stored again.
+	if err := cb.RemoveTrace(ctx, d); code(err) != http.StatusNotFound {
+		t.Fatalf("remove by another key: %v", err)
+	}
+	if err := ca.RemoveTrace(ctx, d); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := anon.PullTrace(ctx, d); code(err) != http.StatusNotFound {
+		t.Fatalf("trace after its removal: %v", err)
+	}
+	if _, err := ca.PushTrace(ctx, d, tr); err != nil {
+		t.Fatal(err)
+	}
 	// Private: the trace is as hidden as the image.
 	if _, err := ca.SetPrivate(ctx, "alice", true); err != nil {
 		t.Fatal(err)

@@ -311,6 +311,11 @@ func (c *Client) PushTrace(ctx context.Context, d digest.ID, b []byte) (TraceInf
 	return ti, nil
 }
 
+// RemoveTrace deletes the trace the hub keeps for flist d.
+func (c *Client) RemoveTrace(ctx context.Context, d digest.ID) error {
+	return c.call(ctx, http.MethodDelete, "/v1/traces/"+d.String(), nil, nil)
+}
+
 // PullTrace returns the prefetch trace the hub keeps for flist d, still
 // to be checked against it (mount.ParseTrace, Trace.Check); an error
 // wrapping ErrNotFound when it keeps none.
