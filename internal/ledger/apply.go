@@ -188,8 +188,7 @@ func (s *state) nodeReport(t *Tx, b *NodeReport) ([]Event, error) {
 	if c.Node != t.Signer.Node {
 		return nil, refuse(ErrDenied, "contract %d is assigned to node %d, not node %d", c.ID, c.Node, t.Signer.Node)
 	}
-	c.Report = &Report{State: b.State, Detail: b.Detail, Version: b.Version, At: s.stamp()}
-	s.putContract(c)
+	s.putJSON(bucketReports, u64(c.ID), &Report{State: b.State, Detail: b.Detail, Version: b.Version, At: s.stamp()})
 	return []Event{event("contract.reported", c.ID)}, nil
 }
 

@@ -58,5 +58,5 @@ func (r *refusal) Error() string { return r.kind.Error() + ": " + r.msg }
 func (r *refusal) Unwrap() error { return r.kind }
 
 func refuse(kind error, format string, args ...any) error {
-	return &refusal{kind, fmt.Sprintf(format, args...)}
+	return &refusal{kind, oneLine(fmt.Sprintf(format, args...))} // a log is one line
 }

@@ -230,18 +230,11 @@ func (a *App) Contracts(f ContractFilter) ([]ContractView, error) {
 			(f.State == "" || c.State == f.State)
 	}
 	out := []ContractView{}
-	if f.Node == 0 && f.Owner == 0 {
-		err := list(a, bucketContracts, Page{f.After, n}, MaxContractsLimit, 8, func(c ContractView) bool {
-			if match(&c) {
-				out = append(out, c)
-				return true
-			}
-			return false
-		})
-		return out, err
-	}
-	index, prefix := bucketNodeContracts, u32(f.Node)
-	if f.Node == 0 {
+	index, prefix := bucketContracts, []byte{}
+	switch {
+	case f.Node != 0:
+		index, prefix = bucketNodeContracts, u32(f.Node)
+	case f.Owner != 0:
 		index, prefix = bucketOwnerContracts, u32(f.Owner)
 	}
 	err = a.view(func(s *state) error {
@@ -250,7 +243,7 @@ func (a *App) Contracts(f ContractFilter) ([]ContractView, error) {
 		}
 		cur := s.rtx.Bucket([]byte(index)).Cursor()
 		for k, _ := cur.Seek(append(bytes.Clone(prefix), u64(f.After+1)...)); k != nil && bytes.HasPrefix(k, prefix) && len(out) < n; k, _ = cur.Next() {
-			c, err := s.contract(bytesU64(k[4:]))
+			c, err := s.contract(bytesU64(k[len(prefix):]))
 			if err != nil {
 				return err
 			}

@@ -22,11 +22,12 @@ const (
 	bucketNodeKeys       = "nodekeys"
 	bucketNodeContracts  = "node_contracts"
 	bucketOwnerContracts = "owner_contracts"
+	bucketReports        = "reports"
 )
 
 func allBuckets() []string {
 	return []string{bucketMeta, bucketTwins, bucketNodes, bucketContracts, bucketTwinKeys,
-		bucketNodeKeys, bucketNodeContracts, bucketOwnerContracts}
+		bucketNodeKeys, bucketNodeContracts, bucketOwnerContracts, bucketReports}
 }
 
 // Meta keys. The next-id counters are state (written through the block
@@ -167,10 +168,21 @@ func (s *state) contract(id uint64) (*ContractView, error) {
 	if !ok {
 		return nil, refuse(ErrNotFound, "contract %d does not exist", id)
 	}
+	var r Report
+	if ok, err := s.getJSON(bucketReports, u64(id), &r); err != nil {
+		return nil, err
+	} else if ok {
+		c.Report = &r
+	}
 	return &c, nil
 }
 
+// putContract writes a changed contract. Its report lives apart (reports
+// are the most frequent transaction, and a contract record carries a spec
+// of up to MaxSpec bytes that a report does not need to rewrite).
 func (s *state) putContract(c *ContractView) {
 	c.Updated = s.stamp()
-	s.putJSON(bucketContracts, u64(c.ID), c)
+	rec := *c
+	rec.Report = nil
+	s.putJSON(bucketContracts, u64(c.ID), &rec)
 }
