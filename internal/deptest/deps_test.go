@@ -37,6 +37,8 @@ var layer = map[string]int{
 	"internal/hub/object":      1, // the hub's named objects (dir, S3)
 	"internal/hub/hubclient":   3, // wire types and client: nodes import it, not the server
 	"internal/spec":            2, // deployments: canonical form, challenge, multisig (key, digest)
+	"internal/ledger":          3, // the ledger's state machine: twins, nodes, contracts over spec (pure)
+	"internal/ledger/engine":   4, // CometBFT in-process over a ledger.Machine
 	"internal/oci":             4, // images as layer streams: only the registry client below it
 	"internal/runtime":         1, // containers through libcontainer: receives a rootfs path
 	"internal/network":         1, // private networks (namespaces, bridges, veths, nftables), gateway
