@@ -474,3 +474,36 @@ func sameHashes(t *testing.T, ms []*kvMachine) {
 	}
 	t.Logf("%d machines agree up to height %d", len(ms), top)
 }
+
+func TestInitRefuses(t *testing.T) {
+	o := InitOptions{ChainID: "zos-test", RPCListen: "none"}
+	t.Run("no chain id", func(t *testing.T) {
+		if err := Init(t.TempDir(), InitOptions{}); err == nil {
+			t.Fatal("no error")
+		}
+	})
+	t.Run("key without sign state", func(t *testing.T) {
+		dir := t.TempDir()
+		if err := Init(dir, o); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Remove(filepath.Join(dir, "data/priv_validator_state.json")); err != nil {
+			t.Fatal(err)
+		}
+		if err := Init(dir, o); err == nil || !strings.Contains(err.Error(), "sign state") {
+			t.Fatalf("init: %v", err)
+		}
+		if _, err := Start(context.Background(), dir, newKV(), Options{}); err == nil {
+			t.Fatal("start: no error")
+		}
+	})
+	t.Run("testnet half set up", func(t *testing.T) {
+		dirs := []string{t.TempDir(), t.TempDir()}
+		if err := Init(dirs[0], o); err != nil {
+			t.Fatal(err)
+		}
+		if err := InitTestnet(dirs, TestnetOptions{ChainID: "zos-test"}); err == nil {
+			t.Fatal("no error")
+		}
+	})
+}

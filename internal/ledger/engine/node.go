@@ -5,8 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/cockroachdb/pebble"
@@ -75,7 +75,8 @@ type Node struct {
 	app *app
 	dbs *dbSet
 
-	seq      atomic.Uint64 // names Broadcast's event subscriptions
+	txs      *txWaiters
+	txsDone  chan struct{} // closed when txs's subscription ends
 	done     chan struct{} // closed by Stop
 	stopOnce sync.Once
 	stopErr  error
@@ -133,7 +134,7 @@ func Start(ctx context.Context, dir string, m ledger.Machine, o Options) (n *Nod
 	defer func() {
 		if r := recover(); r != nil {
 			dbs.close()
-			n, err = nil, fmt.Errorf("start: %v", r)
+			n, err = nil, fmt.Errorf("start: %s", panicText(r))
 		}
 	}()
 	cn, err := nm.NewNode(ctx, c, pv, key,
@@ -165,11 +166,28 @@ func Start(ctx context.Context, dir string, m ledger.Machine, o Options) (n *Nod
 		dbs.close()
 		return nil, fmt.Errorf("start: %w", err)
 	}
-	n = &Node{log: log, m: m, cmt: cn, env: env, app: a, dbs: dbs, done: make(chan struct{})}
+	n = &Node{log: log, m: m, cmt: cn, env: env, app: a, dbs: dbs, done: make(chan struct{}),
+		txs: newTxWaiters(log, cn.EventBus()), txsDone: make(chan struct{})}
+	ready := make(chan struct{})
+	go func() {
+		defer close(n.txsDone)
+		n.txs.run(ready)
+	}()
+	<-ready
 	h := n.Height()
 	log.Info("ledger engine started", "dir", dir, "chain", cn.GenesisDoc().ChainID,
 		"node", key.ID(), "height", h, "replayed", h-from, "p2p", c.P2P.ListenAddress, "rpc", c.RPC.ListenAddress)
 	return n, nil
+}
+
+// panicText is the first paragraph of a CometBFT panic, on one line: its
+// app hash mismatch goes on with a dump of the whole consensus state.
+func panicText(r any) string {
+	s := fmt.Sprint(r)
+	if i := strings.Index(s, "\n\n"); i >= 0 {
+		s = s[:i]
+	}
+	return strings.Join(strings.Fields(s), " ")
 }
 
 // Stop stops the validator and waits for it: CometBFT's services and
@@ -183,6 +201,7 @@ func (n *Node) Stop() error {
 			errs = append(errs, err)
 		}
 		n.cmt.Wait()
+		<-n.txsDone // ends with the event bus
 		// CometBFT's Node leaves its ABCI connections running, and with
 		// them a goroutine that watches them.
 		if err := n.cmt.ProxyApp().Stop(); err != nil && !errors.Is(err, service.ErrAlreadyStopped) {
@@ -213,33 +232,40 @@ func (n *Node) stopped() bool {
 // (errors.Is ErrRefused); a committed one gives its Result, whose Code may
 // still be non-zero when the Machine refused it in the block.
 //
-// The wait is an event subscription made before the transaction is
-// submitted, so a commit cannot slip between the two. A transaction
-// submitted before (it is in the mempool's cache) is also looked up in the
-// transaction index, once a second, in case it committed before the
-// subscription.
+// The wait is registered before the transaction is submitted, so a commit
+// cannot slip between the two. A transaction submitted before (it is in
+// the mempool's cache: pending, or committed already) is also looked up in
+// the transaction index, once a second.
 func (n *Node) Broadcast(ctx context.Context, tx []byte) (Result, error) {
 	if n.stopped() {
 		return Result{}, ErrStopped
 	}
-	bus := n.cmt.EventBus()
-	sub := fmt.Sprintf("engine-broadcast-%d", n.seq.Add(1))
-	s, err := bus.Subscribe(ctx, sub, types.EventQueryTxFor(tx), 1)
-	if err != nil {
-		return Result{}, fmt.Errorf("broadcast: subscribe: %w", err)
+	hash := types.Tx(tx).Hash()
+	results, lost, cancel := n.txs.add(hash)
+	defer cancel()
+	var (
+		ticker *time.Ticker
+		poll   <-chan time.Time
+	)
+	startPolling := func() {
+		if ticker == nil {
+			ticker = time.NewTicker(time.Second)
+			poll = ticker.C
+		}
 	}
-	defer func() { _ = bus.UnsubscribeAll(context.Background(), sub) }()
+	defer func() {
+		if ticker != nil {
+			ticker.Stop()
+		}
+	}()
 
-	var poll <-chan time.Time
 	res, err := n.checkTx(ctx, tx)
 	switch {
 	case errors.Is(err, mempool.ErrTxInCache):
-		if r, err := n.Tx(ctx, types.Tx(tx).Hash()); err == nil {
+		if r, err := n.Tx(ctx, hash); err == nil {
 			return r, nil
 		}
-		t := time.NewTicker(time.Second)
-		defer t.Stop()
-		poll = t.C
+		startPolling()
 	case err != nil:
 		return Result{}, fmt.Errorf("broadcast: %w", err)
 	case res.Code != CodeOK:
@@ -247,19 +273,16 @@ func (n *Node) Broadcast(ctx context.Context, tx []byte) (Result, error) {
 	}
 	for {
 		select {
-		case msg := <-s.Out():
-			ev, ok := msg.Data().(types.EventDataTx)
-			if !ok {
-				return Result{}, fmt.Errorf("broadcast: unexpected event %T", msg.Data())
+		case r := <-results:
+			return r, nil
+		case <-lost:
+			lost = nil
+			startPolling()
+			if r, err := n.Tx(ctx, hash); err == nil {
+				return r, nil
 			}
-			return txResult(ev.Tx, ev.Height, ev.Result.Code, ev.Result.Log, ev.Result.Events), nil
-		case <-s.Canceled():
-			if n.stopped() {
-				return Result{}, ErrStopped
-			}
-			return Result{}, fmt.Errorf("broadcast: subscription ended: %w", s.Err())
 		case <-poll:
-			if r, err := n.Tx(ctx, types.Tx(tx).Hash()); err == nil {
+			if r, err := n.Tx(ctx, hash); err == nil {
 				return r, nil
 			}
 		case <-n.done:
