@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -47,16 +48,21 @@ type app struct {
 	// that never passed CheckTx, as a faulty proposer would.
 	prepare func(txs [][]byte) [][]byte
 
+	// The Machine's last commit, as its Info said at start and after each
+	// Commit. The Machine's contract lets only CheckTx and Query come from
+	// other goroutines than the block's, so ABCI Info requests at run time
+	// (RPC abci_info) and Node.Status read this copy, never the Machine.
 	mu        sync.Mutex
-	committed int64         // height of the Machine's last committed block
+	committed int64
+	appHash   []byte
 	changed   chan struct{} // closed and replaced when committed moves
 }
 
 var _ abci.Application = (*app)(nil)
 
 func newApp(m ledger.Machine, log *slog.Logger) *app {
-	h, _ := m.Info()
-	return &app{m: m, log: log, committed: h, changed: make(chan struct{})}
+	h, hash := m.Info()
+	return &app{m: m, log: log, committed: h, appHash: bytes.Clone(hash), changed: make(chan struct{})}
 }
 
 // height returns the last committed height and a channel closed when it
@@ -67,10 +73,17 @@ func (a *app) height() (int64, <-chan struct{}) {
 	return a.committed, a.changed
 }
 
-func (a *app) setCommitted(h int64) {
+// last returns the last committed height and app hash.
+func (a *app) last() (int64, []byte) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	a.committed = h
+	return a.committed, a.appHash
+}
+
+func (a *app) setCommitted(h int64, hash []byte) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.committed, a.appHash = h, bytes.Clone(hash)
 	close(a.changed)
 	a.changed = make(chan struct{})
 }
@@ -79,17 +92,12 @@ func (a *app) setCommitted(h int64) {
 // its block store at start and replays the blocks the Machine lacks
 // (see the Replay section of the package doc).
 func (a *app) Info(context.Context, *abci.InfoRequest) (*abci.InfoResponse, error) {
-	h, hash := a.m.Info()
+	h, hash := a.last()
 	return &abci.InfoResponse{
 		Data:             "zos ledger",
 		LastBlockHeight:  h,
 		LastBlockAppHash: hash,
 	}, nil
-}
-
-func (a *app) committedHeight() int64 {
-	h, _ := a.height()
-	return h
 }
 
 // InitChain accepts the genesis validators as they are: validators are
@@ -143,13 +151,12 @@ func (a *app) Commit(context.Context, *abci.CommitRequest) (*abci.CommitResponse
 	}
 	// The Machine is the authority on what it committed (a block replayed
 	// at start goes through here too).
-	h, _ := a.m.Info()
-	a.setCommitted(h)
+	a.setCommitted(a.m.Info())
 	return &abci.CommitResponse{}, nil
 }
 
 func (a *app) Query(_ context.Context, req *abci.QueryRequest) (*abci.QueryResponse, error) {
-	h := a.committedHeight()
+	h, _ := a.last()
 	v, err := a.m.Query(req.Path, req.Data)
 	switch {
 	case errors.Is(err, ledger.ErrNotFound):

@@ -125,7 +125,7 @@ func Start(ctx context.Context, dir string, m ledger.Machine, o Options) (n *Nod
 	a := newApp(m, log)
 	a.prepare = o.prepare
 	dbs := &dbSet{log: log.With("module", "pebble")}
-	from, _ := m.Info()
+	from, _ := a.last()
 
 	// CometBFT panics, rather than return an error, when the Machine's
 	// state does not match the chain at start (an app hash that differs
@@ -456,7 +456,7 @@ func (n *Node) Status(ctx context.Context) (Status, error) {
 	if err != nil {
 		return Status{}, fmt.Errorf("status: %w", err)
 	}
-	h, hash := n.m.Info()
+	h, hash := n.app.last()
 	st := Status{
 		ChainID:    rs.NodeInfo.Network,
 		NodeID:     string(rs.NodeInfo.ID()),
