@@ -93,11 +93,12 @@ func newConfig(dir, moniker, p2pListen, rpcListen, dbBackend string, t Timing) *
 	cs := c.Consensus
 	cs.TimeoutCommit = t.BlockTime
 	cs.TimeoutPropose = t.RoundTimeout
-	cs.TimeoutProposeDelta = t.RoundTimeout / 4
-	cs.TimeoutPrevote = t.RoundTimeout / 3
-	cs.TimeoutPrevoteDelta = t.RoundTimeout / 6
-	cs.TimeoutPrecommit = t.RoundTimeout / 3
-	cs.TimeoutPrecommitDelta = t.RoundTimeout / 6
+	part := func(d int64) time.Duration { return (t.RoundTimeout / time.Duration(d)).Round(time.Millisecond) }
+	cs.TimeoutProposeDelta = part(4)
+	cs.TimeoutPrevote = part(3)
+	cs.TimeoutPrevoteDelta = part(6)
+	cs.TimeoutPrecommit = part(3)
+	cs.TimeoutPrecommitDelta = part(6)
 	// Gossip sooner than the default 100 ms: on a LAN a vote waiting for
 	// the next gossip pass is most of a block's latency.
 	cs.PeerGossipSleepDuration = 20 * time.Millisecond

@@ -144,7 +144,7 @@ func Start(ctx context.Context, dir string, m ledger.Machine, o Options) (n *Nod
 		nm.DefaultGenesisDocProviderFunc(c),
 		dbs.open,
 		nm.DefaultMetricsProvider(c.Instrumentation),
-		cmtLogger{l: log.With("module", "cometbft")},
+		cmtLogger{l: log}, // CometBFT names its modules itself (module=consensus, ...)
 	)
 	if err != nil {
 		dbs.close()
