@@ -12,7 +12,7 @@ MB = 1e6
 ROWS = ["zos", "zostrace", "oci"]
 LABEL = {
     "zos": "zos: cold node, image on the hub (lazy mount)",
-    "zostrace": "zos: the same + a recorded trace placed by hand (what-if: the node does not fetch traces)",
+    "zostrace": "zos: the same + a recorded trace the hub serves beside the flist",
     "oci": "conventional: skopeo copy from the registry + umoci unpack + runc run",
 }
 GOAL = 10.0
@@ -107,7 +107,7 @@ def main():
                 print(f"- {r.get('row')} rep {r.get('rep')}: {r.get('status')}: {esc(r.get('msg', ''))}")
         tb = [r.get("trace_bytes", 0) for r in dep if r.get("row") == "zostrace" and r.get("status") == "ok"]
         if tb:
-            print(f"- the trace (placed by hand, not over the link): {tb[0] / 1000:.1f} KB")
+            print(f"- the trace (fetched by the node from the hub, over the link): {tb[0] / 1000:.1f} KB")
         print(f"- every rep: " + "; ".join(
             f"{r['row']} {r['rep']}: {r.get('wall', 0):.2f}" for r in dep if r.get("status") == "ok"))
         if goal is not None:
@@ -148,9 +148,9 @@ def main():
                   f"**{(pn['agent_rss_kb'] - p0['agent_rss_kb']) / n:.0f} kB per container**")
             if pn["mount_servers"]:
                 k = pn["mount_servers"]
-                print(f"- image mount servers (one `zos flist mount` process per container): {k} processes, "
+                print(f"- image mount servers (one `zos flist mount` process per image, shared by its containers): {k} processes, "
                       f"RSS {pn['mount_rss_kb'] / 1024:.1f} MB ({pn['mount_rss_kb'] / k / 1024:.1f} MB each), "
-                      f"PSS {pn.get('mount_pss_kb', 0) / 1024:.1f} MB: **{pn.get('mount_pss_kb', 0) / k / 1024:.1f} MB per container** "
+                      f"PSS {pn.get('mount_pss_kb', 0) / 1024:.1f} MB: **{pn.get('mount_pss_kb', 0) / n / 1024:.2f} MB per container** "
                       f"(RSS counts the shared zos binary in every process; PSS shares it out); "
                       f"anonymous memory {pn.get('mount_anon_kb', 0) / k / 1024:.1f} MB each")
             print(f"- containers' cgroups (memory.current: the processes and the page cache charged to them): "
