@@ -19,8 +19,10 @@ import (
 const (
 	// CodeOK is a transaction admitted or applied, a query answered.
 	CodeOK uint32 = abci.CodeTypeOK
-	// CodeRefused is a transaction the Machine's CheckTx refused, or a
-	// query that failed for another reason than a missing object.
+	// CodeRefused is a query that failed for another reason than a
+	// missing object, and a transaction the Machine's CheckTx refused
+	// with an error that carries no ledger result code (ledger.Code gives
+	// the same 1 for those; a ledger refusal keeps its own code).
 	CodeRefused uint32 = 1
 	// CodeNotFound is a query for something the ledger does not hold
 	// (ledger.ErrNotFound), kept apart so that a remote client can tell
@@ -100,16 +102,34 @@ func (a *app) Info(context.Context, *abci.InfoRequest) (*abci.InfoResponse, erro
 	}, nil
 }
 
-// InitChain accepts the genesis validators as they are: validators are
-// chosen in genesis.json, not by the Machine. The Machine's state starts
-// empty, so the genesis app hash is empty too.
-func (a *app) InitChain(context.Context, *abci.InitChainRequest) (*abci.InitChainResponse, error) {
+// ChainIniter is a Machine that must learn the chain id from genesis
+// before its first block: ledger.App refuses every transaction until it
+// knows the chain its transactions must name.
+type ChainIniter interface {
+	InitChain(chainID string) error
+}
+
+// InitChain hands the genesis chain id to a Machine that wants it, and
+// accepts the genesis validators as they are: validators are chosen in
+// genesis.json, not by the Machine. The Machine's state starts empty, so
+// the genesis app hash is empty too. CometBFT calls it once per Machine
+// with nothing committed (a new chain, or a wiped Machine about to replay
+// every block); a refusal stops the start.
+func (a *app) InitChain(_ context.Context, req *abci.InitChainRequest) (*abci.InitChainResponse, error) {
+	if ci, ok := a.m.(ChainIniter); ok {
+		if err := ci.InitChain(req.ChainId); err != nil {
+			return nil, fmt.Errorf("init chain %q: %w", req.ChainId, err)
+		}
+	}
 	return &abci.InitChainResponse{}, nil
 }
 
+// CheckTx gives a refusal the ledger's result code (ledger.Code), the same
+// code the transaction would get in a block, so that a client tells a
+// stale nonce from a forgery without reading the log.
 func (a *app) CheckTx(_ context.Context, req *abci.CheckTxRequest) (*abci.CheckTxResponse, error) {
 	if err := a.m.CheckTx(req.Tx); err != nil {
-		return &abci.CheckTxResponse{Code: CodeRefused, Log: err.Error()}, nil
+		return &abci.CheckTxResponse{Code: ledger.Code(err), Log: err.Error()}, nil
 	}
 	return &abci.CheckTxResponse{Code: CodeOK}, nil
 }

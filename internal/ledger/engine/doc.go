@@ -23,14 +23,16 @@
 // owns and closes the stores, so that the same directory starts again in
 // the same process (see the known limits below).
 //
-// The adapter between CometBFT and the Machine is small on purpose: CheckTx
-// refusals become code CodeRefused with the Machine's error as log, a
-// FinalizeBlock result keeps the Machine's own code, each ledger.Event
-// becomes an ABCI event of its type with an indexed "id" attribute, and a
-// query for something absent gets CodeNotFound, so that a remote client
-// tells "absent" from "broken". Commit never asks CometBFT to prune
-// (RetainHeight 0): the blocks are the ledger's audit trail and what a
-// wiped node replays.
+// The adapter between CometBFT and the Machine is small on purpose:
+// InitChain hands the genesis chain id to a Machine that implements
+// ChainIniter (ledger.App does), CheckTx refusals get the ledger's result
+// code (ledger.Code: CodeRefused for an error without one) with the
+// Machine's error as log, a FinalizeBlock result keeps the Machine's own
+// code, each ledger.Event becomes an ABCI event of its type with an
+// indexed "id" attribute, and a query for something absent gets
+// CodeNotFound, so that a remote client tells "absent" from "broken".
+// Commit never asks CometBFT to prune (RetainHeight 0): the blocks are the
+// ledger's audit trail and what a wiped node replays.
 //
 // # Validators
 //

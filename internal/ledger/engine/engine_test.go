@@ -133,6 +133,9 @@ func TestSingleValidator(t *testing.T) {
 
 	m := newKV()
 	n := mustStart(t, ctx, dir, m, Options{Logger: testLogger(t, "v0")})
+	if got := m.chain(); got != "zos-test" {
+		t.Fatalf("machine's chain id after start: %q", got)
+	}
 
 	// Transactions one after the other commit in order, each with its result.
 	var last int64
@@ -176,6 +179,10 @@ func TestSingleValidator(t *testing.T) {
 	var refused *RefusedError
 	if !errors.Is(err, ErrRefused) || !errors.As(err, &refused) || refused.Code != CodeRefused || !strings.Contains(refused.Log, "bad transaction") {
 		t.Fatalf("bad tx: %v", err)
+	}
+	// A refusal with a ledger sentinel keeps the ledger's code.
+	if _, err := n.Broadcast(ctx, []byte("old=1")); !errors.As(err, &refused) || refused.Code != ledger.CodeNonce {
+		t.Fatalf("stale tx: %v", err)
 	}
 
 	// The same transaction again: it is in the mempool's cache, and
@@ -261,8 +268,13 @@ func TestSingleValidator(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	// A machine that lost everything (a wiped disk): every block is replayed.
-	n = restart("wiped", newKV())
+	// A machine that lost everything (a wiped disk): it learns the chain
+	// id again, and every block is replayed.
+	wiped := newKV()
+	n = restart("wiped", wiped)
+	if got := wiped.chain(); got != "zos-test" {
+		t.Fatalf("wiped machine's chain id: %q", got)
+	}
 	if v, err := n.Query(ctx, "get", []byte("d")); err != nil || string(v) != "4" {
 		t.Fatalf("wiped: query d: %q %v", v, err)
 	}
@@ -273,6 +285,16 @@ func TestSingleValidator(t *testing.T) {
 	// Every goroutine of the engine ended, but for CometBFT's known leaks
 	// (see the package doc).
 	eventually(t, 5*time.Second, "goroutines", func() error { return leftGoroutines(baseline) })
+
+	// A machine that refuses the chain id does not start.
+	refusing := newKV()
+	refusing.refuseChain = true
+	if n, err := Start(ctx, dir, refusing, Options{Logger: testLogger(t, "refusing")}); err == nil {
+		n.Stop()
+		t.Fatal("start over a machine refusing the chain id: no error")
+	} else if !strings.Contains(err.Error(), "refuses every chain") {
+		t.Fatalf("machine refusing the chain id: %v", err)
+	}
 
 	// A machine whose state is not the chain's is refused, not a crash.
 	bad := newKV()

@@ -16,7 +16,8 @@ import (
 
 // kvMachine is a small deterministic ledger.Machine for the engine's
 // tests: a transaction "k=v" sets k to v; one starting with "bad" or
-// without "=" is refused. The app hash chains: the hash of the previous
+// without "=" is refused, one starting with "old" as a stale nonce
+// (ledger.ErrNonce). The app hash chains: the hash of the previous
 // one, the height and every applied transaction.
 //
 // Its committed states stay in memory across engine restarts, standing
@@ -28,6 +29,9 @@ type kvMachine struct {
 	pending   *kvState
 	// onFinalize, when set, sees every block's transactions.
 	onFinalize func(txs [][]byte)
+	// chainID is what InitChain was given; refuseChain makes it fail.
+	chainID     string
+	refuseChain bool
 }
 
 type kvState struct {
@@ -36,7 +40,27 @@ type kvState struct {
 	kv     map[string]string
 }
 
-var _ ledger.Machine = (*kvMachine)(nil)
+var (
+	_ ledger.Machine = (*kvMachine)(nil)
+	_ ChainIniter    = (*kvMachine)(nil)
+)
+
+// InitChain records the genesis chain id, as ledger.App does.
+func (m *kvMachine) InitChain(chainID string) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.refuseChain {
+		return errors.New("this machine refuses every chain")
+	}
+	m.chainID = chainID
+	return nil
+}
+
+func (m *kvMachine) chain() string {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.chainID
+}
 
 func newKV() *kvMachine {
 	return &kvMachine{committed: []kvState{{kv: map[string]string{}}}}
@@ -55,6 +79,9 @@ func checkKV(tx []byte) (k, v string, err error) {
 	s := string(tx)
 	if strings.HasPrefix(s, "bad") {
 		return "", "", fmt.Errorf("refused %q: bad transaction", s)
+	}
+	if strings.HasPrefix(s, "old") {
+		return "", "", fmt.Errorf("refused %q: %w", s, ledger.ErrNonce)
 	}
 	k, v, ok := strings.Cut(s, "=")
 	if !ok || k == "" {

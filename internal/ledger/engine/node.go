@@ -38,7 +38,7 @@ var (
 // RefusedError is a transaction refused at CheckTx, with the Machine's
 // reason.
 type RefusedError struct {
-	Code uint32
+	Code uint32 // ledger.Code of the Machine's error
 	Log  string
 }
 
