@@ -95,6 +95,7 @@ func TestConformance(t *testing.T) {
 		for _, m := range mounts {
 			t.Run(b.name+"/"+m.name, func(t *testing.T) {
 				storetest.Run(t, storetest.Harness{
+					Remote: true,
 					New: func(t *testing.T) store.Store {
 						back := b.new(t)
 						srv := serve(t, m.mount(Handler(back, HandlerOptions{Writers: []key.Public{writer.Public()}})))

@@ -22,6 +22,16 @@
 // retries once, not on every chunk. It is still asked when the others fail,
 // and the first success clears it.
 //
+// # Read repair
+//
+// A replica that answered "not found", or served a blob that failed
+// verification, for an ID another replica then served is repaired: the
+// verified blob is written back to it in the background (a corrupt copy is
+// deleted first, since Put does not rewrite an ID that is present). So a
+// replica that lost chunks, a disk that rotted or a store added empty heals
+// by being read, without a scrub. Close waits for repairs under way;
+// Repaired counts those that succeeded.
+//
 // # Writes
 //
 // Put and Delete go to every store of the ID, concurrently, and succeed
@@ -72,7 +82,14 @@ type Router struct {
 	// (unix nanoseconds; 0: healthy).
 	downUntil []atomic.Int64
 	now       func() time.Time
+	repairMu  sync.Mutex // orders repairs.Add against Close's Wait
+	repairs   sync.WaitGroup
+	repaired  atomic.Int64
+	closing   bool
 }
+
+// RepairTimeout bounds one background read repair.
+const RepairTimeout = 30 * time.Second
 
 // DownFor is how long a replica that failed a read is asked last.
 const DownFor = 30 * time.Second
@@ -221,6 +238,7 @@ func (r *Router) Get(ctx context.Context, id digest.ID) ([]byte, error) {
 	var errs []error
 	notFound := 0
 	var invalid *chunk.Invalid
+	var lacking, rotten []int // replicas to repair once another serves the blob
 	for _, si := range r.readOrder(id) {
 		blob, err := r.stores[si].Get(ctx, id)
 		if ctx.Err() != nil && err != nil {
@@ -228,15 +246,20 @@ func (r *Router) Get(ctx context.Context, id digest.ID) ([]byte, error) {
 		}
 		r.health(si, err)
 		if err == nil {
+			r.repair(id, blob, lacking, rotten)
 			return blob, nil
 		}
 		var inv *chunk.Invalid
 		switch {
 		case errors.Is(err, store.ErrNotFound):
 			notFound++
+			lacking = append(lacking, si)
 			continue
-		case errors.As(err, &inv) && invalid == nil:
-			invalid = inv
+		case errors.As(err, &inv):
+			rotten = append(rotten, si)
+			if invalid == nil {
+				invalid = inv
+			}
 		}
 		errs = append(errs, fmt.Errorf("%s: %w", r.stores[si], err))
 	}
@@ -249,6 +272,42 @@ func (r *Router) Get(ctx context.Context, id digest.ID) ([]byte, error) {
 	return nil, fmt.Errorf("router: chunk %s: no replica served it (%d not found): %w",
 		id.Short(), notFound, errors.Join(errs...))
 }
+
+// repair writes blob, verified by the store that served it, back to the
+// replicas that lacked it or held a corrupt copy, in the background.
+func (r *Router) repair(id digest.ID, blob []byte, lacking, rotten []int) {
+	if len(lacking)+len(rotten) == 0 {
+		return
+	}
+	r.repairMu.Lock()
+	defer r.repairMu.Unlock()
+	if r.closing {
+		return
+	}
+	b := append([]byte(nil), blob...) // the caller owns blob
+	r.repairs.Add(1)
+	go func() {
+		defer r.repairs.Done()
+		ctx, cancel := context.WithTimeout(context.Background(), RepairTimeout)
+		defer cancel()
+		for _, si := range rotten {
+			if r.stores[si].Delete(ctx, id) != nil {
+				continue
+			}
+			if r.stores[si].Put(ctx, id, b) == nil {
+				r.repaired.Add(1)
+			}
+		}
+		for _, si := range lacking {
+			if r.stores[si].Put(ctx, id, b) == nil {
+				r.repaired.Add(1)
+			}
+		}
+	}()
+}
+
+// Repaired returns how many replica copies read repair has written.
+func (r *Router) Repaired() int64 { return r.repaired.Load() }
 
 func (r *Router) Has(ctx context.Context, id digest.ID) (bool, error) {
 	var errs []error
@@ -407,8 +466,12 @@ func (r *Router) String() string {
 	return "router{" + strings.Join(parts, " ") + "}"
 }
 
-// Close closes every store once.
+// Close waits for read repairs under way, then closes every store once.
 func (r *Router) Close() error {
+	r.repairMu.Lock()
+	r.closing = true
+	r.repairMu.Unlock()
+	r.repairs.Wait()
 	var errs []error
 	for _, s := range r.stores {
 		if err := s.Close(); err != nil {

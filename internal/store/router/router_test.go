@@ -180,7 +180,13 @@ func TestFailoverOnCorruptReplica(t *testing.T) {
 	if got, err := r.Get(ctx, id); err != nil || !bytes.Equal(got, blob) {
 		t.Fatalf("Get with first replica rotten: %v", err)
 	}
+	// Read repair replaced the rotten copy with the good one.
+	r.repairs.Wait()
+	if got, err := a.Get(ctx, id); err != nil || !bytes.Equal(got, blob) || r.Repaired() != 1 {
+		t.Fatalf("rotten replica after read repair: %v (repaired %d)", err, r.Repaired())
+	}
 
+	a.Corrupt(id, bad)
 	b.Delete(ctx, id) // now: rotten, missing
 	var inv *chunk.Invalid
 	if _, err := r.Get(ctx, id); !errors.As(err, &inv) || inv.Store != a.String() {
@@ -189,6 +195,32 @@ func TestFailoverOnCorruptReplica(t *testing.T) {
 	b.Corrupt(id, bad[:10]) // rotten, rotten
 	if _, err := r.Get(ctx, id); !errors.As(err, &inv) || !errors.Is(err, chunk.ErrCorrupt) {
 		t.Fatalf("Get rotten + rotten: %v", err)
+	}
+}
+
+// TestRepairOnClose: Close waits for the repairs under way, and a Get
+// after Close starts none.
+func TestRepairOnClose(t *testing.T) {
+	ctx := context.Background()
+	a, b := mem.New(), mem.New()
+	r := must(t, []Route{{0x00, 0xff, a}, {0x00, 0xff, b}})
+	_, id, blob := storetest.Blob("close", 100)
+	b.Put(ctx, id, blob)
+	if _, err := r.Get(ctx, id); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if ok, _ := a.Has(ctx, id); !ok || r.Repaired() != 1 {
+		t.Fatalf("Close returned before the repair: has %v, repaired %d", ok, r.Repaired())
+	}
+	_, id2, blob2 := storetest.Blob("close2", 100)
+	b.Put(ctx, id2, blob2)
+	r.Get(ctx, id2)
+	r.repairs.Wait()
+	if ok, _ := a.Has(ctx, id2); ok {
+		t.Fatal("a Get after Close repaired")
 	}
 }
 
@@ -224,7 +256,7 @@ func TestReplication(t *testing.T) {
 			t.Fatalf("%s not in its half", id.Short())
 		}
 	}
-	// Losing a whole replica loses nothing.
+	// Losing a whole replica loses nothing, and reading heals it.
 	for _, id := range ids {
 		all.Delete(ctx, id)
 	}
@@ -232,6 +264,10 @@ func TestReplication(t *testing.T) {
 		if _, err := r.Get(ctx, id); err != nil {
 			t.Fatal(err)
 		}
+	}
+	r.repairs.Wait()
+	if all.Len() != 64 || r.Repaired() != 64 {
+		t.Fatalf("after reading everything: the emptied replica holds %d of 64 (repaired %d)", all.Len(), r.Repaired())
 	}
 	if err := r.Delete(ctx, ids[0]); err != nil {
 		t.Fatal(err)

@@ -22,6 +22,7 @@ func TestConformance(t *testing.T) {
 		t.Run(fmt.Sprintf("prefix=%q", prefix), func(t *testing.T) {
 			n := 0
 			storetest.Run(t, storetest.Harness{
+				Remote: true,
 				New: func(t *testing.T) store.Store {
 					n++ // a fresh bucket per subtest, created by New
 					s, err := New(context.Background(), Options{

@@ -9,6 +9,7 @@ import (
 	"sort"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/klauspost/compress/zstd"
 	"github.com/zosgrid/zos/internal/chunk"
@@ -24,6 +25,15 @@ type Harness struct {
 	// back (as rot or a bad disk would), so the suite can check that Get
 	// refuses them.
 	Corrupt func(t *testing.T, s store.Store, id digest.ID, blob []byte)
+	// Remote says the store talks to a server: with a cancelled context
+	// its operations must fail (a local store may finish a cheap one).
+	Remote bool
+}
+
+// missinger is a store that answers a batch of membership questions at
+// once (httpstore, s3, router).
+type missinger interface {
+	Missing(ctx context.Context, ids []digest.ID) ([]digest.ID, error)
 }
 
 var codec = chunk.NewCodec(zstd.SpeedFastest)
@@ -78,6 +88,48 @@ func Run(t *testing.T, h Harness) {
 		}
 		if err := s.Delete(ctx, id); err != nil {
 			t.Fatalf("Delete missing: %v", err)
+		}
+	})
+
+	// A batch of membership questions: the store's own Missing if it has
+	// one, and the Has fallback every store gets, agree on the IDs it
+	// lacks, in the order asked.
+	t.Run("MissingBatch", func(t *testing.T) {
+		s := open(t)
+		var ids, want []digest.ID
+		for i := range 40 {
+			_, id, blob := Blob(fmt.Sprintf("batch-%d", i), 50+i)
+			ids = append(ids, id)
+			if i%3 == 0 {
+				want = append(want, id)
+				continue
+			}
+			if err := s.Put(ctx, id, blob); err != nil {
+				t.Fatal(err)
+			}
+		}
+		check := func(name string, got []digest.ID, err error) {
+			t.Helper()
+			if err != nil {
+				t.Fatalf("%s: %v", name, err)
+			}
+			if len(got) != len(want) {
+				t.Fatalf("%s: %d missing, want %d", name, len(got), len(want))
+			}
+			for i := range got {
+				if got[i] != want[i] {
+					t.Fatalf("%s: missing[%d] = %s, want %s (order as asked)", name, i, got[i].Short(), want[i].Short())
+				}
+			}
+		}
+		got, err := store.MissingByHas(ctx, s, ids, 8)
+		check("MissingByHas", got, err)
+		if m, ok := s.(missinger); ok {
+			got, err := m.Missing(ctx, ids)
+			check("Missing", got, err)
+			if got, err := m.Missing(ctx, nil); err != nil || len(got) != 0 {
+				t.Fatalf("Missing of nothing: %v, %v", got, err)
+			}
 		}
 	})
 
@@ -196,12 +248,34 @@ func Run(t *testing.T, h Harness) {
 	t.Run("Cancelled", func(t *testing.T) {
 		s := open(t)
 		_, id, blob := Blob("x", 10)
+		if err := s.Put(ctx, id, blob); err != nil {
+			t.Fatal(err)
+		}
 		cctx, cancel := context.WithCancel(ctx)
 		cancel()
-		// A cancelled context must not hang; an error is expected from
-		// remote stores, local ones may finish the cheap operation.
-		_ = s.Put(cctx, id, blob)
-		_, _ = s.Get(cctx, id)
+		// A cancelled context must not hang (each operation returns within
+		// seconds), and a remote store must fail rather than go on.
+		_, id2, blob2 := Blob("y", 10)
+		ops := map[string]func() error{
+			"Put": func() error { return s.Put(cctx, id2, blob2) },
+			"Get": func() error { _, err := s.Get(cctx, id); return err },
+			"Has": func() error { _, err := s.Has(cctx, id); return err },
+			"List": func() error {
+				return s.List(cctx, func(digest.ID) error { return nil })
+			},
+		}
+		for name, op := range ops {
+			done := make(chan error, 1)
+			go func() { done <- op() }()
+			select {
+			case err := <-done:
+				if h.Remote && err == nil {
+					t.Errorf("%s with a cancelled context succeeded on a remote store", name)
+				}
+			case <-time.After(10 * time.Second):
+				t.Fatalf("%s with a cancelled context still runs after 10 s", name)
+			}
+		}
 	})
 }
 

@@ -28,6 +28,7 @@ func TestConformanceRedis(t *testing.T) {
 	addr := storetest.StartRedis(t)
 	n := 0
 	storetest.Run(t, storetest.Harness{
+		Remote: true,
 		New: func(t *testing.T) store.Store {
 			n++
 			db := n % 16 // each subtest in a database of its own, through SELECT
