@@ -10,6 +10,7 @@ import (
 	"net/netip"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 )
 
@@ -19,6 +20,10 @@ import (
 type Gateway struct {
 	dial func(ctx context.Context, network, addr string) (net.Conn, error)
 	log  *slog.Logger
+	// DialWait is how long a request waits for a backend that refuses
+	// connections (a container starting, or restarting after a crash)
+	// before the gateway answers 502; set before serving.
+	DialWait time.Duration
 
 	mu     sync.RWMutex
 	routes map[string]*route // by canonical host
@@ -40,7 +45,38 @@ func NewGateway(m *Manager, logger *slog.Logger) *Gateway {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	return &Gateway{dial: m.DialContext, log: logger, routes: make(map[string]*route)}
+	return &Gateway{dial: m.DialContext, log: logger, routes: make(map[string]*route), DialWait: DefaultDialWait}
+}
+
+// DefaultDialWait is Gateway.DialWait unless set: long enough for a
+// service to start listening, short enough that a client is not kept
+// hanging by one that never will.
+const DefaultDialWait = 5 * time.Second
+
+// dialWaiting dials, and while the backend refuses (nothing listens yet)
+// or cannot be routed to (its sandbox is being attached) tries again with
+// a growing pause, for up to DialWait, or until the request ends.
+func (g *Gateway) dialWaiting(ctx context.Context, network, addr string) (net.Conn, error) {
+	deadline := time.Now().Add(g.DialWait)
+	pause := 20 * time.Millisecond
+	for {
+		c, err := g.dial(ctx, network, addr)
+		left := time.Until(deadline)
+		if err == nil || !transient(err) || left <= 0 {
+			return c, err
+		}
+		select {
+		case <-ctx.Done():
+			return nil, err
+		case <-time.After(min(pause, left)):
+		}
+		pause = min(2*pause, 500*time.Millisecond)
+	}
+}
+
+// transient reports a dial error that a backend coming up clears.
+func transient(err error) bool {
+	return errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.EHOSTUNREACH) || errors.Is(err, syscall.ENETUNREACH)
 }
 
 // Set routes host (a name, any port in requests ignored, case-insensitive) to
@@ -81,7 +117,8 @@ func (g *Gateway) Hosts() map[string]string {
 }
 
 // ServeHTTP proxies r to the container its Host names: 404 for an unknown
-// host, 502 when the container does not answer. Upgrades (websockets) pass.
+// host, 502 when the container does not answer (after waiting up to
+// DialWait for one that refuses connections). Upgrades (websockets) pass.
 func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	g.mu.RLock()
 	rt := g.routes[canonicalHost(r.Host)]
@@ -97,7 +134,7 @@ func (g *Gateway) newRoute(host, network string, target netip.AddrPort) *route {
 	addr := target.String()
 	t := &http.Transport{
 		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-			return g.dial(ctx, network, addr)
+			return g.dialWaiting(ctx, network, addr)
 		},
 		MaxIdleConnsPerHost:   16,
 		IdleConnTimeout:       90 * time.Second,

@@ -116,10 +116,26 @@ func TestGateway(t *testing.T) {
 		t.Errorf("upgraded: %q %v", line, err)
 	}
 
-	// The backend goes away: 502. Then the route goes: 404.
+	// The backend goes away: 502 once DialWait has passed. Then the route
+	// goes: 404.
 	backend1.Close() // its listener and connections
+	g.DialWait = 300 * time.Millisecond
+	t0 := time.Now()
 	if code, _ := get("app.example", "/"); code != http.StatusBadGateway {
 		t.Errorf("backend down: %d, want 502", code)
+	}
+	if d := time.Since(t0); d < 250*time.Millisecond || d > 5*time.Second {
+		t.Errorf("502 after %v, want after DialWait (300ms)", d)
+	}
+	// A backend that starts listening while a request waits is served: a
+	// container's first request does not get 502 for being early.
+	g.DialWait = 5 * time.Second
+	go func() {
+		time.Sleep(300 * time.Millisecond)
+		serveIn(t, p["1-a"], ":80", app("late"))
+	}()
+	if code, body := get("app.example", "/"); code != http.StatusOK || !strings.HasPrefix(body, "late ") {
+		t.Errorf("backend starting during the request: %d %q", code, body)
 	}
 	g.Remove("APP.example")
 	if code, _ := get("app.example", "/"); code != http.StatusNotFound {
