@@ -104,6 +104,18 @@ type Options struct {
 	Backoff time.Duration
 	// Now is the clock, default time.Now.
 	Now func() time.Time
+	// Ledger, when set, is watched: the node runs its active contracts,
+	// removes cancelled ones and reports their state (docs/NODE.md,
+	// "Ledger"). Twins then also holds the ledger's twins of those
+	// contracts.
+	Ledger Ledger
+	// LedgerInterval is the time between reads of the ledger (default
+	// DefaultLedgerInterval).
+	LedgerInterval time.Duration
+	// ReportEvery bounds a contract's reports to one per period, but for
+	// its first, the one after "deployed", a new version and "removed"
+	// (default DefaultReportEvery).
+	ReportEvery time.Duration
 }
 
 // Agent is the node: the signed API and the reconcile loop.
@@ -113,6 +125,7 @@ type Agent struct {
 	verifier auth.Verifier
 	log      *slog.Logger
 	kick     chan struct{}
+	watch    *watcher // nil without a ledger
 
 	mu     sync.Mutex
 	status map[uint64]map[string]*nodeclient.WorkloadStatus
@@ -144,6 +157,12 @@ func New(opts Options) (*Agent, error) {
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
+	if opts.LedgerInterval == 0 {
+		opts.LedgerInterval = DefaultLedgerInterval
+	}
+	if opts.ReportEvery == 0 {
+		opts.ReportEvery = DefaultReportEvery
+	}
 	for _, d := range []string{opts.Data, filepath.Join(opts.Data, "images"), filepath.Join(opts.Data, "deployments"), filepath.Join(opts.Data, "volumes")} {
 		if err := os.MkdirAll(d, 0o700); err != nil {
 			return nil, fmt.Errorf("node: %w", err)
@@ -168,6 +187,10 @@ func New(opts Options) (*Agent, error) {
 		crash:  map[string]*crashState{},
 		images: map[digest.ID]imageConfig{},
 	}
+	if opts.Ledger != nil {
+		a.watch = newWatcher(a, opts)
+		a.opts.Twins = ledgerTwins{local: opts.Twins, w: a.watch}
+	}
 	return a, nil
 }
 
@@ -186,12 +209,23 @@ func (a *Agent) Kick() {
 }
 
 // Run reconciles until ctx ends: at once, then every Interval and after
-// every accepted change.
+// every accepted change. With a Ledger, it watches the ledger beside.
 func (a *Agent) Run(ctx context.Context) error {
 	t := time.NewTicker(a.opts.Interval)
 	defer t.Stop()
+	if a.watch != nil {
+		done := make(chan struct{})
+		defer func() { <-done }()
+		go func() {
+			defer close(done)
+			a.watch.run(ctx)
+		}()
+	}
 	for {
 		a.reconcile(ctx)
+		if a.watch != nil {
+			a.watch.reconciled()
+		}
 		select {
 		case <-ctx.Done():
 			return nil

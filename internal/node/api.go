@@ -262,6 +262,9 @@ func (a *Agent) update(c *call) (any, error) {
 	if err != nil {
 		return nil, err
 	}
+	if err := fromLedger(r); err != nil {
+		return nil, err
+	}
 	d, err := a.accept(c)
 	if err != nil {
 		return nil, err
@@ -303,6 +306,9 @@ func (a *Agent) remove(c *call) (any, error) {
 	if err != nil {
 		return nil, err
 	}
+	if err := fromLedger(r); err != nil {
+		return nil, err
+	}
 	if err := a.spend(c); err != nil {
 		return nil, err
 	}
@@ -318,6 +324,16 @@ func (a *Agent) remove(c *call) (any, error) {
 	}
 	a.Kick()
 	return struct{}{}, nil
+}
+
+// fromLedger refuses to change a deployment made from a ledger contract
+// through the API: the contract's signers update or cancel it on the
+// ledger, where no single one of them can act alone.
+func fromLedger(r record) error {
+	if r.Contract != 0 {
+		return refuse(http.StatusConflict, "deployment %d is ledger contract %d: update or cancel it on the ledger", r.ID, r.Contract)
+	}
+	return nil
 }
 
 func (a *Agent) get(c *call) (any, error) {

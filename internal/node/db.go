@@ -48,6 +48,9 @@ type record struct {
 	State    string    `json:"state"`
 	Accepted time.Time `json:"accepted"`
 	Spec     []byte    `json:"spec"`
+	// Contract is the ledger contract the deployment was made from (0: a
+	// deployment through the API).
+	Contract uint64 `json:"contract,omitempty"`
 }
 
 // DB is the agent's state: deployments and the hash-chained history, in
@@ -200,18 +203,25 @@ func (db *DB) VerifyHistory() (int, error) {
 // with it, in one transaction.
 func (db *DB) create(r record, events ...nodeclient.Event) (record, error) {
 	err := db.bolt.Update(func(tx *bolt.Tx) error {
-		m := tx.Bucket(bucketMeta)
-		id := uint64(1)
-		if v := m.Get(keyNextID); v != nil {
-			id = binary.BigEndian.Uint64(v)
-		}
-		if err := m.Put(keyNextID, u64(id+1)); err != nil {
-			return err
-		}
-		r.ID = id
-		return db.put(tx, r, events)
+		var err error
+		r, err = db.createIn(tx, r, events)
+		return err
 	})
 	return r, err
+}
+
+// createIn is create inside tx.
+func (db *DB) createIn(tx *bolt.Tx, r record, events []nodeclient.Event) (record, error) {
+	m := tx.Bucket(bucketMeta)
+	id := uint64(1)
+	if v := m.Get(keyNextID); v != nil {
+		id = binary.BigEndian.Uint64(v)
+	}
+	if err := m.Put(keyNextID, u64(id+1)); err != nil {
+		return r, err
+	}
+	r.ID = id
+	return r, db.put(tx, r, events)
 }
 
 // put stores r (replacing) and records events for it in one transaction.
