@@ -33,15 +33,19 @@ func nodeCmd() *cobra.Command {
 	return c
 }
 
-// nodeKey loads the node's identity from its data directory, creating it
-// on first use.
-func nodeKey(data string, create bool) (key.Secret, error) {
-	path := filepath.Join(data, "node.key")
+// nodeKey loads the node's identity from path (default DATA/node.key),
+// creating it on first use. A key kept outside the data directory
+// (--key) survives a wiped directory: the node then rebuilds its
+// workloads from the ledger under the same identity.
+func nodeKey(data, path string, create bool) (key.Secret, error) {
+	if path == "" {
+		path = filepath.Join(data, "node.key")
+	}
 	s, err := key.Load(path)
 	if err == nil || !create || !errors.Is(err, os.ErrNotExist) {
 		return s, err
 	}
-	if err := os.MkdirAll(data, 0o700); err != nil {
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return s, err
 	}
 	if s, err = key.Generate(); err != nil {
@@ -53,7 +57,7 @@ func nodeKey(data string, create bool) (key.Secret, error) {
 func twinsPath(data string) string { return filepath.Join(data, "twins") }
 
 func nodeRunCmd() *cobra.Command {
-	var data, listen, gatewayAddr, cache, level, prefix string
+	var data, listen, gatewayAddr, cache, level, prefix, keyFile string
 	var hosts []string
 	var interval time.Duration
 	c := &cobra.Command{
@@ -77,7 +81,7 @@ agent stops; the next agent finds them again.`,
 				return errors.New("the node runs containers, mounts and networks: run it as root")
 			}
 			data, _ = filepath.Abs(data)
-			sec, err := nodeKey(data, true)
+			sec, err := nodeKey(data, keyFile, true)
 			if err != nil {
 				return err
 			}
@@ -141,6 +145,7 @@ agent stops; the next agent finds them again.`,
 		},
 	}
 	c.Flags().StringVar(&data, "data", defaultNodeData, "the node's directory: identity, state, images, volumes, logs")
+	c.Flags().StringVar(&keyFile, "key", "", "the node's identity (created if missing; default DIR/node.key): keep it outside DIR to survive a wiped DIR")
 	c.Flags().StringVar(&listen, "listen", "127.0.0.1:8070", "address of the node API")
 	c.Flags().StringVar(&gatewayAddr, "gateway", "127.0.0.1:8081", "address of the HTTP gateway (\"\" for none)")
 	c.Flags().StringVar(&cache, "cache", "", "chunk cache shared by the node's mounts (default DIR/cache)")
@@ -246,13 +251,13 @@ func nodeTwinCmd() *cobra.Command {
 }
 
 func nodeIDCmd() *cobra.Command {
-	var data string
+	var data, keyFile string
 	c := &cobra.Command{
 		Use:   "id",
 		Short: "Print the node's public key (creating its identity if needed)",
 		Args:  usageArgs(0, "no arguments"),
 		RunE: func(c *cobra.Command, args []string) error {
-			s, err := nodeKey(data, true)
+			s, err := nodeKey(data, keyFile, true)
 			if err != nil {
 				return err
 			}
@@ -261,11 +266,12 @@ func nodeIDCmd() *cobra.Command {
 		},
 	}
 	c.Flags().StringVar(&data, "data", defaultNodeData, "the node's directory")
+	c.Flags().StringVar(&keyFile, "key", "", "the node's identity (default DIR/node.key)")
 	return c
 }
 
 func nodeHistoryCmd() *cobra.Command {
-	var data, nodeURL string
+	var data, nodeURL, keyFile string
 	var asJSON bool
 	var dep uint64
 	c := &cobra.Command{
@@ -279,7 +285,7 @@ state file is read directly when the agent is stopped; while it runs, the
 history is asked from its API (--node) with the node's own key.`,
 		Args: usageArgs(0, "no arguments"),
 		RunE: func(c *cobra.Command, args []string) error {
-			sec, err := nodeKey(data, false)
+			sec, err := nodeKey(data, keyFile, false)
 			if err != nil {
 				return fmt.Errorf("node identity in %s: %w", data, err)
 			}
@@ -339,6 +345,7 @@ history is asked from its API (--node) with the node's own key.`,
 	}
 	c.Flags().StringVar(&data, "data", defaultNodeData, "the node's directory")
 	c.Flags().StringVar(&nodeURL, "node", "http://127.0.0.1:8070", "the running agent's API, when the state file is locked")
+	c.Flags().StringVar(&keyFile, "key", "", "the node's identity (default DIR/node.key)")
 	c.Flags().Uint64Var(&dep, "deployment", 0, "show only this deployment's records (the whole chain is verified)")
 	c.Flags().BoolVar(&asJSON, "json", false, "print JSON")
 	return c
