@@ -43,10 +43,24 @@
 // deleted meanwhile) is removed. Nothing is kept in memory that the
 // machine cannot tell again: a new agent adopts the running containers.
 //
+// # Ledger
+//
+// With Options.Ledger the agent also watches the grid ledger (watcher): it
+// finds its node record by its own key, verifies each of its active
+// contracts itself (ContractView.Verify with the twins' keys the ledger
+// holds) and makes it an accepted deployment, linked to the contract in the
+// state file so that it is deployed once; a revision that became active is
+// an update, a contract no longer active a delete. After reconcile passes
+// it reports each contract's state with node.report transactions signed by
+// the node key, rate-limited. The ledger's twins of its contracts join the
+// Twins registry, so their owners use the API. A node with a wiped data
+// directory and the same key rebuilds every active contract's workloads
+// from the ledger alone.
+//
 // # Parts
 //
 // The agent declares the small interfaces it needs (Runtime, Networks,
-// Gateway, Mounter, Twins); cmd/zos wires internal/runtime,
+// Gateway, Mounter, Twins, Ledger); cmd/zos wires internal/runtime,
 // internal/network and `zos flist mount`. Volumes are ext4 file systems
 // in sparse files on loop devices: the size is a hard limit.
 package node
