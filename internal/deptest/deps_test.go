@@ -43,6 +43,11 @@ var layer = map[string]int{
 	"internal/runtime":         1, // containers through libcontainer: receives a rootfs path
 	"internal/network":         1, // private networks (namespaces, bridges, veths, nftables), gateway
 
+	// The chain API: its client (with the wire types) sits beside the
+	// engine so that nodes read the ledger without importing CometBFT.
+	"internal/ledger/ledgerclient": 4,
+	"internal/ledger/ledgerapi":    5, // the server and page over a running validator
+
 	"internal/pack":            5,
 	"internal/unpack":          5,
 	"internal/treediff":        5,
