@@ -19,6 +19,8 @@ import (
 
 	"github.com/zosgrid/zos/internal/flist"
 	"github.com/zosgrid/zos/internal/key"
+	"github.com/zosgrid/zos/internal/ledger"
+	"github.com/zosgrid/zos/internal/ledger/ledgerclient"
 	"github.com/zosgrid/zos/internal/mount"
 	"github.com/zosgrid/zos/internal/network"
 	"github.com/zosgrid/zos/internal/node"
@@ -57,9 +59,9 @@ func nodeKey(data, path string, create bool) (key.Secret, error) {
 func twinsPath(data string) string { return filepath.Join(data, "twins") }
 
 func nodeRunCmd() *cobra.Command {
-	var data, listen, gatewayAddr, cache, level, prefix, keyFile string
+	var data, listen, gatewayAddr, cache, level, prefix, keyFile, chain string
 	var hosts []string
-	var interval time.Duration
+	var interval, chainPoll time.Duration
 	c := &cobra.Command{
 		Use:   "run [--data DIR] [--listen ADDR] [--gateway ADDR]",
 		Short: "Run the node agent: the signed API and the reconcile loop (root)",
@@ -69,7 +71,14 @@ twin: 'zos node twin add'), and drives the accepted deployments: images
 mounted lazily from their hubs and verified against the pinned digest,
 containers (runc's libcontainer) with cgroup limits, private networks,
 volumes and the HTTP gateway on --gateway. Workloads keep running when the
-agent stops; the next agent finds them again.`,
+agent stops; the next agent finds them again.
+
+With --chain (on by default) it also watches the grid ledger: once its owner
+registered it ('zos chain node register'), it runs the contracts assigned to
+it as soon as their approvals meet their requirement, removes cancelled ones
+and records their state on the ledger, signed with its key. Started with the
+same --key on an empty DIR, it rebuilds every active contract's workloads
+from the ledger (volumes come back empty). See docs/NODE.md, "Ledger".`,
 		Args: usageArgs(0, "no arguments"),
 		RunE: func(c *cobra.Command, args []string) error {
 			var lv slog.Level
@@ -100,7 +109,14 @@ agent stops; the next agent finds them again.`,
 			opts := node.Options{
 				Data: data, Key: sec, Twins: node.TwinsFile(twinsPath(data)),
 				Runtime: rt, Network: nw, Mounter: mounter{self: self},
-				Cache: cache, Interval: interval, Logger: log,
+				Cache: cache, Interval: interval, Logger: log, LedgerInterval: chainPoll,
+			}
+			if chain != "none" && chain != "" {
+				lc, err := ledgerclient.New(chain, nil)
+				if err != nil {
+					return &exitError{exitUsage, fmt.Errorf("--chain: %w", err)}
+				}
+				opts.Ledger = chainLedger{lc}
 			}
 			ctx := c.Context()
 			var gw *network.Gateway
@@ -137,7 +153,7 @@ agent stops; the next agent finds them again.`,
 				srv.Shutdown(sctx)
 			}()
 			go a.Run(ctx)
-			log.Info("node serving", "addr", ln.Addr().String(), "key", sec.Public().String(), "data", data, "hosts", hosts)
+			log.Info("node serving", "addr", ln.Addr().String(), "key", sec.Public().String(), "data", data, "hosts", hosts, "chain", chain)
 			if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
 				return err
 			}
@@ -151,9 +167,45 @@ agent stops; the next agent finds them again.`,
 	c.Flags().StringVar(&cache, "cache", "", "chunk cache shared by the node's mounts (default DIR/cache)")
 	c.Flags().StringArrayVar(&hosts, "host", nil, "a HOST[:PORT] clients address the node by; requests signed for others are refused (repeatable; replaces the default: the listen address, or for a wildcard every address of the machine and its host name)")
 	c.Flags().DurationVar(&interval, "interval", 2*time.Second, "time between reconcile passes")
+	c.Flags().StringVar(&chain, "chain", defaultChain(), "the grid ledger's chain API, watched for this node's contracts (\"none\": do not watch; default $ZOS_CHAIN, else where 'zos chain run' listens)")
+	c.Flags().DurationVar(&chainPoll, "chain-poll", node.DefaultLedgerInterval, "time between reads of the ledger")
 	c.Flags().StringVar(&prefix, "prefix", "zos", "names of this agent's links, namespaces, nftables table and cgroup parent (/PREFIX): a second agent on one machine (a test, a benchmark) needs its own, or each removes the other's as orphans")
 	c.Flags().StringVar(&level, "log-level", "info", "debug, info, warn or error")
 	return c
+}
+
+// defaultChain is the chain a node watches unless told: $ZOS_CHAIN, else
+// where `zos chain run` serves its API by default.
+func defaultChain() string {
+	if v := os.Getenv("ZOS_CHAIN"); v != "" {
+		return v
+	}
+	return "http://127.0.0.1:8090"
+}
+
+// chainLedger is the ledger's HTTP client as the node's watcher wants it.
+type chainLedger struct{ c *ledgerclient.Client }
+
+var _ node.Ledger = chainLedger{}
+
+func (l chainLedger) ChainID(ctx context.Context) (string, error) {
+	i, err := l.c.Info(ctx)
+	return i.Chain, err
+}
+
+func (l chainLedger) Nodes(ctx context.Context) ([]ledger.NodeView, error) { return l.c.Nodes(ctx) }
+
+func (l chainLedger) Twin(ctx context.Context, id uint32) (ledger.TwinView, error) {
+	return l.c.Twin(ctx, id)
+}
+
+func (l chainLedger) Contracts(ctx context.Context, f ledger.ContractFilter) ([]ledger.ContractView, error) {
+	return l.c.Contracts(ctx, f)
+}
+
+func (l chainLedger) Submit(ctx context.Context, tx []byte) error {
+	_, err := l.c.Submit(ctx, tx)
+	return err
 }
 
 // mounter mounts images with this binary's `flist mount`, in server

@@ -54,6 +54,7 @@ const (
 	// again for the API (a rotated key is honoured within this time).
 	twinRefresh   = 30 * time.Second
 	submitTimeout = 30 * time.Second
+	syncTimeout   = 30 * time.Second // a ledger that hangs is an unreachable one
 )
 
 var bucketLinks = []byte("ledger")
@@ -222,7 +223,9 @@ func (w *watcher) reconciled() {
 // step reads the ledger once and makes the deployments follow it; a
 // change asks the reconcile loop for a pass.
 func (w *watcher) step(ctx context.Context) {
-	changed, err := w.sync(ctx)
+	sctx, cancel := context.WithTimeout(ctx, syncTimeout)
+	changed, err := w.sync(sctx)
+	cancel()
 	switch {
 	case err != nil && ctx.Err() != nil:
 	case err != nil && !w.down:
