@@ -110,6 +110,10 @@ from the ledger (volumes come back empty). See docs/NODE.md, "Ledger".`,
 				Data: data, Key: sec, Twins: node.TwinsFile(twinsPath(data)),
 				Runtime: rt, Network: nw, Mounter: mounter{self: self},
 				Cache: cache, Interval: interval, Logger: log, LedgerInterval: chainPoll,
+				KeyFile: keyFile,
+			}
+			if keyFile == "" {
+				opts.KeyFile = filepath.Join(data, "node.key")
 			}
 			if chain != "none" && chain != "" {
 				lc, err := ledgerclient.New(chain, nil)

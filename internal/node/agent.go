@@ -89,6 +89,7 @@ type Mounter interface {
 type Options struct {
 	Data     string     // the node's directory (state, images, volumes, logs)
 	Key      key.Secret // the node's identity
+	KeyFile  string     // where Key is kept, for messages
 	Twins    Twins
 	Runtime  Runtime
 	Network  Networks

@@ -265,7 +265,11 @@ func (w *watcher) sync(ctx context.Context) (bool, error) {
 		if i < 0 {
 			if !w.unregistered {
 				w.unregistered = true
-				w.log.Warn("this node is not registered on the ledger: its owner registers it with `zos chain node register "+me.String()+" --key OWNER_KEY --endpoint URL` (capacity flags: see --help); looking again every pass", "chain", w.chain, "key", me.String())
+				kf := w.a.opts.KeyFile
+				if kf == "" {
+					kf = "NODE_KEY_FILE"
+				}
+				w.log.Warn("this node is not registered on the ledger: its owner registers it, on this machine, with `zos chain node register --key OWNER_KEY --twin OWNER --node-key "+kf+" --endpoint URL --cpu N --memory SIZE --disk SIZE`; looking again every poll", "chain", w.chain, "key", me.String())
 			}
 			return false, nil
 		}
