@@ -50,6 +50,7 @@ func main() {
 	root.AddCommand(hubCmd())
 	root.AddCommand(specCmd(), specSignCmd())
 	root.AddCommand(nodeCmd(), deployCmd(), statusCmd(), logsCmd(), deleteCmd())
+	root.AddCommand(chainCmd())
 	err := root.ExecuteContext(ctx)
 	if err == nil {
 		return
