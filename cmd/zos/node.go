@@ -171,20 +171,11 @@ from the ledger (volumes come back empty). See docs/NODE.md, "Ledger".`,
 	c.Flags().StringVar(&cache, "cache", "", "chunk cache shared by the node's mounts (default DIR/cache)")
 	c.Flags().StringArrayVar(&hosts, "host", nil, "a HOST[:PORT] clients address the node by; requests signed for others are refused (repeatable; replaces the default: the listen address, or for a wildcard every address of the machine and its host name)")
 	c.Flags().DurationVar(&interval, "interval", 2*time.Second, "time between reconcile passes")
-	c.Flags().StringVar(&chain, "chain", defaultChain(), "the grid ledger's chain API, watched for this node's contracts (\"none\": do not watch; default $ZOS_CHAIN, else where 'zos chain run' listens)")
+	c.Flags().StringVar(&chain, "chain", envOr("ZOS_CHAIN", chainAPIDefault), "the grid ledger's chain API, watched for this node's contracts (\"none\": do not watch; default $ZOS_CHAIN, else where 'zos chain run' listens)")
 	c.Flags().DurationVar(&chainPoll, "chain-poll", node.DefaultLedgerInterval, "time between reads of the ledger")
 	c.Flags().StringVar(&prefix, "prefix", "zos", "names of this agent's links, namespaces, nftables table and cgroup parent (/PREFIX): a second agent on one machine (a test, a benchmark) needs its own, or each removes the other's as orphans")
 	c.Flags().StringVar(&level, "log-level", "info", "debug, info, warn or error")
 	return c
-}
-
-// defaultChain is the chain a node watches unless told: $ZOS_CHAIN, else
-// where `zos chain run` serves its API by default.
-func defaultChain() string {
-	if v := os.Getenv("ZOS_CHAIN"); v != "" {
-		return v
-	}
-	return "http://127.0.0.1:8090"
 }
 
 // chainLedger is the ledger's HTTP client as the node's watcher wants it.
