@@ -248,12 +248,19 @@ func (w *watcher) step(ctx context.Context) {
 // whether it changed anything. On an error reading the ledger it changes
 // nothing.
 func (w *watcher) sync(ctx context.Context) (bool, error) {
-	if w.chain == "" {
-		id, err := w.l.ChainID(ctx)
-		if err != nil {
-			return false, fmt.Errorf("chain id: %w", err)
+	// The chain id, every sync: a chain replaced behind the URL has other
+	// nodes under the same ids, and the watcher must not take another
+	// machine's contracts for its own.
+	id, err := w.l.ChainID(ctx)
+	if err != nil {
+		return false, fmt.Errorf("chain id: %w", err)
+	}
+	if id != w.chain {
+		if w.chain != "" {
+			w.log.Warn("the ledger is another chain now: looking for this node again", "was", w.chain, "chain", id)
 		}
-		w.chain = id
+		w.chain, w.node, w.unregistered = id, 0, false
+		w.active, w.sent = map[uint64]*ledger.ContractView{}, map[uint64]sentReport{}
 	}
 	if w.node == 0 || w.nonceStale {
 		nodes, err := w.l.Nodes(ctx)

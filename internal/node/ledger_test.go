@@ -37,16 +37,20 @@ type appLedger struct {
 const ledgerChain = "zos-node-test"
 
 func newAppLedger(t *testing.T) *appLedger {
+	return &appLedger{app: openApp(t, ledgerChain), now: time.Unix(1_750_000_000, 0)}
+}
+
+func openApp(t *testing.T, chain string) *ledger.App {
 	t.Helper()
 	app, err := ledger.Open(filepath.Join(t.TempDir(), "ledger.db"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { app.Close() })
-	if err := app.InitChain(ledgerChain); err != nil {
+	if err := app.InitChain(chain); err != nil {
 		t.Fatal(err)
 	}
-	return &appLedger{app: app, now: time.Unix(1_750_000_000, 0)}
+	return app
 }
 
 var _ Ledger = (*appLedger)(nil)
@@ -205,16 +209,30 @@ func newChainFixture(t *testing.T) *chainFixture {
 	img := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.Write(fl) }))
 	t.Cleanup(img.Close)
 	f.imageURL, f.image = img.URL+"/img.fl", digestOf(t, fl)
-	for i, k := range []key.Secret{f.alice, f.bob, f.carol} {
-		f.tx(ledger.Signer{Secret: k}, &ledger.TwinCreate{})
-		f.nonce[uint32(i+1)] = 1 // twin.create's nonce is the twin's first
-	}
+	f.createTwins()
 	f.start(t.TempDir())
 	return f
 }
 
 // start runs a new agent (fresh fakes: a new machine) over data with the
 // node's key.
+// newChain replaces the ledger behind the agent's back by a new chain,
+// with alice, bob and carol registered again (same ids), not the node.
+func (f *chainFixture) newChain(id string) {
+	f.t.Helper()
+	f.l.app = openApp(f.t, id)
+	f.nonce = map[uint32]uint64{}
+	f.createTwins()
+}
+
+func (f *chainFixture) createTwins() {
+	f.t.Helper()
+	for i, k := range []key.Secret{f.alice, f.bob, f.carol} {
+		f.tx(ledger.Signer{Secret: k}, &ledger.TwinCreate{})
+		f.nonce[uint32(i+1)] = 1 // twin.create's nonce is the twin's first
+	}
+}
+
 func (f *chainFixture) start(data string) {
 	f.t.Helper()
 	f.rt, f.net, f.mnt, f.logs = newFakeRuntime(), newFakeNetwork(), newFakeMounter(), &syncBuffer{}
@@ -247,7 +265,7 @@ func (f *chainFixture) mustTx(s ledger.Signer, body ledger.Body) []byte {
 	if s.Twin == 0 {
 		n = 1
 	}
-	b, err := ledger.NewTx(ledgerChain, s, n, body)
+	b, err := ledger.NewTx(f.l.app.ChainID(), s, n, body)
 	if err != nil {
 		f.t.Fatal(err)
 	}
@@ -262,8 +280,9 @@ func (f *chainFixture) register() {
 	f.t.Helper()
 	f.nonce[1]++
 	n := f.nonce[1]
-	b, err := ledger.NewTx(ledgerChain, f.twin(1), n, &ledger.NodeRegister{Key: f.nodeKey.Public(),
-		Proof:    ledger.KeyProof(f.nodeKey, ledgerChain, ledger.TypeNodeRegister, 1, n),
+	chain := f.l.app.ChainID()
+	b, err := ledger.NewTx(chain, f.twin(1), n, &ledger.NodeRegister{Key: f.nodeKey.Public(),
+		Proof:    ledger.KeyProof(f.nodeKey, chain, ledger.TypeNodeRegister, 1, n),
 		Capacity: ledger.Capacity{CPU: 4000, Memory: 8 << 30, Disk: 100 << 30}, Endpoint: "http://127.0.0.1:8070"})
 	if err != nil {
 		f.t.Fatal(err)
@@ -603,6 +622,44 @@ func TestLedgerReportLimit(t *testing.T) {
 	f.pass() // restarted and running: reported now
 	if r := f.contract(1).Report; r.State != ledger.ReportRunning {
 		t.Fatalf("report after the limit %+v", r)
+	}
+}
+
+// TestLedgerChainChanged: the ledger behind the URL becomes another
+// chain. The old chain's deployments stay until the node is found on the
+// new one (nothing is removed on what cannot be read), then go: contract
+// ids of one chain mean nothing on another. The new chain's contracts run.
+func TestLedgerChainChanged(t *testing.T) {
+	f := newChainFixture(t)
+	f.register()
+	d := f.deployment(1, "1")
+	f.create(d)
+	f.approve(1, d, 2)
+	f.pass()
+	if ids := f.rt.ids(); len(ids) != 1 {
+		t.Fatalf("containers %v", ids)
+	}
+	f.newChain("zos-other")
+	f.pass()
+	if ids := f.rt.ids(); len(ids) != 1 || !strings.Contains(f.logs.String(), "another chain now") {
+		t.Fatalf("before the node is on the new chain: containers %v", ids)
+	}
+	f.register()
+	d2 := f.deployment(1, "new")
+	f.create(d2)
+	f.approve(1, d2, 2)
+	f.pass()
+	if ids := f.rt.ids(); strings.Join(ids, " ") != "d2-web" || !contains(f.rt.specs["d2-web"].Env, "V=new") {
+		t.Fatalf("after: containers %v", ids)
+	}
+	if got := f.kinds(1); !strings.HasSuffix(got, "ledger-cancelled deleted") {
+		t.Fatalf("history of the old chain's deployment %q", got)
+	}
+	if r := f.contract(1).Report; r == nil || r.State != ledger.ReportRunning {
+		t.Fatalf("report on the new chain %+v", r)
+	}
+	if links, _ := f.agent.db.links(); len(links) != 1 || links[1].Chain != "zos-other" || links[1].Deployment != 2 {
+		t.Fatalf("links %+v", links)
 	}
 }
 
