@@ -230,7 +230,7 @@ func (w *watcher) step(ctx context.Context) {
 	case err != nil && ctx.Err() != nil:
 	case err != nil && !w.down:
 		w.down = true
-		w.log.Warn("ledger unreachable: retrying every pass; workloads and the API carry on", "err", err)
+		w.log.Warn("ledger unreachable: retrying every poll; workloads and the API carry on", "err", err)
 	case err != nil:
 		w.log.Debug("ledger unreachable", "err", err)
 	case w.down:
@@ -245,8 +245,9 @@ func (w *watcher) step(ctx context.Context) {
 // sync makes the accepted deployments follow the node's active contracts:
 // a new one (verified here) becomes a deployment, a revision that became
 // active an update, one that is no longer active is deleted. It reports
-// whether it changed anything. On an error reading the ledger it changes
-// nothing.
+// whether it changed anything. An error reading the ledger stops it where
+// it is: nothing is removed or changed on an answer it did not get, and
+// what it did before stays (each change is one bbolt transaction).
 func (w *watcher) sync(ctx context.Context) (bool, error) {
 	// The chain id, every sync: a chain replaced behind the URL has other
 	// nodes under the same ids, and the watcher must not take another
