@@ -675,3 +675,49 @@ func TestReportDetail(t *testing.T) {
 		}
 	}
 }
+
+// TestLedgerRun drives the agent's own loops (Run: reconcile, and the
+// watcher beside it) until the contract's report is on the ledger, with
+// the API in use meanwhile (go test -race).
+func TestLedgerRun(t *testing.T) {
+	f := newChainFixture(t)
+	f.register()
+	d := f.deployment(1, "1")
+	f.create(d)
+	f.approve(1, d, 2)
+	f.agent.opts.Interval, f.agent.watch.every = 50*time.Millisecond, 20*time.Millisecond
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		f.agent.Run(ctx)
+	}()
+	defer func() { cancel(); <-done }()
+	alice := f.client(f.alice)
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		f.l.mu.Lock()
+		c, err := f.l.app.Contract(1)
+		f.l.mu.Unlock()
+		if err == nil && c.Report != nil && c.Report.State == ledger.ReportRunning {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no running report after 10 s:\n%s", f.logs)
+		}
+		alice.List(ctx)
+		time.Sleep(10 * time.Millisecond)
+	}
+	if st, err := alice.Get(ctx, 1); err != nil || running(st) != "" {
+		t.Fatalf("status %+v, %v", st, err)
+	}
+}
+
+func running(s nodeclient.Status) string {
+	for _, w := range s.Workloads {
+		if w.State != nodeclient.WorkloadRunning && w.State != nodeclient.WorkloadOK {
+			return w.Name + " " + w.State
+		}
+	}
+	return ""
+}
