@@ -201,6 +201,32 @@ func TestDeterminism(t *testing.T) {
 	}
 }
 
+// TestEmptyBlockKeepsHash: a block without transactions leaves the app
+// hash as it was (so an idle chain stops making blocks), and the next
+// block with one moves it again.
+func TestEmptyBlockKeepsHash(t *testing.T) {
+	blocks := scenario(t)
+	a := openTest(t)
+	_, h1 := a.FinalizeBlock(1, blockTimeOf(1), blocks[0])
+	if err := a.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	_, h2 := a.FinalizeBlock(2, blockTimeOf(2), nil)
+	if err := a.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(h1, h2) {
+		t.Fatalf("empty block moved the app hash: %x -> %x", h1, h2)
+	}
+	if height, h := a.Info(); height != 2 || !bytes.Equal(h, h1) {
+		t.Fatalf("Info after an empty block: %d %x", height, h)
+	}
+	_, h3 := a.FinalizeBlock(3, blockTimeOf(3), blocks[1])
+	if bytes.Equal(h3, h2) {
+		t.Fatal("a block with transactions kept the app hash")
+	}
+}
+
 func TestPersistence(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "ledger.db")
 	a, err := Open(path)

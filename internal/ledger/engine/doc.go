@@ -75,10 +75,7 @@
 // That rule is about the app hash, not the transactions: CometBFT makes
 // the next block at once after any block that changed it. So an idle chain
 // idles only over a Machine whose app hash stays the same through an
-// empty block. ledger.App version 1 hashes every block's height and time
-// into its app hash (docs/LEDGER.md, "App hash"), so a chain over it makes
-// a block every BlockTime even when nothing happens: about two a second
-// with the defaults, each one committed to disk and kept.
+// empty block, as ledger.App's does (docs/LEDGER.md, "App hash").
 //
 // Stores are pebble (CometBFT v1's default, pure Go). Its log goes to the
 // Node's logger, at debug.

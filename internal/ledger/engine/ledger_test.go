@@ -294,3 +294,49 @@ signature_requirement:
 	v3, _ := apps[3].Info()
 	t.Logf("app hashes agree: %d hashes compared up to height %d (v3 stopped at %d)", compared, top, v3)
 }
+
+// TestLedgerChainIdles: over the real ledger, a chain with no
+// transactions stops making blocks (the ledger keeps its app hash through
+// an empty block), and a transaction starts one at once.
+func TestLedgerChainIdles(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	dir := t.TempDir()
+	timing := testTiming
+	timing.EmptyBlockInterval = -1
+	if err := Init(dir, InitOptions{ChainID: "zos-idle", P2PListen: "tcp://127.0.0.1:0", RPCListen: "none", Timing: timing}); err != nil {
+		t.Fatal(err)
+	}
+	app, err := ledger.Open(filepath.Join(dir, "ledger.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer app.Close()
+	n, err := Start(ctx, dir, app, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer n.Stop()
+	tx, err := ledger.NewTx("zos-idle", ledger.Signer{Secret: ledgerKey("idle")}, 1, &ledger.TwinCreate{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := n.Broadcast(ctx, tx)
+	if err != nil || r.Code != 0 {
+		t.Fatalf("twin.create: %+v %v", r, err)
+	}
+	time.Sleep(5 * timing.BlockTime) // the block after the tx's, to sign its hash
+	h := n.Height()
+	time.Sleep(10 * timing.BlockTime)
+	if h2 := n.Height(); h2 != h {
+		t.Fatalf("an idle chain went on making blocks: height %d -> %d in %v", h, h2, 10*timing.BlockTime)
+	}
+	tx, _ = ledger.NewTx("zos-idle", ledger.Signer{Secret: ledgerKey("idle2")}, 1, &ledger.TwinCreate{})
+	t0 := time.Now()
+	if r, err := n.Broadcast(ctx, tx); err != nil || r.Code != 0 || r.Height <= h {
+		t.Fatalf("twin.create after idling: %+v %v", r, err)
+	}
+	if d := time.Since(t0); d > 2*time.Second {
+		t.Errorf("a transaction on an idle chain took %v to commit", d)
+	}
+}
