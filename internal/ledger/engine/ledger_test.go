@@ -251,8 +251,12 @@ signature_requirement:
 	if !activated {
 		t.Fatalf("approval events %+v", r.Events)
 	}
-	// Past a full proposer rotation, so v3's turn came and went.
+	// Past a full proposer rotation, so v3's turn came and went. An idle
+	// ledger chain makes no blocks: transactions drive it there.
 	target := ns[0].Height() + 5
+	for i := 0; ns[0].Height() < target; i++ {
+		commit(ns[i%3], "a filler transaction", mk(ledger.Signer{Secret: ledgerKey(fmt.Sprintf("filler-%d", i))}, &ledger.TwinCreate{}))
+	}
 	for i := range 3 {
 		if _, err := ns[i].WaitHeight(ctx, target); err != nil {
 			t.Fatalf("v%d: %v", i, err)
