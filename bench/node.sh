@@ -313,7 +313,7 @@ start_node() {
 	rm -rf "$d"
 	mkdir -p "$d"
 	port_free "$NODE_PORT" || die "127.0.0.1:$NODE_PORT is taken"
-	"$ZOS" node run --data "$d" --listen "127.0.0.1:$NODE_PORT" --gateway "" --cache "$d/cache" --prefix znb 2>"$d.log" &
+	"$ZOS" node run --data "$d" --listen "127.0.0.1:$NODE_PORT" --gateway "" --cache "$d/cache" --prefix znb --chain none 2>"$d.log" &
 	NODE_PID=$! NODE_DATA=$d
 	for i in $(seq 1 100); do
 		[ -f "$d/node.key" ] && break

@@ -6,10 +6,14 @@
 # loopback, packs an image holding the server into the hub, signs a deployment that pins the
 # image by digest (a private network, a volume, a container with limits, a gateway name), deploys
 # it, and shows it running: its status, its answer through the gateway, its log and the node's
-# verified history. Then it deletes the deployment and stops the hub and node, unless KEEP=1.
+# verified history. Then the grid ledger: it starts a single embedded validator (zos chain),
+# registers two twins and the node on it, and records a second deployment as a contract that
+# needs both twins' approval: pending after the first, active after the second, when the node
+# (which watches the ledger) runs it and reports it running. Then it stops everything, unless
+# KEEP=1.
 #
 # Environment: DEMO_DIR (default /tmp/zos-demo; wiped first), HUB_PORT (18080), NODE_PORT (18070),
-# GATEWAY_PORT (18081), KEEP=1 to leave everything running.
+# GATEWAY_PORT (18081), CHAIN_PORT (18090), KEEP=1 to leave everything running.
 set -euo pipefail
 exec </dev/null
 cd "$(dirname "$0")/.."
@@ -18,6 +22,8 @@ dir=${DEMO_DIR:-/tmp/zos-demo}
 hub_port=${HUB_PORT:-18080}
 node_port=${NODE_PORT:-18070}
 gw_port=${GATEWAY_PORT:-18081}
+chain_port=${CHAIN_PORT:-18090}
+chain=http://127.0.0.1:$chain_port
 hub=http://127.0.0.1:$hub_port
 nodeurl=http://127.0.0.1:$node_port
 
@@ -40,7 +46,13 @@ fi
 
 # A previous demo's processes and mounts.
 if [[ -d $dir ]]; then
-	pkill -f "$dir/zos (hub serve|node run)" 2>/dev/null || true
+	pkill -f "$dir/zos (hub serve|node run|chain run)" 2>/dev/null || true
+	# Containers an interrupted demo left running (their init pids, from the runtime's state).
+	for st in "$dir"/node/runtime/*/state.json; do
+		[[ -f $st ]] || continue
+		pid=$(grep -o '"init_process_pid":[0-9]*' "$st" | cut -d: -f2)
+		[[ -n $pid ]] && kill -9 "$pid" 2>/dev/null || true
+	done
 	sleep 0.5
 	{ grep -o " $dir/[^ ]*" /proc/self/mountinfo || true; } | sort -r | while read -r m; do umount -l "$m" 2>/dev/null || true; done
 	rm -rf "$dir"
@@ -57,7 +69,17 @@ zos=$dir/zos
 cleanup() {
 	if [[ ${KEEP:-} != 1 ]]; then
 		"$zos" delete 1 --key "$dir/me.key" --node "$nodeurl" --wait 30s >/dev/null 2>&1 || true
-		kill "${node_pid:-}" "${hub_pid:-}" 2>/dev/null || true
+		if [[ -n ${contract:-} ]]; then
+			# An active contract is cancelled by votes meeting its requirement: both twins.
+			"$zos" chain contract cancel "$contract" --key "$dir/me.key" --twin 1 --chain "$chain" >/dev/null 2>&1 || true
+			"$zos" chain contract cancel "$contract" --key "$dir/cosigner.key" --twin 2 --chain "$chain" >/dev/null 2>&1 || true
+			for _ in $(seq 100); do # until the node removed its workloads
+				"$zos" chain contract show "$contract" --chain "$chain" --json 2>/dev/null |
+					grep -q '"state": *"removed"' && break
+				sleep 0.2
+			done
+		fi
+		kill "${node_pid:-}" "${hub_pid:-}" "${chain_pid:-}" 2>/dev/null || true
 		wait 2>/dev/null || true
 	fi
 }
@@ -87,8 +109,15 @@ ref=$("$zos" hub push "$dir/hello.fl" demo/hello:latest --hub "$hub" --key "$dir
 digest=${ref##*@}
 echo "pushed $ref"
 
-say "starting a node on $nodeurl (gateway on 127.0.0.1:$gw_port, data in $dir/node)"
-"$zos" node run --data "$dir/node" --listen "127.0.0.1:$node_port" --gateway "127.0.0.1:$gw_port" --interval 1s 2>"$dir/node.log" &
+say "starting the grid ledger: one embedded validator, its API and page on $chain"
+"$zos" chain init --home "$dir/chain" --chain-id zos-demo
+"$zos" chain run --home "$dir/chain" --listen "127.0.0.1:$chain_port" 2>"$dir/chain.log" &
+chain_pid=$!
+ready chain "$chain_pid" "$dir/chain.log" "$zos" chain status --chain "$chain"
+
+say "starting a node on $nodeurl (gateway on 127.0.0.1:$gw_port, data in $dir/node; it watches the ledger)"
+"$zos" node run --data "$dir/node" --listen "127.0.0.1:$node_port" --gateway "127.0.0.1:$gw_port" --interval 1s \
+	--chain "$chain" 2>"$dir/node.log" &
 node_pid=$!
 "$zos" node twin add 1 "$dir/me.key" --data "$dir/node"
 ready node "$node_pid" "$dir/node.log" "$zos" status --key "$dir/me.key" --node "$nodeurl"
@@ -133,9 +162,37 @@ say "its log"
 say "the node's history (hash-chained, signed by the node)"
 "$zos" node history --data "$dir/node" --node "$nodeurl"
 
+say "the ledger: twins 1 (you) and 2 (a co-signer), and this node, registered"
+"$zos" key gen "$dir/cosigner.key"
+echo "twin $("$zos" chain twin create --key "$dir/me.key" --chain "$chain"): you"
+echo "twin $("$zos" chain twin create --key "$dir/cosigner.key" --chain "$chain"): the co-signer"
+echo "node $("$zos" chain node register --key "$dir/me.key" --twin 1 --node-key "$dir/node/node.key" \
+	--endpoint "$nodeurl" --cpu 2 --memory 4G --disk 20G --chain "$chain"): this machine, owned by twin 1"
+
+say "a second deployment as a contract on the ledger: both twins must approve it (twin 1 signed it)"
+sed -e 's/^description: .*/description: the zos demo, on the ledger/' -e 's/10\.77\.0/10.78.0/' \
+	-e 's/hello\.zos\.local/hello2.zos.local/' -e '/^signatures:/,$d' "$dir/deployment.yaml" >"$dir/contract.yaml"
+printf '%s\n' 'signature_requirement:' \
+	'  requests: [{twin: 1, weight: 1, required: true}, {twin: 2, weight: 1, required: true}]' \
+	'  weight_required: 2' >>"$dir/contract.yaml"
+"$zos" sign "$dir/contract.yaml" --key "$dir/me.key" --twin 1 # the owner's approval travels with it
+contract=$("$zos" chain contract create "$dir/contract.yaml" --node 1 --key "$dir/me.key" --chain "$chain")
+"$zos" chain contract show "$contract" --chain "$chain"
+
+say "twin 2 approves: the contract turns active, and the node runs it"
+"$zos" chain contract approve "$contract" --key "$dir/cosigner.key" --twin 2 --chain "$chain" >/dev/null
+ready gateway "$node_pid" "$dir/node.log" curl -fsS -H 'Host: hello2.zos.local' "http://127.0.0.1:$gw_port/"
+curl -fsS -H 'Host: hello2.zos.local' "http://127.0.0.1:$gw_port/"
+for _ in $(seq 50); do # the node's report reaches the ledger after its next pass
+	"$zos" chain contract show "$contract" --chain "$chain" --json | grep -q '"state": *"running"' && break
+	sleep 0.2
+done
+"$zos" chain contract show "$contract" --chain "$chain"
+echo "the ledger's page: $chain/"
+
 if [[ ${KEEP:-} == 1 ]]; then
 	say "left running: hub pid $hub_pid, node pid $node_pid; try: $zos status --key $dir/me.key --node $nodeurl"
 	trap - EXIT
 else
-	say "deleting the deployment and stopping the node and hub (KEEP=1 leaves them running)"
+	say "deleting the deployment, cancelling the contract, stopping the node, hub and chain (KEEP=1 leaves them running)"
 fi

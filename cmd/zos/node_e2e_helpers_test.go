@@ -87,7 +87,7 @@ func (n *e2eNode) start() {
 		n.t.Fatal(err)
 	}
 	defer lf.Close()
-	cmd := exec.Command(n.bin, "node", "run", "--data", n.data, "--listen", n.api, "--gateway", n.gw, "--interval", "500ms")
+	cmd := exec.Command(n.bin, "node", "run", "--data", n.data, "--listen", n.api, "--gateway", n.gw, "--interval", "500ms", "--chain", "none")
 	cmd.Stdout, cmd.Stderr = lf, lf
 	if err := cmd.Start(); err != nil {
 		n.t.Fatal(err)
