@@ -210,15 +210,24 @@ an existing home is refused. Without --chain-id a new chain gets a random id
 
 func chainTestnetCmd() *cobra.Command {
 	var home, chainID, host string
+	var hosts []string
+	var p2pPort int
 	var timing engine.Timing
 	c := &cobra.Command{
-		Use:   "testnet N --home DIR [--chain-id ID]",
-		Short: "Prepare N validator homes DIR/v0..v{N-1} of one chain on this machine",
-		Long: `Prepare N validators of one chain on this machine, each in DIR/vI with its own
-keys and free ports on --host, every other one a persistent peer, one genesis
-listing them all with equal power. Any group of more than 2/3 of them commits
-blocks: 4 survive one stopped validator. Run each with its own API:
-zos chain run --home DIR/vI --listen 127.0.0.1:PORT.`,
+		Use:   "testnet N --home DIR [--chain-id ID] [--hosts H1,...,HN [--p2p-port P]]",
+		Short: "Prepare N validator homes DIR/v0..v{N-1} of one chain, on this machine or on N machines",
+		Long: `Prepare N validators of one chain, each in DIR/vI with its own keys, every
+other one a persistent peer, one genesis listing them all with equal power. Any
+group of more than 2/3 of them commits blocks: 4 survive one stopped validator.
+
+On this machine (default): free ports on --host; run each with its own API:
+zos chain run --home DIR/vI --listen 127.0.0.1:PORT.
+
+On N machines (--hosts, the address or name each machine is reached at, in
+order): validator I listens at HOST_I:--p2p-port (26656) and its peers dial it
+there. Copy DIR/vI to machine I (it holds that validator's private keys: copy it
+over a trusted channel, and keep no other copy) and run zos chain run --home
+there; open the p2p port between the machines.`,
 		Args: usageArgs(1, "the number of validators N"),
 		RunE: func(c *cobra.Command, args []string) error {
 			n, err := strconv.Atoi(args[0])
@@ -241,12 +250,19 @@ zos chain run --home DIR/vI --listen 127.0.0.1:PORT.`,
 					chainID = newChainID()
 				}
 			}
-			if err := engine.InitTestnet(dirs, engine.TestnetOptions{ChainID: chainID, Host: host, Timing: timing}); err != nil {
+			if len(hosts) > 0 && len(hosts) != n {
+				return &exitError{exitUsage, fmt.Errorf("--hosts names %d machines for %d validators", len(hosts), n)}
+			}
+			if err := engine.InitTestnet(dirs, engine.TestnetOptions{ChainID: chainID, Host: host, Hosts: hosts, P2PPort: p2pPort, Timing: timing}); err != nil {
 				return err
 			}
 			out := c.OutOrStdout()
 			fmt.Fprintf(out, "chain %s: %d validators\n", chainID, n)
 			for i, d := range dirs {
+				if len(hosts) > 0 {
+					fmt.Fprintf(out, "  on %s: zos chain run --home %s (copy %s there)\n", hosts[i], d, d)
+					continue
+				}
 				fmt.Fprintf(out, "  zos chain run --home %s --listen 127.0.0.1:%d\n", d, 8090+i)
 			}
 			return nil
@@ -254,7 +270,9 @@ zos chain run --home DIR/vI --listen 127.0.0.1:PORT.`,
 	}
 	c.Flags().StringVar(&home, "home", "", "the directory that holds the validators' homes")
 	c.Flags().StringVar(&chainID, "chain-id", "", "the chain's name (default: a new random one)")
-	c.Flags().StringVar(&host, "host", "127.0.0.1", "the address the validators listen on and dial each other at")
+	c.Flags().StringVar(&host, "host", "127.0.0.1", "the address the validators listen on and dial each other at (all on this machine)")
+	c.Flags().StringSliceVar(&hosts, "hosts", nil, "one machine per validator: the addresses or names they are reached at, in order")
+	c.Flags().IntVar(&p2pPort, "p2p-port", 26656, "the peer-to-peer port of validators on --hosts")
 	c.Flags().DurationVar(&timing.BlockTime, "block-time", 0, "pause after each block (default 500ms)")
 	c.Flags().DurationVar(&timing.RoundTimeout, "round-timeout", 0, "wait for a proposal before moving to the next round (default 1s)")
 	return c

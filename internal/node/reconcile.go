@@ -46,10 +46,10 @@ type desired struct {
 	containers map[string]bool
 	sandboxes  map[string]bool
 	networks   map[string]bool
-	mounts     map[string]bool // root filesystem mount points
-	images     map[string]imageMount     // image mount points
-	stores     map[digest.ID][]string    // an image's stores: those of every deployment running it
-	volumes    map[string]bool // volume names (volumeName)
+	mounts     map[string]bool        // root filesystem mount points
+	images     map[string]imageMount  // image mount points
+	stores     map[digest.ID][]string // an image's stores: those of every deployment running it
+	volumes    map[string]bool        // volume names (volumeName)
 	hosts      map[string]bool
 	hostOwner  map[string]uint64 // gateway host -> the deployment that got it first
 	points     map[string]bool   // mount points when the pass began

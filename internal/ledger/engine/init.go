@@ -94,15 +94,23 @@ type TestnetOptions struct {
 	// Host is the address the validators listen on and dial each other
 	// at; default 127.0.0.1.
 	Host string
+	// Hosts, when set, puts validator i on machine Hosts[i] (an address
+	// or name its peers reach it at; one per directory): it listens there
+	// on P2PPort, and its peers dial it there. The directories are then
+	// copied to their machines. Host is ignored.
+	Hosts []string
+	// P2PPort is the peer-to-peer port with Hosts; default 26656.
+	P2PPort int
 	// DBBackend is CometBFT's store; default DefaultDBBackend.
 	DBBackend string
 	Timing
 }
 
-// InitTestnet prepares one directory per validator of a chain whose
-// validators all run on one host: each its own keys and ports (free ports
-// the kernel gives), one genesis listing them all with equal power, and
-// every validator a persistent peer of every other.
+// InitTestnet prepares one directory per validator of a chain: each its
+// own keys, one genesis listing them all with equal power, and every
+// validator a persistent peer of every other. By default they all run on
+// one host, each on its own ports (free ports the kernel gives); with
+// TestnetOptions.Hosts each goes to a machine of its own.
 //
 // Like Init it never replaces a key. A testnet's config and genesis are
 // written together: when every directory has them they are kept, when
@@ -133,17 +141,34 @@ func InitTestnet(dirs []string, o TestnetOptions) error {
 		return fmt.Errorf("init testnet: %d of %d directories are already set up", have, len(dirs))
 	}
 
-	ports, err := freePorts(host, 2*len(dirs))
-	if err != nil {
-		return fmt.Errorf("init testnet: %w", err)
+	if len(o.Hosts) > 0 && len(o.Hosts) != len(dirs) {
+		return fmt.Errorf("init testnet: %d hosts for %d validators", len(o.Hosts), len(dirs))
+	}
+	var ports []int
+	if len(o.Hosts) == 0 {
+		var err error
+		if ports, err = freePorts(host, 2*len(dirs)); err != nil {
+			return fmt.Errorf("init testnet: %w", err)
+		}
+	}
+	p2pPort := o.P2PPort
+	if p2pPort == 0 {
+		p2pPort = 26656
 	}
 	cs := make([]*cfg.Config, len(dirs))
 	peers := make([]string, len(dirs))
 	vals := make([]types.GenesisValidator, len(dirs))
 	for i, d := range dirs {
 		moniker := "validator" + strconv.Itoa(i)
-		p2pAddr := net.JoinHostPort(host, strconv.Itoa(ports[2*i]))
-		rpcAddr := net.JoinHostPort(host, strconv.Itoa(ports[2*i+1]))
+		var p2pAddr, rpcAddr string
+		if len(o.Hosts) > 0 {
+			// A machine each: the usual ports, RPC on the machine's loopback.
+			p2pAddr = net.JoinHostPort(o.Hosts[i], strconv.Itoa(p2pPort))
+			rpcAddr = strings.TrimPrefix(DefaultRPCListen, "tcp://")
+		} else {
+			p2pAddr = net.JoinHostPort(host, strconv.Itoa(ports[2*i]))
+			rpcAddr = net.JoinHostPort(host, strconv.Itoa(ports[2*i+1]))
+		}
 		c := newConfig(d, moniker, "tcp://"+p2pAddr, "tcp://"+rpcAddr, o.DBBackend, o.Timing)
 		// Validators on one host share an IP and have loopback (or
 		// private) addresses, which CometBFT refuses by default.

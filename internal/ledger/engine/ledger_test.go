@@ -344,3 +344,69 @@ func TestLedgerChainIdles(t *testing.T) {
 		t.Errorf("a transaction on an idle chain took %v to commit", d)
 	}
 }
+
+// TestValidatorsOnHosts sets up 4 validators as for 4 machines
+// (TestnetOptions.Hosts: 127.0.0.1-4 stand for them, every loopback
+// address being this machine's) and runs them: they find each other at
+// their hosts and commit the same ledger.
+func TestValidatorsOnHosts(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	ports, err := freePorts("127.0.0.1", 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	base := t.TempDir()
+	var dirs, hosts []string
+	for i := range 4 {
+		dirs = append(dirs, filepath.Join(base, fmt.Sprintf("v%d", i)))
+		hosts = append(hosts, fmt.Sprintf("127.0.0.%d", i+1))
+	}
+	if err := InitTestnet(dirs, TestnetOptions{ChainID: "zos-hosts", Hosts: hosts, P2PPort: ports[0], Timing: testTiming}); err != nil {
+		t.Fatal(err)
+	}
+	if err := InitTestnet(dirs, TestnetOptions{ChainID: "zos-hosts", Hosts: hosts[:3], P2PPort: ports[0]}); err == nil {
+		t.Fatal("3 hosts for 4 validators accepted")
+	}
+	ns := make([]*Node, 4)
+	for i, d := range dirs {
+		app, err := ledger.Open(filepath.Join(d, "ledger.db"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer app.Close()
+		if ns[i], err = Start(ctx, d, app, Options{RPCListen: "none"}); err != nil {
+			t.Fatalf("v%d: %v", i, err)
+		}
+		defer ns[i].Stop()
+	}
+	tx, err := ledger.NewTx("zos-hosts", ledger.Signer{Secret: ledgerKey("hosts")}, 1, &ledger.TwinCreate{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := ns[2].Broadcast(ctx, tx)
+	if err != nil || r.Code != 0 {
+		t.Fatalf("twin.create: %+v %v", r, err)
+	}
+	for i, n := range ns {
+		if _, err := n.WaitHeight(ctx, r.Height); err != nil {
+			t.Fatalf("v%d: %v", i, err)
+		}
+		if b, err := n.Query(ctx, "twin/1", nil); err != nil || !strings.Contains(string(b), `"id":1`) {
+			t.Fatalf("v%d: twin 1: %s %v", i, b, err)
+		}
+		// Every peer connected (a validator may commit with 2 of 3 while
+		// the last connection is still being made).
+		var st Status
+		for {
+			st, err = n.Status(ctx)
+			if err != nil || st.Peers == 3 || ctx.Err() != nil {
+				break
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+		if err != nil || st.Peers != 3 || !strings.HasPrefix(st.P2PListen, "tcp://"+hosts[i]+":") {
+			t.Fatalf("v%d: %+v %v (want 3 peers, listening on %s)", i, st, err, hosts[i])
+		}
+	}
+}
