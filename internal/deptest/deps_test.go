@@ -18,6 +18,7 @@ const module = "github.com/zosgrid/zos/"
 var layer = map[string]int{
 	"internal/digest":  0,
 	"internal/chunker": 0,
+	"internal/canon":   0, // canonical JSON of signed data (specs, ledger transactions)
 	"internal/key":     1,
 	"internal/auth":    2, // signed requests: key, digest
 	"internal/chunk":   1,

@@ -5,8 +5,8 @@ import (
 	"cmp"
 	"encoding/base64"
 	"slices"
-	"strconv"
 
+	"github.com/zosgrid/zos/internal/canon"
 	"github.com/zosgrid/zos/internal/digest"
 )
 
@@ -39,7 +39,11 @@ func (d *Deployment) Stripped() ([]byte, error) {
 }
 
 // obj is a JSON object; encode writes its keys sorted.
-type obj map[string]any
+type obj = canon.Obj
+
+// encode writes v canonically (internal/canon). v holds only obj, []any,
+// string, uint64 and bool.
+func encode(v any) []byte { return canon.Encode(v) }
 
 func strs(s []string) []any {
 	out := make([]any, len(s))
@@ -146,75 +150,4 @@ func (c *Container) tree() obj {
 		"networks":   nets,
 		"ports":      ports,
 	}
-}
-
-// encode writes v canonically. v holds only obj, []any, string, uint64
-// and bool.
-func encode(v any) []byte {
-	return appendValue(nil, v)
-}
-
-func appendValue(b []byte, v any) []byte {
-	switch v := v.(type) {
-	case obj:
-		keys := make([]string, 0, len(v))
-		for k := range v {
-			keys = append(keys, k)
-		}
-		slices.Sort(keys)
-		b = append(b, '{')
-		for i, k := range keys {
-			if i > 0 {
-				b = append(b, ',')
-			}
-			b = appendString(b, k)
-			b = append(b, ':')
-			b = appendValue(b, v[k])
-		}
-		return append(b, '}')
-	case []any:
-		b = append(b, '[')
-		for i, e := range v {
-			if i > 0 {
-				b = append(b, ',')
-			}
-			b = appendValue(b, e)
-		}
-		return append(b, ']')
-	case string:
-		return appendString(b, v)
-	case uint64:
-		return strconv.AppendUint(b, v, 10)
-	case bool:
-		return strconv.AppendBool(b, v)
-	}
-	panic("spec: canonical encoding of an unexpected type") // a bug in tree, not an input
-}
-
-// appendString quotes s, escaping only '"', '\' and bytes below 0x20.
-func appendString(b []byte, s string) []byte {
-	const hex = "0123456789abcdef"
-	b = append(b, '"')
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		switch {
-		case c == '"' || c == '\\':
-			b = append(b, '\\', c)
-		case c == '\b':
-			b = append(b, '\\', 'b')
-		case c == '\t':
-			b = append(b, '\\', 't')
-		case c == '\n':
-			b = append(b, '\\', 'n')
-		case c == '\f':
-			b = append(b, '\\', 'f')
-		case c == '\r':
-			b = append(b, '\\', 'r')
-		case c < 0x20:
-			b = append(b, '\\', 'u', '0', '0', hex[c>>4], hex[c&15])
-		default:
-			b = append(b, c)
-		}
-	}
-	return append(b, '"')
 }

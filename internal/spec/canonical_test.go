@@ -5,6 +5,8 @@ import (
 	"os"
 	"strings"
 	"testing"
+
+	"github.com/zosgrid/zos/internal/canon"
 )
 
 // goldenChallenge pins the challenge of testdata/golden/full.yaml: a change
@@ -104,7 +106,7 @@ func TestDifferentMeaning(t *testing.T) {
 }
 
 func TestCanonicalStrings(t *testing.T) {
-	got := string(appendString(nil, "a\"\\\x01\n\t\u00e9\u2028</>\x7f"))
+	got := string(canon.AppendString(nil, "a\"\\\x01\n\t\u00e9\u2028</>\x7f"))
 	want := `"a\"\\\u0001\n\t` + "\u00e9\u2028</>\x7f" + `"`
 	if got != want {
 		t.Errorf("got %s want %s", got, want)
