@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -96,11 +97,28 @@ func (a *Agent) reconcile(ctx context.Context) {
 		a.log.Error("reconcile: state", "err", err)
 		return
 	}
+	// Each active deployment's spec is parsed once per pass: the image
+	// stores of all of them are needed before the first container.
+	specs := map[uint64]*spec.Deployment{}
 	want := desired{
 		containers: map[string]bool{}, sandboxes: map[string]bool{}, networks: map[string]bool{}, mounts: map[string]bool{},
-		images: map[string]imageMount{}, stores: imageStoreSets(recs), volumes: map[string]bool{}, hosts: map[string]bool{},
+		images: map[string]imageMount{}, volumes: map[string]bool{}, hosts: map[string]bool{},
 		hostOwner: map[string]uint64{},
 	}
+	for _, r := range recs {
+		if r.State != nodeclient.StateActive {
+			continue
+		}
+		d, err := spec.Parse(r.Spec)
+		if err != nil {
+			// It verified when accepted: a parse failure now is damage to the state.
+			a.log.Error("deployment spec unreadable", "deployment", r.ID, "err", err)
+			want.partial = true
+			continue
+		}
+		specs[r.ID] = d
+	}
+	want.stores = imageStoreSets(specs)
 	want.points, err = mountPoints()
 	if err != nil {
 		a.log.Error("reconcile: mount table", "err", err)
@@ -112,7 +130,9 @@ func (a *Agent) reconcile(ctx context.Context) {
 		}
 		switch r.State {
 		case nodeclient.StateActive:
-			a.apply(ctx, r, &want)
+			if d := specs[r.ID]; d != nil {
+				a.apply(ctx, r, d, &want)
+			}
 		case nodeclient.StateDeleting:
 			if err := a.teardown(ctx, r); err != nil {
 				a.log.Warn("teardown", "deployment", r.ID, "err", err)
@@ -138,17 +158,10 @@ func (a *Agent) reconcile(ctx context.Context) {
 // imageStoreSets returns, for each image the active deployments run, the
 // stores they name for it, in order and without repeats: an image mounted
 // once for all of them reads from all of their stores.
-func imageStoreSets(recs []record) map[digest.ID][]string {
+func imageStoreSets(specs map[uint64]*spec.Deployment) map[digest.ID][]string {
 	out := map[digest.ID][]string{}
-	for _, r := range recs {
-		if r.State != nodeclient.StateActive {
-			continue
-		}
-		d, err := spec.Parse(r.Spec)
-		if err != nil {
-			continue // apply reports it
-		}
-		for _, w := range d.Workloads {
+	for _, id := range slices.Sorted(maps.Keys(specs)) { // deployment order, whatever the map's
+		for _, w := range specs[id].Workloads {
 			if w.Kind != spec.KindContainer {
 				continue
 			}
@@ -156,10 +169,10 @@ func imageStoreSets(recs []record) map[digest.ID][]string {
 			if err != nil {
 				continue // the container's image step reports it
 			}
-			id := w.Container.Image.Digest
+			img := w.Container.Image.Digest
 			for _, st := range stores {
-				if !slices.Contains(out[id], st) {
-					out[id] = append(out[id], st)
+				if !slices.Contains(out[img], st) {
+					out[img] = append(out[img], st)
 				}
 			}
 		}
@@ -222,14 +235,7 @@ func (a *Agent) statusOf(r record) nodeclient.Status {
 }
 
 // apply drives one active deployment towards its spec.
-func (a *Agent) apply(ctx context.Context, r record, want *desired) {
-	d, err := spec.Parse(r.Spec)
-	if err != nil {
-		// It verified when accepted: a parse failure now is damage to the state.
-		a.log.Error("deployment spec unreadable", "deployment", r.ID, "err", err)
-		want.partial = true
-		return
-	}
+func (a *Agent) apply(ctx context.Context, r record, d *spec.Deployment, want *desired) {
 	for i := range d.Workloads {
 		w := &d.Workloads[i]
 		switch w.Kind {
