@@ -2,7 +2,6 @@ package main
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -15,6 +14,7 @@ import (
 	"time"
 
 	"github.com/zosgrid/zos/internal/ledger"
+	"github.com/zosgrid/zos/internal/webtest"
 )
 
 // chainRun is a `zos chain run` started by a test.
@@ -79,22 +79,6 @@ func (r *chainRun) stop(t *testing.T) {
 		r.cmd.Process.Kill()
 		t.Errorf("zos chain run: still running 30 s after SIGTERM\n%s", r.stderr)
 	}
-}
-
-// chainDump returns the DOM headless Chromium builds for url.
-func chainDump(t *testing.T, bin, url string) string {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, bin, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
-		"--no-default-browser-check", "--disable-extensions", "--user-data-dir="+t.TempDir(), "--dump-dom", url)
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	out, err := cmd.Output()
-	if err != nil {
-		t.Fatalf("chromium %s: %v\n%s", url, err, stderr.String())
-	}
-	return string(out)
 }
 
 const chainTestSpec = `version: 1
@@ -239,13 +223,13 @@ func TestChainCLI(t *testing.T) {
 		t.Log("chromium is not installed: the page is not checked in a browser")
 		return
 	}
-	home1 := chainDump(t, bin, ch.url+"/")
+	home1 := webtest.Run(t, bin, "--dump-dom", ch.url+"/")
 	for _, want := range []string{`href="/contracts/1"`, ">active<", "2 / 2", "http://127.0.0.1:8070", "chain <code>zos-cli</code>"} {
 		if !strings.Contains(home1, want) {
 			t.Fatalf("page lacks %q:\n%s", want, home1)
 		}
 	}
-	page := chainDump(t, bin, ch.url+"/contracts/1")
+	page := webtest.Run(t, bin, "--dump-dom", ch.url+"/contracts/1")
 	for _, want := range []string{"Contract 1", "requirement met", "cancel votes", "needs both twins"} {
 		if !strings.Contains(page, want) {
 			t.Fatalf("contract page lacks %q:\n%s", want, page)

@@ -19,6 +19,7 @@ var layer = map[string]int{
 	"internal/digest":  0,
 	"internal/chunker": 0,
 	"internal/canon":   0, // canonical JSON of signed data (specs, ledger transactions)
+	"internal/webtest": 0, // headless Chromium for the web pages' tests
 	"internal/key":     1,
 	"internal/auth":    2, // signed requests: key, digest
 	"internal/chunk":   1,

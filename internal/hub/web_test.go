@@ -1,7 +1,6 @@
 package hub
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"html"
@@ -10,15 +9,14 @@ import (
 	"net/http"
 	"net/url"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/zosgrid/zos/internal/flist"
 	"github.com/zosgrid/zos/internal/key"
+	"github.com/zosgrid/zos/internal/webtest"
 )
 
 // Hostile names: valid file names (no slash) and a symlink target that
@@ -233,36 +231,16 @@ func getText(t *testing.T, url string) string {
 	return string(b)
 }
 
-// chromium runs headless Chromium with args and returns its standard output.
-func chromium(t *testing.T, bin string, args ...string) string {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	base := []string{"--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--no-default-browser-check",
-		"--disable-extensions", "--hide-scrollbars", "--user-data-dir=" + t.TempDir()}
-	cmd := exec.CommandContext(ctx, bin, append(base, args...)...)
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	out, err := cmd.Output()
-	if err != nil {
-		t.Fatalf("chromium %v: %v\n%s", args, err, stderr.String())
-	}
-	return string(out)
-}
-
 // TestWebChromium loads the page in headless Chromium, follows its links
 // from the home page down to a directory of an image and back, and takes
 // a screenshot of an image's page.
 func TestWebChromium(t *testing.T) {
-	bin, err := exec.LookPath("chromium")
-	if err != nil {
-		t.Skip("chromium is not installed (Debian package chromium; .ci/deps.sh installs it)")
-	}
+	bin := webtest.Chromium(t)
 	h := startHub(t, dirBackend(t), nil)
 	register(t, h.url, alice, "alice")
 	a := publish(t, h, alice, webTree(t, 1, nil, 0), "alice/app:v1")
 	publish(t, h, alice, webTree(t, 1, func(b []byte) { copy(b[300<<10:], "an edit in the middle") }, 0), "alice/app:v2")
-	dump := func(path string) string { t.Helper(); return chromium(t, bin, "--dump-dom", h.url+path) }
+	dump := func(path string) string { t.Helper(); return webtest.Run(t, bin, "--dump-dom", h.url+path) }
 
 	home := dump("/")
 	contains(t, "home (chromium)", home, "Flists on this hub", ">alice<", ">v1<")
@@ -288,7 +266,7 @@ func TestWebChromium(t *testing.T) {
 	if p := os.Getenv("ZOS_WEB_SCREENSHOT"); p != "" {
 		shot = p // keep it (docs)
 	}
-	chromium(t, bin, "--screenshot="+shot, "--window-size=1280,900", h.url+flistPath)
+	webtest.Run(t, bin, "--screenshot="+shot, "--window-size=1280,900", h.url+flistPath)
 	f, err := os.Open(shot)
 	if err != nil {
 		t.Fatal(err)

@@ -1,18 +1,15 @@
 package ledgerapi
 
 import (
-	"bytes"
-	"context"
 	"html"
 	"io"
 	"net/http"
-	"os/exec"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/zosgrid/zos/internal/ledger"
 	"github.com/zosgrid/zos/internal/spec"
+	"github.com/zosgrid/zos/internal/webtest"
 )
 
 // Hostile text that strangers write into the ledger: a node's endpoint,
@@ -122,23 +119,6 @@ func TestWebPages(t *testing.T) {
 	getPage(t, e.srv.URL+"/?bogus=1", http.StatusBadRequest)
 }
 
-// chromium runs headless Chromium with args and returns its standard output.
-func chromium(t *testing.T, bin string, args ...string) string {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	base := []string{"--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--no-default-browser-check",
-		"--disable-extensions", "--hide-scrollbars", "--user-data-dir=" + t.TempDir()}
-	cmd := exec.CommandContext(ctx, bin, append(base, args...)...)
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	out, err := cmd.Output()
-	if err != nil {
-		t.Fatalf("chromium %v: %v\n%s", args, err, stderr.String())
-	}
-	return string(out)
-}
-
 // domText is s as Chromium's --dump-dom writes text: only &, < and >
 // escaped.
 func domText(s string) string {
@@ -148,17 +128,14 @@ func domText(s string) string {
 // TestWebChromium loads the pages in headless Chromium: the DOM a browser
 // builds lists the ledger, and holds no element a stranger's text made.
 func TestWebChromium(t *testing.T) {
-	bin, err := exec.LookPath("chromium")
-	if err != nil {
-		t.Skip("chromium is not installed (Debian package chromium; .ci/deps.sh installs it)")
-	}
+	bin := webtest.Chromium(t)
 	e := webChain(t)
-	home := chromium(t, bin, "--dump-dom", e.srv.URL+"/")
+	home := webtest.Run(t, bin, "--dump-dom", e.srv.URL+"/")
 	contains(t, "home (chromium)", home, "The grid ledger", `href="/contracts/1"`, ">active<", ">pending<",
 		"2 / 2", domText(hostileDetail), domText(hostileEndpoint))
 	noMarkup(t, "home (chromium)", home)
 
-	c := chromium(t, bin, "--dump-dom", e.srv.URL+"/contracts/1")
+	c := webtest.Run(t, bin, "--dump-dom", e.srv.URL+"/contracts/1")
 	contains(t, "contract (chromium)", c, "Contract 1", "requirement met", "twin 2", domText(hostileDesc))
 	noMarkup(t, "contract (chromium)", c)
 }
