@@ -191,6 +191,21 @@ func TestFourValidatorsLedger(t *testing.T) {
 	// records the same refusal, and nothing changes.
 	forged := forgeries[0].tx
 	forced.Store(&forged)
+	// An idle ledger chain makes no blocks: transactions make the blocks
+	// the faulty proposer fills.
+	for k := 0; ; k++ {
+		if _, err := ns[0].Tx(ctx, types.Tx(forged).Hash()); err == nil {
+			break
+		}
+		if k == 40 {
+			t.Fatal("the forged transaction was in none of 40 blocks")
+		}
+		// A filler that changes no state (no contract 999999: refused in
+		// its block), so the twins and ids the test goes on with stay.
+		if _, err := ns[k%len(ns)].Broadcast(ctx, mk(alice, &ledger.ContractCancel{Contract: 999999})); err != nil {
+			t.Fatalf("filler: %v", err)
+		}
+	}
 	var want Result
 	for i, n := range ns {
 		var got Result
