@@ -68,7 +68,14 @@ tool_ok() {
 }
 
 # run_tool TOOL DIR TREE: pack $CORPUS/TREE; content store under DIR/store, metadata under DIR/meta.
+# Every tool's output is on disk when it returns: zos syncs its store (syncfs) before it writes
+# the flist, and the peers, which do not, get the same syncfs right after them, inside the timing.
 run_tool() {
+	pack_tool "$@" || return
+	case "$1" in zos | zosdelta) ;; *) sync -f "$2/store" ;; esac
+}
+
+pack_tool() {
 	local tool=$1 dir=$2 tree=$3 src="$CORPUS/$3" name
 	name=$(basename "$tree")
 	case "$tool" in
@@ -87,7 +94,7 @@ run_tool() {
 	tarzstd) tar -C "$src" -cf - . | zstd -3 -T2 -q >"$dir/store/$name.tar.zst" ;;
 	esac
 }
-export -f run_tool
+export -f run_tool pack_tool
 export CORPUS ZOS DESYNC WORKERS
 
 # measure TOOL SET REP: one measurement; appends a line to $RESULTS.

@@ -147,8 +147,15 @@ func TestCLIErrorsAreOneLine(t *testing.T) {
 	if _, errs, code = run(t, "flist", "pack", "/nonexistent", "-o", filepath.Join(t.TempDir(), "x.fl"), "--store", st); code != exitUsage || !strings.Contains(errs, "not a directory") {
 		t.Fatalf("pack of a missing tree: exit %d %q", code, errs)
 	}
-	if _, errs, code = run(t, "flist", "pack", t.TempDir(), "-o", filepath.Join(t.TempDir(), "x.fl"), "--store", st, "--level", "max"); code != exitUsage || !strings.Contains(errs, "--level") {
-		t.Fatalf("pack --level max: exit %d %q", code, errs)
+	for _, bad := range []string{"max", "0", "20", "-1"} {
+		if _, errs, code = run(t, "flist", "pack", t.TempDir(), "-o", filepath.Join(t.TempDir(), "x.fl"), "--store", st, "--level", bad); code != exitUsage || !strings.Contains(errs, "--level") {
+			t.Fatalf("pack --level %s: exit %d %q", bad, code, errs)
+		}
+	}
+	for in, want := range map[string]int{"1": 1, "19": 19, "fastest": 1, "default": 3, "better": 7, "best": 11} {
+		if got, err := parseLevel(in); err != nil || got != want {
+			t.Fatalf("parseLevel(%q) = %d, %v; want %d", in, got, err, want)
+		}
 	}
 	garbage := filepath.Join(t.TempDir(), "g.fl")
 	os.WriteFile(garbage, []byte("zosflist\x01\x00garbage"), 0o644)

@@ -8,13 +8,13 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"text/tabwriter"
 	"time"
 
-	"github.com/klauspost/compress/zstd"
 	"github.com/schollz/progressbar/v3"
 	"github.com/spf13/cobra"
 	"golang.org/x/term"
@@ -259,7 +259,7 @@ registries unless --insecure.`,
 	c.Flags().StringVarP(&out, "output", "o", "", "where to write the flist")
 	c.Flags().StringArrayVar(&stores, "store", nil, "chunk store URL, optionally prefixed by a range LO-HI= (repeatable)")
 	c.Flags().IntVar(&workers, "workers", 0, "parallel sealing/upload workers (default: 2 per CPU)")
-	c.Flags().StringVar(&level, "level", "fastest", "zstd effort for new chunks: fastest, default, better or best")
+	c.Flags().StringVar(&level, "level", strconv.Itoa(chunk.DefaultLevel), "zstd level for new chunks, 1 (fastest) to 19 (smallest); names: fastest=1, default=3, better=7, best=11")
 	c.Flags().BoolVar(&jsonOut, "json", false, "print the summary as JSON")
 	c.Flags().StringVar(&keyFile, "key", "", "secret key file that signs writes to http stores")
 	c.Flags().StringVar(&baseFile, "base", "", "an earlier flist whose chunks are in the store (e.g. the previous version): store new chunks as deltas against it")
@@ -269,13 +269,18 @@ registries unless --insecure.`,
 	return c
 }
 
-func parseLevel(s string) (zstd.EncoderLevel, error) {
-	for l := zstd.SpeedFastest; l <= zstd.SpeedBestCompression; l++ {
-		if s == l.String() {
-			return l, nil
-		}
+// levelNames are --level's names for zstd levels (the pure-Go encoder's
+// names, which earlier versions took).
+var levelNames = map[string]int{"fastest": 1, "default": 3, "better": 7, "best": 11}
+
+func parseLevel(s string) (int, error) {
+	if l, ok := levelNames[s]; ok {
+		return l, nil
 	}
-	return 0, fmt.Errorf("unknown --level %q: use fastest, default, better or best", s)
+	if l, err := strconv.Atoi(s); err == nil && l >= chunk.MinLevel && l <= chunk.MaxLevel {
+		return l, nil
+	}
+	return 0, fmt.Errorf("unknown --level %q: use a zstd level from %d to %d, or fastest, default, better or best", s, chunk.MinLevel, chunk.MaxLevel)
 }
 
 func unpackCmd() *cobra.Command {

@@ -7,12 +7,11 @@ import (
 	"math/rand/v2"
 	"testing"
 
-	"github.com/klauspost/compress/zstd"
 	"github.com/zosgrid/zos/internal/digest"
 )
 
 func TestSealOpen(t *testing.T) {
-	c := NewCodec(zstd.SpeedDefault)
+	c := NewCodec(3)
 	rnd := make([]byte, 70000)
 	r := rand.New(rand.NewPCG(1, 2))
 	for i := range rnd {
@@ -44,7 +43,7 @@ func TestSealOpen(t *testing.T) {
 }
 
 func TestOpenRefusesTampering(t *testing.T) {
-	c := NewCodec(zstd.SpeedDefault)
+	c := NewCodec(3)
 	plain := bytes.Repeat([]byte("abc"), 1000)
 	sum, id, blob := c.Seal(plain)
 	ref := Ref{sum, uint32(len(plain))}
@@ -81,7 +80,7 @@ func TestOpenRefusesTampering(t *testing.T) {
 }
 
 func FuzzOpen(f *testing.F) {
-	c := NewCodec(zstd.SpeedDefault)
+	c := NewCodec(3)
 	plain := []byte("fuzz seed content fuzz seed content")
 	sum, _, blob := c.Seal(plain)
 	f.Add(blob)
@@ -114,7 +113,7 @@ func versioned(n int, seed uint64) (old, neu []byte) {
 }
 
 func TestDelta(t *testing.T) {
-	c := NewCodec(zstd.SpeedDefault)
+	c := NewCodec(3)
 	old, neu := versioned(60000, 1)
 	baseSum, baseID, baseBlob := c.Seal(old)
 	baseRef := Ref{baseSum, uint32(len(old))}
@@ -186,7 +185,7 @@ func TestDelta(t *testing.T) {
 }
 
 func FuzzOpenWith(f *testing.F) {
-	c := NewCodec(zstd.SpeedDefault)
+	c := NewCodec(3)
 	old, neu := versioned(3000, 3)
 	baseSum, _, baseBlob := c.Seal(old)
 	baseRef := Ref{baseSum, uint32(len(old))}

@@ -19,6 +19,7 @@ import (
 	"errors"
 	"fmt"
 	"hash"
+	"sync"
 
 	"github.com/zeebo/blake3"
 )
@@ -47,12 +48,19 @@ func FromHash(h hash.Hash) ID {
 
 // Derive returns BLAKE3 derive_key(context, material) truncated to 32 bytes.
 func Derive(context string, material []byte) ID {
-	h := blake3.NewDeriveKey(context)
+	base, ok := derivers.Load(context)
+	if !ok { // hashing the context is most of the work for short material: once per context
+		base, _ = derivers.LoadOrStore(context, blake3.NewDeriveKey(context))
+	}
+	h := base.(*blake3.Hasher).Clone()
 	h.Write(material)
 	var id ID
 	h.Sum(id[:0])
 	return id
 }
+
+// derivers holds a fresh derive_key hasher per context, cloned by Derive.
+var derivers sync.Map
 
 // Keyed returns BLAKE3 keyed_hash(key, data).
 func Keyed(key ID, data ...[]byte) ID {

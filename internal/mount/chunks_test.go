@@ -6,7 +6,6 @@ import (
 	"errors"
 	"testing"
 
-	"github.com/klauspost/compress/zstd"
 	"golang.org/x/sys/unix"
 
 	"github.com/zosgrid/zos/internal/chunk"
@@ -18,7 +17,7 @@ import (
 // sealed stores n distinct chunks of size bytes and returns their refs.
 func sealed(t *testing.T, st *mem.Store, n, size int) []flist.Chunk {
 	t.Helper()
-	codec := chunk.NewCodec(zstd.SpeedFastest)
+	codec := chunk.NewCodec(chunk.DefaultLevel)
 	var refs []flist.Chunk
 	for i := range n {
 		plain := bytes.Repeat([]byte{byte(i), byte(i >> 8)}, size/2)

@@ -27,8 +27,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/klauspost/compress/zstd"
-
 	"github.com/zosgrid/zos/internal/chunk"
 	"github.com/zosgrid/zos/internal/chunker"
 	"github.com/zosgrid/zos/internal/digest"
@@ -38,9 +36,9 @@ import (
 
 // Options tune a pack. The zero value is usable.
 type Options struct {
-	Workers  int               // sealing and upload workers; default 2 x GOMAXPROCS (hides store write latency)
-	Chunking chunker.Params    // default chunker.Default
-	Level    zstd.EncoderLevel // default zstd.SpeedFastest (docs/FORMAT.md: why)
+	Workers  int            // sealing and upload workers; default 2 x GOMAXPROCS (hides store write latency)
+	Chunking chunker.Params // default chunker.Default
+	Level    int            // zstd level, default chunk.DefaultLevel (docs/FORMAT.md: why)
 	// Stores are the store URLs recorded in the flist (without secrets).
 	Stores []string
 	// Progress, if set, is called about every 200ms and once at the end.

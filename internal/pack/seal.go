@@ -10,8 +10,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/klauspost/compress/zstd"
-
 	"github.com/zosgrid/zos/internal/chunk"
 	"github.com/zosgrid/zos/internal/chunker"
 	"github.com/zosgrid/zos/internal/digest"
@@ -25,9 +23,6 @@ func (opt Options) withDefaults() (Options, *chunker.Chunker, error) {
 	}
 	if opt.Chunking == (chunker.Params{}) {
 		opt.Chunking = chunker.Default
-	}
-	if opt.Level == 0 {
-		opt.Level = zstd.SpeedFastest
 	}
 	for k := range opt.Meta {
 		if k == MetaChunker || k == MetaStores {

@@ -6,6 +6,8 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"sync"
+	"sync/atomic"
 
 	"golang.org/x/sys/unix"
 
@@ -15,68 +17,11 @@ import (
 type inode struct{ dev, ino uint64 }
 
 // walk reads the tree under root into flist nodes. It never follows
-// symlinks, records hard links once, and reads every xattr.
+// symlinks, records hard links once, and reads every xattr. Directories
+// are read in parallel (the walk is all system calls, and packing waits
+// for it); the result does not depend on the order: which name of a hard
+// link holds the content is settled by layout order in flist.Flatten.
 func walk(root string) (*flist.Node, int, error) {
-	seen := map[inode]*flist.Node{}
-	count := 0
-	var visit func(path, name string) (*flist.Node, error)
-	visit = func(path, name string) (*flist.Node, error) {
-		var st unix.Stat_t
-		if err := unix.Lstat(path, &st); err != nil {
-			return nil, fmt.Errorf("stat %s: %w", path, err)
-		}
-		count++
-		n := &flist.Node{Name: name, Source: path}
-		n.Entry = flist.Entry{
-			Mode:  st.Mode,
-			UID:   st.Uid,
-			GID:   st.Gid,
-			Mtime: st.Mtim.Sec,
-			Nsec:  uint32(st.Mtim.Nsec),
-		}
-		kind := flist.Kind(st.Mode & unix.S_IFMT)
-		if kind != flist.KindDir && st.Nlink > 1 {
-			k := inode{uint64(st.Dev), st.Ino}
-			if t, ok := seen[k]; ok {
-				n.LinkTo = t
-				return n, nil
-			}
-			seen[k] = n
-		}
-		xs, err := xattrs(path)
-		if err != nil {
-			return nil, err
-		}
-		n.Entry.Xattrs = xs
-		switch kind {
-		case flist.KindRegular:
-			n.Entry.Size = uint64(st.Size)
-		case flist.KindSymlink:
-			t, err := os.Readlink(path)
-			if err != nil {
-				return nil, err
-			}
-			n.Entry.Target = t
-		case flist.KindChar, flist.KindBlock:
-			n.Entry.Rdev = st.Rdev
-		case flist.KindDir:
-			ents, err := os.ReadDir(path)
-			if err != nil {
-				return nil, err
-			}
-			for _, de := range ents {
-				if err := flist.ValidName(de.Name()); err != nil {
-					return nil, fmt.Errorf("%s: %w", filepath.Join(path, de.Name()), err)
-				}
-				c, err := visit(filepath.Join(path, de.Name()), de.Name())
-				if err != nil {
-					return nil, err
-				}
-				n.Children = append(n.Children, c)
-			}
-		}
-		return n, nil
-	}
 	st, err := os.Lstat(root)
 	if err != nil {
 		return nil, 0, err
@@ -84,12 +29,118 @@ func walk(root string) (*flist.Node, int, error) {
 	if !st.IsDir() {
 		return nil, 0, fmt.Errorf("%s is not a directory", root)
 	}
-	n, err := visit(root, "")
-	return n, count, err
+	w := &walker{seen: map[inode]*flist.Node{}, slots: make(chan struct{}, walkers-1)}
+	n, err := w.visit(root, "", make([]byte, xattrBuf))
+	return n, int(w.count.Load()), err
 }
 
-func xattrs(path string) ([]flist.Xattr, error) {
-	buf := make([]byte, 4096)
+// walkers bounds the goroutines reading directories at once.
+const walkers = 4
+
+// xattrBuf is the first size tried for xattr name lists and values.
+const xattrBuf = 1024
+
+type walker struct {
+	count atomic.Int64
+	slots chan struct{} // one per helper goroutine beyond the first
+	mu    sync.Mutex
+	seen  map[inode]*flist.Node
+}
+
+func (w *walker) visit(path, name string, buf []byte) (*flist.Node, error) {
+	var st unix.Stat_t
+	if err := unix.Lstat(path, &st); err != nil {
+		return nil, fmt.Errorf("stat %s: %w", path, err)
+	}
+	w.count.Add(1)
+	n := &flist.Node{Name: name, Source: path}
+	n.Entry = flist.Entry{
+		Mode:  st.Mode,
+		UID:   st.Uid,
+		GID:   st.Gid,
+		Mtime: st.Mtim.Sec,
+		Nsec:  uint32(st.Mtim.Nsec),
+	}
+	kind := flist.Kind(st.Mode & unix.S_IFMT)
+	if kind != flist.KindDir && st.Nlink > 1 {
+		k := inode{uint64(st.Dev), st.Ino}
+		w.mu.Lock()
+		t, ok := w.seen[k]
+		if !ok {
+			w.seen[k] = n
+		}
+		w.mu.Unlock()
+		if ok {
+			n.LinkTo = t
+			return n, nil
+		}
+	}
+	xs, err := xattrs(path, buf)
+	if err != nil {
+		return nil, err
+	}
+	n.Entry.Xattrs = xs
+	switch kind {
+	case flist.KindRegular:
+		n.Entry.Size = uint64(st.Size)
+	case flist.KindSymlink:
+		t, err := os.Readlink(path)
+		if err != nil {
+			return nil, err
+		}
+		n.Entry.Target = t
+	case flist.KindChar, flist.KindBlock:
+		n.Entry.Rdev = st.Rdev
+	case flist.KindDir:
+		ents, err := os.ReadDir(path)
+		if err != nil {
+			return nil, err
+		}
+		n.Children = make([]*flist.Node, len(ents))
+		errs := make([]error, len(ents))
+		var wg sync.WaitGroup
+		for i, de := range ents {
+			if err := flist.ValidName(de.Name()); err != nil {
+				errs[i] = fmt.Errorf("%s: %w", filepath.Join(path, de.Name()), err)
+				break
+			}
+			child := filepath.Join(path, de.Name())
+			if de.IsDir() {
+				select {
+				case w.slots <- struct{}{}:
+					wg.Go(func() {
+						defer func() { <-w.slots }()
+						n.Children[i], errs[i] = w.visit(child, de.Name(), make([]byte, xattrBuf))
+					})
+					continue
+				default: // every helper is busy: read it here
+				}
+			}
+			if n.Children[i], errs[i] = w.visit(child, de.Name(), buf); errs[i] != nil {
+				break
+			}
+		}
+		wg.Wait()
+		if err := firstErr(errs); err != nil {
+			return nil, err
+		}
+	}
+	return n, nil
+}
+
+// firstErr returns the first non-nil error, in directory order.
+func firstErr(errs []error) error {
+	for _, err := range errs {
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// xattrs reads path's extended attributes, using buf (reused between
+// calls) for the list of names.
+func xattrs(path string, buf []byte) ([]flist.Xattr, error) {
 	var sz int
 	var err error
 	for {

@@ -9,8 +9,6 @@ import (
 	"sync/atomic"
 	"testing"
 
-	"github.com/klauspost/compress/zstd"
-
 	"github.com/zosgrid/zos/internal/chunk"
 	"github.com/zosgrid/zos/internal/digest"
 	"github.com/zosgrid/zos/internal/store"
@@ -94,7 +92,7 @@ func TestReadThrough(t *testing.T) {
 // chunk and its base stay pinned (and cached) until the lease is released.
 func TestLeaseDelta(t *testing.T) {
 	ctx := context.Background()
-	codec := chunk.NewCodec(zstd.SpeedDefault)
+	codec := chunk.NewCodec(3)
 	base := make([]byte, 64<<10) // incompressible alone, so the delta pays
 	rand.NewChaCha8([32]byte{1}).Read(base)
 	next := bytes.Clone(base)

@@ -11,7 +11,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/klauspost/compress/zstd"
 	"github.com/zosgrid/zos/internal/chunk"
 	"github.com/zosgrid/zos/internal/digest"
 	"github.com/zosgrid/zos/internal/store"
@@ -36,7 +35,7 @@ type missinger interface {
 	Missing(ctx context.Context, ids []digest.ID) ([]digest.ID, error)
 }
 
-var codec = chunk.NewCodec(zstd.SpeedFastest)
+var codec = chunk.NewCodec(chunk.DefaultLevel)
 
 // Blob returns a sealed blob of n pseudo-random-ish bytes derived from seed.
 func Blob(seed string, n int) (chunk.Ref, digest.ID, []byte) {
