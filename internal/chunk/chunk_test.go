@@ -48,11 +48,22 @@ func TestOpenRefusesTampering(t *testing.T) {
 	sum, id, blob := c.Seal(plain)
 	ref := Ref{sum, uint32(len(plain))}
 
-	// Any single flipped bit is caught by the keyless check.
+	// Any single flipped bit is caught by the keyless check, which Open runs
+	// once authentication failed; a flip in the check bytes themselves only
+	// by Check (every store's Get runs it), Open's plaintext being right.
 	for i := 0; i < len(blob); i += 7 {
 		bad := bytes.Clone(blob)
 		bad[i] ^= 0x10
-		_, err := c.Open(ref, bad)
+		got, err := c.Open(ref, bad)
+		if cerr := Check(id, bad); !errors.Is(cerr, ErrCorrupt) {
+			t.Fatalf("flip at %d: check = %v", i, cerr)
+		}
+		if i >= len(blob)-checkSize {
+			if err != nil || !bytes.Equal(got, plain) {
+				t.Fatalf("flip in the check at %d: %v", i, err)
+			}
+			continue
+		}
 		var inv *Invalid
 		if !errors.As(err, &inv) || inv.ID != id || !errors.Is(err, ErrCorrupt) {
 			t.Fatalf("flip at %d: err = %v", i, err)
@@ -174,11 +185,18 @@ func TestDelta(t *testing.T) {
 	if _, ok := c.SealDelta(nil, neu, sum, []Base{{Ref: Ref{digest.Sum(other), uint32(len(other))}, Plain: other}}); ok {
 		t.Fatal("delta against unrelated content should not pay")
 	}
-	// Tampering anywhere, including the clear base IDs, is caught.
+	// Tampering anywhere, including the clear base IDs, is caught; in the
+	// trailing check bytes by Check (which every store's Get runs), while
+	// Open still returns the right plaintext.
 	for i := 0; i < len(blob); i += 5 {
 		bad := bytes.Clone(blob)
 		bad[i] ^= 1
-		if _, err := c.OpenWith(ref, bad, MaxDepth, fetch); err == nil {
+		got, err := c.OpenWith(ref, bad, MaxDepth, fetch)
+		if i >= len(blob)-checkSize {
+			if err != nil || !bytes.Equal(got, neu) || Check(ID(sum), bad) == nil {
+				t.Fatalf("flip in the check at %d: %v, check %v", i, err, Check(ID(sum), bad))
+			}
+		} else if err == nil {
 			t.Fatalf("flip at %d accepted", i)
 		}
 	}
@@ -212,6 +230,33 @@ func FuzzOpenWith(f *testing.F) {
 		})
 		if err == nil && !bytes.Equal(got, neu) {
 			t.Fatal("opened to wrong content")
+		}
+	})
+}
+
+// FuzzOpenFrame feeds arbitrary zstd frames to the decoder behind a valid
+// seal, as someone who holds the fingerprint (and so the key) could forge:
+// Open must refuse or return exactly the plaintext, and never panic or
+// inflate past ref.Size.
+func FuzzOpenFrame(f *testing.F) {
+	c := NewCodec(1)
+	plain := bytes.Repeat([]byte("frame seed "), 300)
+	f.Add(c.compress(nil, plain), uint32(len(plain)))
+	f.Add([]byte{0x28, 0xb5, 0x2f, 0xfd}, uint32(10))
+	f.Add([]byte{}, uint32(0))
+	sum := digest.Sum(plain)
+	f.Fuzz(func(t *testing.T, frame []byte, size uint32) {
+		g := aead(sum)
+		blob := append(magic[:], methodZstd)
+		blob = g.Seal(blob, zeroNonce[:], frame, blob[:headerSize])
+		check := digest.Keyed(ID(sum), blob)
+		blob = append(blob, check[:checkSize]...)
+		got, err := c.Open(Ref{sum, size}, blob)
+		if err == nil && !bytes.Equal(got, plain) {
+			t.Fatal("accepted wrong content")
+		}
+		if err != nil && !errors.Is(err, ErrMismatch) {
+			t.Fatalf("a well-sealed blob reported as %v", err)
 		}
 	})
 }
