@@ -156,8 +156,7 @@ type Codec struct {
 	level   int
 	cctx    sync.Pool // libzstd contexts for full chunks (both ways)
 	denc    sync.Pool // encoders for delta blobs (dictionary set per use)
-	dec     sync.Pool
-	ddec    sync.Pool
+	ddec    sync.Pool // decoders for delta blobs
 	scratch sync.Pool // *[]byte: compression output, reused
 }
 
@@ -182,7 +181,7 @@ func NewCodec(level int) *Codec {
 		return e
 	}
 	c.scratch.New = func() any { return new([]byte) }
-	c.dec.New = func() any {
+	c.ddec.New = func() any {
 		d, err := zstd.NewReader(nil, zstd.WithDecoderConcurrency(1), zstd.WithDecoderMaxMemory(MaxSize),
 			zstd.WithDecoderMaxWindow(MaxSize))
 		if err != nil {
@@ -190,7 +189,6 @@ func NewCodec(level int) *Codec {
 		}
 		return d
 	}
-	c.ddec.New = c.dec.New
 	return c
 }
 
@@ -330,23 +328,20 @@ func (c *Codec) OpenWith(ref Ref, blob []byte, maxDepth int, base BaseFunc) ([]b
 	case methodRaw:
 		plain = payload
 	case methodZstd:
-		if ref.Size > 0 && len(payload) > 0 { // libzstd, into exactly the expected size
-			plain = make([]byte, ref.Size)
-			x := c.cctx.Get().(czstd.Ctx)
-			var n int
-			n, err = x.DecompressInto(plain, payload)
-			c.cctx.Put(x)
-			if err == nil {
-				plain = plain[:n]
-			}
-		} else {
-			d := c.dec.Get().(*zstd.Decoder)
-			plain, err = d.DecodeAll(payload, make([]byte, 0, ref.Size))
-			c.dec.Put(d)
+		// Seal stores an empty chunk raw (a zstd frame is never shorter
+		// than nothing), so only a forgery has a zstd payload here.
+		if ref.Size == 0 || len(payload) == 0 {
+			return nil, mismatch("zstd payload for an empty chunk, or an empty payload")
 		}
+		plain = make([]byte, ref.Size) // libzstd inflates into exactly the expected size
+		x := c.cctx.Get().(czstd.Ctx)
+		var n int
+		n, err = x.DecompressInto(plain, payload)
+		c.cctx.Put(x)
 		if err != nil {
 			return nil, mismatch("decompress: " + err.Error())
 		}
+		plain = plain[:n]
 	case methodDelta:
 		if base == nil {
 			return nil, &Invalid{ID: id, Err: ErrNeedBases}
