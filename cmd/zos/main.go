@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	goruntime "runtime"
 	"syscall"
 
 	"github.com/spf13/cobra"
@@ -31,6 +32,14 @@ const (
 	exitSignature = 3 // a signature is missing, invalid or untrusted
 	exitContent   = 4 // chunks missing or corrupt, or the flist itself corrupt
 )
+
+// The main goroutine keeps the main thread to itself. A library that moves
+// a locked thread into another namespace and lets it die (runc's
+// libcontainer joins a container's mount namespace that way) would
+// otherwise, when that thread is the main one, leave it parked in the
+// container's namespace for good: Go never ends the main thread, and
+// /proc/self, ps and nsenter -t see the process through it.
+func init() { goruntime.LockOSThread() }
 
 func main() {
 	zosruntime.Init()

@@ -1,19 +1,18 @@
 package mount
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
 	"log"
 	"log/slog"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
 
 	"github.com/hanwen/go-fuse/v2/fuse"
+	"github.com/moby/sys/mountinfo"
 	"golang.org/x/sys/unix"
 
 	"github.com/zosgrid/zos/internal/flist"
@@ -255,7 +254,7 @@ func topMount(dir string) (string, bool) {
 	return e.fstype, ok
 }
 
-// mountEntry is a line of /proc/self/mountinfo.
+// mountEntry is a line of the mount table.
 type mountEntry struct {
 	fstype, source, superOpts string
 }
@@ -270,32 +269,37 @@ func (e mountEntry) opt(name string) (string, bool) {
 	return "", false
 }
 
-// lastMount returns the last mount on dir in this process's mount table:
+// lastMount returns the last mount on dir in this thread's mount table:
 // the one a path lookup sees.
 func lastMount(dir string) (mountEntry, bool) {
-	f, err := os.Open("/proc/self/mountinfo")
-	if err != nil {
+	ms, err := mountinfo.GetMounts(func(i *mountinfo.Info) (skip, stop bool) {
+		return i.Mountpoint != dir, false
+	})
+	if err != nil || len(ms) == 0 {
 		return mountEntry{}, false
 	}
-	defer f.Close()
-	var last mountEntry
-	found := false
-	sc := bufio.NewScanner(f)
-	sc.Buffer(make([]byte, 64<<10), 1<<20)
-	for sc.Scan() {
-		// id parent major:minor root mountpoint options [optional...] - fstype source superopts
-		fields := strings.Fields(sc.Text())
-		if len(fields) < 10 || unescapeMount(fields[4]) != dir {
-			continue
-		}
-		for i := 6; i+3 < len(fields); i++ {
-			if fields[i] == "-" {
-				last, found = mountEntry{fstype: fields[i+1], source: unescapeMount(fields[i+2]), superOpts: fields[i+3]}, true
-				break
-			}
-		}
+	last := ms[len(ms)-1]
+	return mountEntry{fstype: last.FSType, source: last.Source, superOpts: last.VFSOptions}, true
+}
+
+// Points lists the mount points of the calling thread's mount namespace.
+//
+// It reads /proc/thread-self/mountinfo (moby/sys/mountinfo), never
+// /proc/self/mountinfo: /proc/self is the thread-group leader, which a
+// library may have moved into another namespace. runc's libcontainer, for
+// one, joins a container's mount namespace on a locked thread that it
+// lets die; when that thread is the main one, Go parks it instead, and
+// /proc/self/mountinfo shows the container's mounts from then on.
+func Points() (map[string]bool, error) {
+	ms, err := mountinfo.GetMounts(nil)
+	if err != nil {
+		return nil, fmt.Errorf("mount table: %w", err)
 	}
-	return last, found
+	out := make(map[string]bool, len(ms))
+	for _, m := range ms {
+		out[m.Mountpoint] = true
+	}
+	return out, nil
 }
 
 // unescapeMount undoes the octal escapes (\040 for space...) of mountinfo.

@@ -1,7 +1,6 @@
 package node
 
 import (
-	"bufio"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -119,7 +118,7 @@ func (a *Agent) reconcile(ctx context.Context) {
 		specs[r.ID] = d
 	}
 	want.stores = imageStoreSets(specs)
-	want.points, err = mountPoints()
+	want.points, err = mount.Points()
 	if err != nil {
 		a.log.Error("reconcile: mount table", "err", err)
 		return
@@ -621,7 +620,7 @@ func (a *Agent) rootAlive(root, layer string, image uint64, points map[string]bo
 func MountAlive(dir string, points map[string]bool) (uint64, bool) {
 	if points == nil {
 		var err error
-		if points, err = mountPoints(); err != nil {
+		if points, err = mount.Points(); err != nil {
 			return 0, false
 		}
 	}
@@ -636,51 +635,13 @@ func MountAlive(dir string, points map[string]bool) (uint64, bool) {
 	return id, err == nil
 }
 
-// isMountPoint reports whether dir is a mount point (mountinfo).
+// isMountPoint reports whether dir is a mount point.
 func isMountPoint(dir string) bool {
-	mps, err := mountPoints()
+	mps, err := mount.Points()
 	if err != nil {
 		return false
 	}
 	return mps[filepath.Clean(dir)]
-}
-
-// mountPoints lists this namespace's mount points.
-func mountPoints() (map[string]bool, error) {
-	f, err := os.Open("/proc/self/mountinfo")
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	out := map[string]bool{}
-	sc := bufio.NewScanner(f)
-	sc.Buffer(make([]byte, 64<<10), 1<<20)
-	for sc.Scan() {
-		fs := strings.Fields(sc.Text())
-		if len(fs) > 4 {
-			out[unescapeMount(fs[4])] = true
-		}
-	}
-	return out, sc.Err()
-}
-
-// unescapeMount undoes mountinfo's octal escapes (\040 for a space).
-func unescapeMount(s string) string {
-	if !strings.Contains(s, `\`) {
-		return s
-	}
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] == '\\' && i+3 < len(s) {
-			if n, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
-				b.WriteByte(byte(n))
-				i += 3
-				continue
-			}
-		}
-		b.WriteByte(s[i])
-	}
-	return b.String()
 }
 
 // teardown removes everything of deployment r.
