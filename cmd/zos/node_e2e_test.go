@@ -526,6 +526,15 @@ func TestNodeE2E(t *testing.T) {
 		if !exited {
 			t.Errorf("no exited event for web")
 		}
+		// After starting a dozen containers the agent's main thread is
+		// still in the node's mount namespace: libcontainer joins each
+		// container's on a thread it lets die, which must never be the
+		// main one (Go would park it there for good).
+		self, _ := os.Readlink("/proc/self/ns/mnt")
+		agent, err := os.Readlink(fmt.Sprintf("/proc/%d/ns/mnt", n.agent.Process.Pid))
+		if err != nil || agent != self {
+			t.Errorf("agent's main thread in mount namespace %q (%v), the node's is %q", agent, err, self)
+		}
 	})
 
 	// The FUSE server of web's image dies: the agent notices, remounts and
