@@ -21,6 +21,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -108,21 +109,21 @@ func (s *Store) Put(ctx context.Context, id digest.ID, blob []byte) error {
 	// A name no other writer uses: this process's ID and a counter (a
 	// leftover from a crashed writer is skipped by List and by O_EXCL).
 	tmp := filepath.Join(dir, fmt.Sprintf(".tmp-%d-%d", os.Getpid(), tmpSeq.Add(1)))
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
+	fd, err := createExcl(tmp)
 	if errors.Is(err, fs.ErrNotExist) {
 		if err = os.MkdirAll(dir, 0o755); err == nil {
-			f, err = os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
+			fd, err = createExcl(tmp)
 		}
 	}
 	if err != nil {
-		return fmt.Errorf("dir store: %w", err)
+		return fmt.Errorf("dir store: create %s: %w", tmp, err)
 	}
-	_, err = f.Write(blob)
+	err = writeAll(fd, blob)
 	if err == nil && umaskHidesBlobs {
 		// Blobs are public (a web server may serve the store): readable by all.
-		err = f.Chmod(0o644)
+		err = unix.Fchmod(fd, 0o644)
 	}
-	if cerr := f.Close(); err == nil {
+	if cerr := unix.Close(fd); err == nil {
 		err = cerr
 	}
 	if err == nil {
@@ -136,6 +137,36 @@ func (s *Store) Put(ctx context.Context, id digest.ID, blob []byte) error {
 }
 
 var tmpSeq atomic.Uint64
+
+// createExcl creates a new file for writing. It skips package os, which
+// would try to add a regular file to the network poller: five more system
+// calls per blob.
+func createExcl(name string) (int, error) {
+	for {
+		fd, err := unix.Open(name, unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL|unix.O_CLOEXEC, 0o644)
+		if err != unix.EINTR {
+			return fd, err
+		}
+	}
+}
+
+// writeAll writes b to fd.
+func writeAll(fd int, b []byte) error {
+	for len(b) > 0 {
+		n, err := unix.Write(fd, b)
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		if n == 0 {
+			return io.ErrShortWrite
+		}
+		b = b[n:]
+	}
+	return nil
+}
 
 // umaskHidesBlobs reports whether the process umask would make new blobs
 // unreadable to others (then Put fixes the mode; the usual 022 needs no
