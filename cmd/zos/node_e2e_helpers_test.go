@@ -509,9 +509,11 @@ func snapshot() *machine {
 	for _, e := range ents {
 		m.netns = append(m.netns, e.Name())
 	}
+	// Only the agent's ("table inet zos"): other packages' tests, which go
+	// test may run at the same time, make tables of their own prefix.
 	b, _ := exec.Command("nft", "list", "tables").Output()
 	for _, l := range strings.Split(strings.TrimSpace(string(b)), "\n") {
-		if l != "" {
+		if f := strings.Fields(l); len(f) == 3 && strings.HasPrefix(f[2], "zos") {
 			m.tables = append(m.tables, l)
 		}
 	}
