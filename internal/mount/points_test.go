@@ -36,51 +36,44 @@ func pointsHelper() int {
 	if err := unix.Mount("", "/", "", unix.MS_REC|unix.MS_PRIVATE, ""); err != nil {
 		return fail("make / private: " + err.Error())
 	}
-	type result struct {
-		code int
-		msg  string
-	}
-	done := make(chan result)
-	go func() { // never on the main thread: the main goroutine holds it
-		dir, err := os.MkdirTemp("", "zos-points-")
-		if err != nil {
-			done <- result{1, err.Error()}
-			return
-		}
-		defer os.Remove(dir)
-		if err := unix.Mount("tmpfs", dir, "tmpfs", 0, "size=1m"); err != nil {
-			done <- result{1, "mount tmpfs: " + err.Error()}
-			return
-		}
-		defer unix.Unmount(dir, unix.MNT_DETACH)
-		self, err := os.ReadFile("/proc/self/mountinfo")
-		if err != nil {
-			done <- result{1, err.Error()}
-			return
-		}
-		if strings.Contains(string(self), " "+dir+" ") {
-			done <- result{1, "/proc/self/mountinfo shows " + dir + ": the main thread did not leave the namespace, the test proves nothing"}
-			return
-		}
-		pts, err := Points()
-		switch {
-		case err != nil:
-			done <- result{1, err.Error()}
-		case !pts[dir]:
-			done <- result{1, "Points misses " + dir + ", mounted by the calling thread's namespace"}
-		default:
-			if e, ok := lastMount(dir); !ok || e.fstype != "tmpfs" {
-				done <- result{1, "lastMount misses " + dir}
-				return
-			}
-			done <- result{0, ""}
-		}
-	}()
-	r := <-done
-	if r.code != 0 {
-		return fail(r.msg)
+	done := make(chan string)             // what went wrong, "" for nothing
+	go func() { done <- pointsCheck() }() // never on the main thread: the main goroutine holds it
+	if msg := <-done; msg != "" {
+		return fail(msg)
 	}
 	return 0
+}
+
+// pointsCheck mounts a tmpfs in the calling thread's namespace and says
+// what Points and lastMount got wrong about it.
+func pointsCheck() string {
+	dir, err := os.MkdirTemp("", "zos-points-")
+	if err != nil {
+		return err.Error()
+	}
+	defer os.Remove(dir)
+	if err := unix.Mount("tmpfs", dir, "tmpfs", 0, "size=1m"); err != nil {
+		return "mount tmpfs: " + err.Error()
+	}
+	defer unix.Unmount(dir, unix.MNT_DETACH)
+	self, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		return err.Error()
+	}
+	if strings.Contains(string(self), " "+dir+" ") {
+		return "/proc/self/mountinfo shows " + dir + ": the main thread did not leave the namespace, the test proves nothing"
+	}
+	pts, err := Points()
+	if err != nil {
+		return err.Error()
+	}
+	if !pts[dir] {
+		return "Points misses " + dir + ", mounted by the calling thread's namespace"
+	}
+	if e, ok := lastMount(dir); !ok || e.fstype != "tmpfs" {
+		return "lastMount misses " + dir
+	}
+	return ""
 }
 
 // TestPointsFollowCallingThread: the mount table is read for the calling
