@@ -36,6 +36,7 @@ type mountFlags struct {
 	upper         string
 	trace         string
 	noTrace       bool
+	noLoader      bool
 	prefetchers   int
 	fetchers      int
 	filePrefetch  string
@@ -102,6 +103,7 @@ from mount time on; reads always come first.`,
 	fl.IntVar(&f.fetchers, "fetchers", 0, "chunk fetches in flight at once, for reads and read-ahead (default 32; a link's bandwidth x latency needs bandwidth x RTT / chunk size of them)")
 	fl.IntVar(&f.prefetchers, "prefetch-fetchers", 0, "chunks the trace prefetch fetches at once (default 16; reads always get a free fetch slot first)")
 	fl.StringVar(&f.filePrefetch, "file-prefetch", "", "on a file's first read, fetch up to this much of it in the background (e.g. 16M; 0 disables; default 64M, or 0 when a trace is used)")
+	fl.BoolVar(&f.noLoader, "no-loader-prefetch", false, "do not fetch ahead what the dynamic loader reads of a program and its libraries when the program's file is first read")
 	fl.StringVar(&f.keepWhole, "keep-whole", "", "with --cache: keep files from this size up whole in the cache once read, and serve them by FUSE passthrough at disk speed (default 1M; 0 disables)")
 	fl.DurationVar(&f.fetchTimeout, "fetch-timeout", 2*time.Minute, "give up on a chunk (EIO) after retrying its fetch this long")
 	fl.IntVar(&f.readyFD, "ready-fd", 0, "")
@@ -229,6 +231,7 @@ func mountForeground(c *cobra.Command, args []string, f mountFlags) (err error) 
 		PrefetchFetchers: f.prefetchers,
 		Fetchers:         f.fetchers,
 		FilePrefetch:     filePrefetch,
+		NoLoaderPrefetch: f.noLoader,
 		StoreKeeps:       f.cacheDir != "",
 	})
 	if err != nil {
@@ -383,7 +386,7 @@ func mountBackground(c *cobra.Command, args []string, f mountFlags) error {
 	if f.prefetchers > 0 {
 		cargs = append(cargs, "--prefetch-fetchers", strconv.Itoa(f.prefetchers))
 	}
-	for flag, on := range map[string]bool{"--debug": f.debug, "--nodev": f.noDev, "--nosuid": f.noSUID, "--rw": f.rw, "--no-trace": f.noTrace} {
+	for flag, on := range map[string]bool{"--debug": f.debug, "--nodev": f.noDev, "--nosuid": f.noSUID, "--rw": f.rw, "--no-trace": f.noTrace, "--no-loader-prefetch": f.noLoader} {
 		if on {
 			cargs = append(cargs, flag)
 		}

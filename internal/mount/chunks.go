@@ -220,9 +220,13 @@ func (c *chunks) start(k int, ino uint64) {
 // read-ahead fetches are running. It returns the first chunk it did not
 // get to, so the caller can try again from there.
 func (c *chunks) prefetch(lo, hi int, ino uint64, limit int) int {
-	limit = min(limit, c.maxAhead)
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	return c.prefetchLocked(lo, hi, ino, limit)
+}
+
+func (c *chunks) prefetchLocked(lo, hi int, ino uint64, limit int) int {
+	limit = min(limit, c.maxAhead)
 	for k := lo; k < hi; k++ {
 		if c.hasLocked(c.refs[k].Sum) {
 			continue
@@ -238,6 +242,43 @@ func (c *chunks) prefetch(lo, hi int, ino uint64, limit int) int {
 		c.startLocked(k, ino, kindAhead)
 	}
 	return hi
+}
+
+// prefetchWait starts background fetches of chunks [lo, hi) like
+// prefetch, bounded only by read-ahead's own bound (maxAhead fetches in
+// flight), at which it waits for a fetch to end; it stops early at the
+// memory bound, or when the mount closes.
+func (c *chunks) prefetchWait(lo, hi int, ino uint64) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for k := lo; ; {
+		k = c.prefetchLocked(k, hi, ino, c.maxAhead)
+		if k == hi || c.ahead < c.maxAhead || c.ctx.Err() != nil {
+			return
+		}
+		c.cond.Wait()
+	}
+}
+
+// peek returns the verified plaintext of chunk k like get, but as a
+// background fetch (read-ahead priority) that is not a read: it is not
+// recorded in a trace and does not change the cache's order.
+func (c *chunks) peek(k int, ino uint64) ([]byte, error) {
+	ref := c.refs[k]
+	c.mu.Lock()
+	if el, ok := c.cached[ref.Sum]; ok {
+		data := el.Value.(*cached).data
+		c.mu.Unlock()
+		return data, nil
+	}
+	if err := c.timedOutLocked(ref.Sum); err != nil {
+		c.mu.Unlock()
+		return nil, err
+	}
+	f, _ := c.startLocked(k, ino, kindAhead)
+	c.mu.Unlock()
+	<-f.done
+	return f.data, f.err
 }
 
 // hasLocked reports a chunk cached, in flight, or just timed out: one
@@ -339,6 +380,7 @@ func (c *chunks) fetch(k int, ino uint64, f *flight, held bool) {
 	case kindAhead:
 		c.ahead--
 		c.aheadBytes -= int64(ref.Size)
+		c.cond.Broadcast() // a read-ahead slot is free (prefetchWait)
 	case kindTrace:
 		c.stats.traceFetches.Add(1)
 		if f.keep && (f.err != nil || waited) {

@@ -84,6 +84,23 @@
 // files, each a round trip waiting for the one before; with the file's
 // chunks in flight they are hits instead.
 //
+// The kernel's own read-ahead on the mount is raised to Options.
+// KernelReadAhead (2 MiB): a page fault in a mapped file, which is how
+// programs read their code and data, reads that much around itself, so a
+// program faulting in from a cold mount waits for fewer round trips.
+//
+// # Loader prefetch
+//
+// The first read of a file that starts with an ELF header (a program or a
+// library being loaded) starts background fetches of what the dynamic
+// loader reads next: the file's writable segments and the span of its
+// dynamic tables, and the same for its interpreter and for every library
+// its DT_NEEDED entries name, found in the image by the loader's search
+// rules and symlinks, recursively, each file once per mount (loader.go).
+// Without it, loading a program is a chain of round trips, two or more per
+// library, one library after the other. The ELF headers are input: only
+// 64-bit little-endian files are read, within fixed bounds.
+//
 // # Whole files
 //
 // With a local cache that keeps whole files (Options.Files, store/lru),

@@ -47,6 +47,22 @@ type Options struct {
 	// 7.0-7.2 s with one bound of 16 for everything, 7.5-7.7 s with 32, and
 	// 6.7-6.9 s with 16 here and 32 for read-ahead.
 	FilePrefetchFetchers int
+	// KernelReadAhead is the kernel's read-ahead on the mount (read_ahead_kb
+	// of its device): how much a page fault in a mapped file reads around
+	// itself, and the most the kernel reads ahead of a sequential reader;
+	// default 2 MiB, negative leaves the kernel's default (128 KiB). A
+	// program faulting its code and data in from a cold mount waits a
+	// round trip per fault, and each fault reads this much: measured on
+	// big at 100 Mbit/s and 20 ms (the four commands of bench/mount.sh,
+	// loader prefetch on, one or two runs each), 128 KiB took 6.0-6.3 s
+	// and fetched 47 MB, 512 KiB 6.0-6.1 s (46-47 MB), 1 MiB 5.7 s
+	// (45-46 MB), 1.5 MiB 5.6 s (45 MB), 2 MiB 5.4-5.5 s (46 MB), 3 MiB
+	// 5.5 s (49 MB) and 4 MiB 5.6 s (51 MB).
+	KernelReadAhead int64
+	// NoLoaderPrefetch turns off the loader prefetch (loader.go): on the
+	// first read of an ELF file, fetching ahead what the dynamic loader
+	// reads of it and of the libraries it needs.
+	NoLoaderPrefetch bool
 	// Fetchers bounds parallel store fetches; default 32. A sequential
 	// reader keeps about bandwidth x round trip / blob size fetches busy:
 	// at 100 Mbit/s and 20 ms with 64 KiB chunks (about 27 KB sealed),
@@ -127,6 +143,9 @@ func (o *Options) setDefaults() {
 	if o.FilePrefetch == 0 {
 		o.FilePrefetch = defaultFilePrefetch
 	}
+	if o.KernelReadAhead == 0 {
+		o.KernelReadAhead = 2 << 20
+	}
 	if o.Fetchers <= 0 {
 		o.Fetchers = 32
 	}
@@ -176,8 +195,9 @@ type FS struct {
 
 	prefetchOnce sync.Once
 
-	mu      sync.Mutex
-	streams map[uint64]*stream // read-ahead state of files being read, by node ID
+	mu         sync.Mutex
+	streams    map[uint64]*stream // read-ahead state of files being read, by node ID
+	loaderSeen map[uint64]bool    // files the loader prefetch has handled (loader.go), by node ID
 
 	// Whole files (whole.go).
 	ctx       context.Context // the mount's lifetime
@@ -236,6 +256,7 @@ func New(ctx context.Context, r *flist.Reader, st store.Store, opt Options) (*FS
 		opt:           opt,
 		stop:          stop,
 		streams:       map[uint64]*stream{},
+		loaderSeen:    map[uint64]bool{},
 		ctx:           ctx,
 		opens:         map[uint64]*opened{},
 		building:      map[uint64]bool{},
@@ -581,15 +602,18 @@ func (f *FS) Read(cancel <-chan struct{}, in *fuse.ReadIn, buf []byte) (fuse.Rea
 	f.readCached(in.NodeId)
 	end := min(in.Offset+uint64(in.Size), h.size)
 	f.prefetchFile(h, in.NodeId, in.Offset, end)
-	res, err := f.read(h, in.NodeId, in.Offset, end, buf)
+	data, err := f.read(h, in.NodeId, in.Offset, end, buf)
 	if err != nil {
 		return nil, f.status("read", in.NodeId, err)
 	}
+	if in.Offset == 0 {
+		f.loaderStart(in.NodeId, e, "", data)
+	}
 	f.readAhead(h, in.NodeId, in.Offset, end)
-	return res, fuse.OK
+	return fuse.ReadResultData(data), fuse.OK
 }
 
-func (f *FS) read(h *stream, ino, off, end uint64, buf []byte) (fuse.ReadResult, error) {
+func (f *FS) read(h *stream, ino, off, end uint64, buf []byte) ([]byte, error) {
 	lo, hi := h.off+off, h.off+end // the span of the content stream
 	first, last := f.r.ChunkAt(lo), f.r.ChunkAt(hi-1)
 	if first == last {
@@ -598,7 +622,7 @@ func (f *FS) read(h *stream, ino, off, end uint64, buf []byte) (fuse.ReadResult,
 			return nil, err
 		}
 		s := f.r.ChunkStart(first)
-		return fuse.ReadResultData(data[lo-s : hi-s]), nil
+		return data[lo-s : hi-s], nil
 	}
 	for k := first + 1; k <= last; k++ {
 		f.chunks.start(k, ino)
@@ -615,7 +639,7 @@ func (f *FS) read(h *stream, ino, off, end uint64, buf []byte) (fuse.ReadResult,
 		s := f.r.ChunkStart(k)
 		n += copy(buf[n:], data[max(lo, s)-s:min(hi-s, uint64(len(data)))])
 	}
-	return fuse.ReadResultData(buf[:n]), nil
+	return buf[:n], nil
 }
 
 // seqSlack is how far from the expected position a read may start and

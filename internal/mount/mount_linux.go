@@ -6,8 +6,10 @@ import (
 	"fmt"
 	"log"
 	"log/slog"
+	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 
@@ -111,10 +113,27 @@ func mountFUSE(ctx context.Context, dir string, r *flist.Reader, st store.Store,
 		srv.Unmount()
 		return nil, fmt.Errorf("mount %s: %w", dir, err)
 	}
+	if opt.KernelReadAhead > 0 {
+		if err := setReadAhead(dir, opt.KernelReadAhead); err != nil {
+			opt.Logger.Warn("kernel read-ahead left at its default", "err", err)
+		}
+	}
 	fs.StartPrefetch()
 	opt.Logger.Info("mounted", "flist", r.Digest().String(), "entries", r.Len(), "chunks", len(r.Chunks()),
 		"prefetch", len(opt.Prefetch))
 	return m, nil
+}
+
+// setReadAhead sets the kernel's read-ahead of the filesystem mounted at
+// dir (the read_ahead_kb of its backing device info, one per FUSE mount).
+// FUSE can only lower it at init; sysfs raises it.
+func setReadAhead(dir string, n int64) error {
+	var st unix.Stat_t
+	if err := unix.Stat(dir, &st); err != nil {
+		return err
+	}
+	p := fmt.Sprintf("/sys/class/bdi/%d:%d/read_ahead_kb", unix.Major(st.Dev), unix.Minor(st.Dev))
+	return os.WriteFile(p, []byte(strconv.FormatInt(max(n>>10, 4), 10)), 0)
 }
 
 // Dir returns the mount point.
