@@ -87,7 +87,9 @@
 // The kernel's own read-ahead on the mount is raised to Options.
 // KernelReadAhead (2 MiB): a page fault in a mapped file, which is how
 // programs read their code and data, reads that much around itself, so a
-// program faulting in from a cold mount waits for fewer round trips.
+// program faulting in from a cold mount waits for fewer round trips. A
+// mount recording a trace, or prefetching by one, keeps the kernel's
+// 128 KiB: there read-around only adds chunks the program never read.
 //
 // # Loader prefetch
 //

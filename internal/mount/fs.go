@@ -50,14 +50,16 @@ type Options struct {
 	// KernelReadAhead is the kernel's read-ahead on the mount (read_ahead_kb
 	// of its device): how much a page fault in a mapped file reads around
 	// itself, and the most the kernel reads ahead of a sequential reader;
-	// default 2 MiB, negative leaves the kernel's default (128 KiB). A
-	// program faulting its code and data in from a cold mount waits a
-	// round trip per fault, and each fault reads this much: measured on
-	// big at 100 Mbit/s and 20 ms (the four commands of bench/mount.sh,
-	// loader prefetch on, one or two runs each), 128 KiB took 6.0-6.3 s
-	// and fetched 47 MB, 512 KiB 6.0-6.1 s (46-47 MB), 1 MiB 5.7 s
-	// (45-46 MB), 1.5 MiB 5.6 s (45 MB), 2 MiB 5.4-5.5 s (46 MB), 3 MiB
-	// 5.5 s (49 MB) and 4 MiB 5.6 s (51 MB).
+	// default 2 MiB, but the kernel's own (128 KiB) when recording a trace
+	// or prefetching by one; negative leaves the kernel's. A program
+	// faulting its code and data in from a cold mount waits a round trip
+	// per fault, and each fault reads this much: measured on big at
+	// 100 Mbit/s and 20 ms (the four commands of bench/mount.sh, loader
+	// prefetch on, one or two runs each), 128 KiB took 6.0-6.3 s and
+	// fetched 47 MB, 512 KiB 6.0-6.1 s (46-47 MB), 1 MiB 5.7 s (45-46 MB),
+	// 1.5 MiB 5.6 s (45 MB), 2 MiB 5.4-5.5 s (46 MB), 3 MiB 5.5 s (49 MB)
+	// and 4 MiB 5.6 s (51 MB). With a trace, 128 KiB took 3.0-3.1 s
+	// (36 MB), 512 KiB 3.4 s (38 MB) and 2 MiB 3.7 s (43 MB).
 	KernelReadAhead int64
 	// NoLoaderPrefetch turns off the loader prefetch (loader.go): on the
 	// first read of an ELF file, fetching ahead what the dynamic loader
@@ -143,7 +145,10 @@ func (o *Options) setDefaults() {
 	if o.FilePrefetch == 0 {
 		o.FilePrefetch = defaultFilePrefetch
 	}
-	if o.KernelReadAhead == 0 {
+	if o.KernelReadAhead == 0 && !o.Record && len(o.Prefetch) == 0 {
+		// Not when recording a trace (read-around would put chunks in it
+		// that the program never read) nor when prefetching by one (the
+		// trace says what to fetch; read-around only competes with it).
 		o.KernelReadAhead = 2 << 20
 	}
 	if o.Fetchers <= 0 {
