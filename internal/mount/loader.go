@@ -340,7 +340,7 @@ func (f *FS) lookupFollow(p string) (uint64, *flist.Entry, string, error) {
 		e    *flist.Entry
 		name string
 	}
-	stack := []step{{0, root, ""}} // the directories from the root to the current one
+	stack := []step{{0, root, ""}} // the entries from the root to the current one
 	rest := strings.Split(p, "/")
 	hops := 0
 	for len(rest) > 0 {
@@ -373,16 +373,13 @@ func (f *FS) lookupFollow(p string) (uint64, *flist.Entry, string, error) {
 			return 0, nil, "", flist.ErrNotExist
 		}
 		stack = append(stack, step{idx, e, name})
-		if len(rest) == 0 {
-			names := make([]string, len(stack))
-			for i, s := range stack {
-				names[i] = s.name
-			}
-			return idx, e, path.Clean("/" + strings.Join(names, "/")), nil
-		}
+	}
+	names := make([]string, len(stack))
+	for i, s := range stack {
+		names[i] = s.name
 	}
 	top := stack[len(stack)-1]
-	return top.idx, top.e, "/", nil
+	return top.idx, top.e, path.Clean("/" + strings.Join(names, "/")), nil
 }
 
 // peekFile returns up to n bytes of file ino at off, fetching chunks at

@@ -268,6 +268,10 @@ func TestLookupFollow(t *testing.T) {
 			t.Errorf("%s: found %s (%v), want %s", p, real, e.Kind(), want)
 		}
 	}
+	// A directory, through a symlink and with a trailing slash, by its real path.
+	if _, e, real, err := fs.lookupFollow("/lib/x86_64-linux-gnu/"); err != nil || real != "/usr/lib/x86_64-linux-gnu" || e.Kind() != flist.KindDir {
+		t.Errorf("/lib/x86_64-linux-gnu/: %s, %v", real, err)
+	}
 	for _, p := range []string{"/loop1", "/dangling", "/etc/hosts/x", "/nope"} {
 		if _, _, real, err := fs.lookupFollow(p); err == nil {
 			t.Errorf("%s: found %s, want an error", p, real)
