@@ -12,7 +12,9 @@
 // place, so a reader sees either no blob or the whole blob, and racing
 // writers of one ID leave one complete file. Blobs are not synced one by
 // one (that would cost a disk flush per chunk); Sync, which Close calls,
-// flushes the whole filesystem once. A blob torn by a crash before Sync
+// flushes the whole filesystem once. Every 32 MB of blobs put, a flush
+// starts in the background, so that Sync does not meet all of them at the
+// end. A blob torn by a crash before Sync
 // fails its integrity check on Get, is removed, and is written again by the
 // next Put of the same chunk.
 package dir
@@ -39,6 +41,9 @@ import (
 // Store is a directory of blobs.
 type Store struct {
 	root string
+
+	dirty    atomic.Int64 // blob bytes put since the last write-back started
+	flushing atomic.Bool  // a write-back is running
 }
 
 var _ store.Store = (*Store)(nil)
@@ -133,7 +138,25 @@ func (s *Store) Put(ctx context.Context, id digest.ID, blob []byte) error {
 		os.Remove(tmp)
 		return fmt.Errorf("dir store: put %s: %w", id.Short(), err)
 	}
+	s.writeBack(len(blob))
 	return nil
+}
+
+// writeBackEvery is how many blob bytes Put lets pile up before it starts
+// writing them back in the background, one flush at a time: a writer of
+// many blobs then finds little left to flush in Sync (packing big, 319 MB
+// of blobs: the final Sync took 0.25-0.3 s, 0.05 s with this).
+const writeBackEvery = 32 << 20
+
+func (s *Store) writeBack(n int) {
+	if s.dirty.Add(int64(n)) < writeBackEvery || !s.flushing.CompareAndSwap(false, true) {
+		return
+	}
+	s.dirty.Store(0)
+	go func() {
+		defer s.flushing.Store(false)
+		s.Sync()
+	}()
 }
 
 var tmpSeq atomic.Uint64

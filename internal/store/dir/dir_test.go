@@ -53,3 +53,28 @@ func TestTornBlobIsReplaced(t *testing.T) {
 		t.Fatalf("temporary files left: %v", left)
 	}
 }
+
+// Every writeBackEvery bytes put start one background flush, and the
+// count starts again.
+func TestWriteBack(t *testing.T) {
+	s, err := New(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	blob := make([]byte, 4<<20)
+	for i := range writeBackEvery/len(blob) + 1 {
+		blob[0] = byte(i)
+		if err := s.Put(context.Background(), digest.Sum(blob), blob); err != nil {
+			t.Fatal(err)
+		}
+		if i == writeBackEvery/len(blob)-2 && (s.dirty.Load() != writeBackEvery-int64(len(blob)) || s.flushing.Load()) {
+			t.Fatalf("flush started early: dirty %d, flushing %v", s.dirty.Load(), s.flushing.Load())
+		}
+	}
+	if got := s.dirty.Load(); got != int64(len(blob)) {
+		t.Fatalf("dirty after %d MiB put = %d, want %d (no flush started at %d)", writeBackEvery>>20+4, got, len(blob), writeBackEvery)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+}
