@@ -9,8 +9,8 @@
 // # Atomicity and durability
 //
 // Put writes a temporary file in the shard directory and renames it into
-// place, so a reader sees either no blob or the whole blob, and racing
-// writers of one ID leave one complete file. Blobs are not synced one by
+// place unless the blob is there already, so a reader sees either no blob
+// or the whole blob, and of racing writers of one ID the first one wins. Blobs are not synced one by
 // one (that would cost a disk flush per chunk); Sync, which Close calls,
 // flushes the whole filesystem once. Every 32 MB of blobs put, a flush
 // starts in the background, so that Sync does not meet all of them at the
@@ -106,10 +106,9 @@ func (s *Store) Put(ctx context.Context, id digest.ID, blob []byte) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
+	// No check for a present blob first: callers ask Has (or Missing)
+	// before they seal a chunk, and publish keeps the first copy.
 	p := s.Path(id)
-	if _, err := os.Lstat(p); err == nil {
-		return nil
-	}
 	dir := filepath.Dir(p)
 	// A name no other writer uses: this process's ID and a counter (a
 	// leftover from a crashed writer is skipped by List and by O_EXCL).
@@ -132,7 +131,7 @@ func (s *Store) Put(ctx context.Context, id digest.ID, blob []byte) error {
 		err = cerr
 	}
 	if err == nil {
-		err = os.Rename(tmp, p)
+		err = publish(tmp, p)
 	}
 	if err != nil {
 		os.Remove(tmp)
@@ -160,6 +159,24 @@ func (s *Store) writeBack(n int) {
 }
 
 var tmpSeq atomic.Uint64
+
+// publish renames tmp to p unless p exists, in one step: the first writer
+// of a blob wins, a later writer's copy is dropped.
+func publish(tmp, p string) error {
+	err := unix.Renameat2(unix.AT_FDCWD, tmp, unix.AT_FDCWD, p, unix.RENAME_NOREPLACE)
+	switch err {
+	case nil:
+		return nil
+	case unix.EEXIST:
+		return os.Remove(tmp)
+	case unix.EINVAL, unix.ENOSYS: // a file system without RENAME_NOREPLACE
+		if _, err := os.Lstat(p); err == nil {
+			return os.Remove(tmp)
+		}
+		return os.Rename(tmp, p)
+	}
+	return err
+}
 
 // createExcl creates a new file for writing. It skips package os, which
 // would try to add a regular file to the network poller: five more system

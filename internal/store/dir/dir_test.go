@@ -78,3 +78,25 @@ func TestWriteBack(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// A second Put of a present blob keeps the first copy and leaves no
+// temporary file behind.
+func TestPutKeepsFirst(t *testing.T) {
+	s, err := New(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := digest.Sum([]byte("id"))
+	for _, b := range []string{"first", "second"} {
+		if err := s.Put(context.Background(), id, []byte(b)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if b, err := os.ReadFile(s.Path(id)); err != nil || string(b) != "first" {
+		t.Fatalf("blob = %q, %v; want the first copy", b, err)
+	}
+	names, err := os.ReadDir(filepath.Dir(s.Path(id)))
+	if err != nil || len(names) != 1 {
+		t.Fatalf("shard holds %v (%v), want the blob alone", names, err)
+	}
+}
