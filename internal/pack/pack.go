@@ -27,6 +27,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/zosgrid/zos/internal/chunk"
 	"github.com/zosgrid/zos/internal/chunker"
 	"github.com/zosgrid/zos/internal/digest"
@@ -274,18 +276,44 @@ func (s *streamer) run(entries []flist.Entry, nodes []*flist.Node, src source) e
 }
 
 // readSmall reads the whole file at path into b, which has room for one
-// byte more than the file's expected size (to notice growth).
+// byte more than the file's expected size (to notice growth). Usually
+// with three system calls (package os would add an fstat, a read to see
+// EOF and a finalizer): a local file system returns less than asked only
+// at the end of the file, so a read that stops at the expected size has
+// read it all.
 func readSmall(path string, b []byte) (int, error) {
-	f, err := os.Open(path)
+	fd, err := openRead(path)
 	if err != nil {
 		return 0, fmt.Errorf("read %s: %w", path, err)
 	}
-	defer f.Close()
-	n, err := io.ReadFull(f, b)
-	if err != nil && !errors.Is(err, io.ErrUnexpectedEOF) && !errors.Is(err, io.EOF) {
-		return n, fmt.Errorf("read %s: %w", path, err)
+	defer unix.Close(fd)
+	n := 0
+	for n < len(b) {
+		m, err := unix.Read(fd, b[n:])
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			return n, fmt.Errorf("read %s: %w", path, err)
+		}
+		if m == 0 {
+			break
+		}
+		n += m
+		if n == len(b)-1 {
+			break // the expected size, and no more
+		}
 	}
 	return n, nil
+}
+
+func openRead(path string) (int, error) {
+	for {
+		fd, err := unix.Open(path, unix.O_RDONLY|unix.O_CLOEXEC|unix.O_NOFOLLOW, 0)
+		if err != unix.EINTR {
+			return fd, err
+		}
+	}
 }
 
 func (s *streamer) readLarge(path string) (uint64, error) {
