@@ -10,11 +10,11 @@
 //
 // Put writes a temporary file in the shard directory and renames it into
 // place unless the blob is there already, so a reader sees either no blob
-// or the whole blob, and of racing writers of one ID the first one wins. Blobs are not synced one by
-// one (that would cost a disk flush per chunk); Sync, which Close calls,
-// flushes the whole filesystem once. Every 32 MB of blobs put, a flush
-// starts in the background, so that Sync does not meet all of them at the
-// end. A blob torn by a crash before Sync
+// or the whole blob, and of racing writers of one ID the first one wins.
+// Blobs are not synced one by one (that would cost a disk flush per
+// chunk); Sync, which Close calls, flushes the whole filesystem once.
+// Every 32 MB of blobs put, a flush starts in the background, so that Sync
+// does not meet all of them at the end. A blob torn by a crash before Sync
 // fails its integrity check on Get, is removed, and is written again by the
 // next Put of the same chunk.
 package dir
@@ -168,10 +168,12 @@ func publish(tmp, p string) error {
 	case nil:
 		return nil
 	case unix.EEXIST:
-		return os.Remove(tmp)
+		os.Remove(tmp) // a leftover is skipped by List
+		return nil
 	case unix.EINVAL, unix.ENOSYS: // a file system without RENAME_NOREPLACE
 		if _, err := os.Lstat(p); err == nil {
-			return os.Remove(tmp)
+			os.Remove(tmp)
+			return nil
 		}
 		return os.Rename(tmp, p)
 	}
