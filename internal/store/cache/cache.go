@@ -123,9 +123,13 @@ func (s *Store) fetch(ctx context.Context, id digest.ID) ([]byte, error) {
 // fill runs once per shared fetch.
 func (s *Store) fill(ctx context.Context, id digest.ID) (any, error) {
 	// A shared fetch that ended between the caller's miss and now has
-	// cached the blob: do not fetch it again.
-	if blob, err := s.local.Get(ctx, id); err == nil {
-		return blob, nil
+	// cached the blob: do not fetch it again. Has first, so that the
+	// common case (still missing) is one lstat and the caller's miss is
+	// not counted twice in the local store's statistics.
+	if ok, _ := s.local.Has(ctx, id); ok {
+		if blob, err := s.local.Get(ctx, id); err == nil {
+			return blob, nil
+		}
 	}
 	blob, err := s.remote.Get(ctx, id)
 	if err != nil {

@@ -88,6 +88,34 @@ func TestReadThrough(t *testing.T) {
 	}
 }
 
+// TestReadThroughStats: under store/cache, a chunk fetched from the remote
+// counts one miss and a chunk read back one hit, as 'zos cache stats'
+// reports them.
+func TestReadThroughStats(t *testing.T) {
+	ctx := context.Background()
+	bs := blobs("stats", 3, 5000)
+	local := open(t, t.TempDir(), 0)
+	remote := mem.New()
+	for _, b := range bs {
+		remote.Put(ctx, b.id, b.data)
+	}
+	c := cache.New(local, remote)
+	for range 2 {
+		for _, b := range bs {
+			if _, err := c.Get(ctx, b.id); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	st, err := local.Stats()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Misses != 3 || st.Hits != 3 {
+		t.Fatalf("%d misses and %d hits for 3 chunks fetched and read back once, want 3 and 3", st.Misses, st.Hits)
+	}
+}
+
 // TestLeaseDelta: a chunk stored as a delta is read through a lease; the
 // chunk and its base stay pinned (and cached) until the lease is released.
 func TestLeaseDelta(t *testing.T) {
