@@ -393,3 +393,26 @@ func TestFileFastPath(t *testing.T) {
 		t.Fatalf("rewritten rotten blob: %d", code)
 	}
 }
+
+// BenchmarkGet reads one 30 KB blob over loopback per op (a cold read of
+// a mount does this per chunk): see the allocations per op.
+func BenchmarkGet(b *testing.B) {
+	ctx := context.Background()
+	back := mem.New()
+	_, id, blob := storetest.Blob("bench", 80000)
+	back.Put(ctx, id, blob)
+	srv := httptest.NewServer(Handler(back, HandlerOptions{}))
+	b.Cleanup(srv.Close)
+	k := writer
+	s, err := New(srv.URL, Options{Key: &k})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.SetBytes(int64(len(blob)))
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := s.Get(ctx, id); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

@@ -44,6 +44,16 @@ func hangUp(w http.ResponseWriter) {
 	c.Close()
 }
 
+// cutShort announces a 1000-byte body, sends 10 bytes of it and hangs up.
+func cutShort(w http.ResponseWriter) {
+	c, _, err := http.NewResponseController(w).Hijack()
+	if err != nil {
+		panic(err)
+	}
+	c.Write([]byte("HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n0123456789"))
+	c.Close()
+}
+
 func TestRetries(t *testing.T) {
 	ctx := context.Background()
 	back := mem.New()
@@ -52,11 +62,13 @@ func TestRetries(t *testing.T) {
 	for _, tc := range []struct {
 		name string
 		fail func(http.ResponseWriter)
+		read bool // the failure only makes sense for a read
 	}{
-		{"503", status(http.StatusServiceUnavailable)},
-		{"500", status(http.StatusInternalServerError)},
-		{"429", status(http.StatusTooManyRequests)},
-		{"hang up", hangUp},
+		{"503", status(http.StatusServiceUnavailable), false},
+		{"500", status(http.StatusInternalServerError), false},
+		{"429", status(http.StatusTooManyRequests), false},
+		{"hang up", hangUp, false},
+		{"body cut short", cutShort, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			f := &flaky{next: Handler(back, HandlerOptions{Writers: []key.Public{writer.Public()}}), n: 3, fail: tc.fail}
@@ -67,6 +79,9 @@ func TestRetries(t *testing.T) {
 			}
 			if n := f.seen.Load(); n < 4 {
 				t.Fatalf("server saw %d requests, want at least 4", n)
+			}
+			if tc.read {
+				return
 			}
 			// Writes are retried too, each signed afresh.
 			f.seen.Store(0)
