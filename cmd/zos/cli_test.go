@@ -130,6 +130,24 @@ func TestCLIPackVerifySign(t *testing.T) {
 	}
 }
 
+// TestCLIPackEmpty packs a tree with no file bytes: the summary must not
+// divide by them, and the image must unpack to an empty directory.
+func TestCLIPackEmpty(t *testing.T) {
+	dir := t.TempDir()
+	tree := filepath.Join(dir, "empty")
+	os.Mkdir(tree, 0o755)
+	fl := filepath.Join(dir, "empty.fl")
+	out := mustRun(t, "flist", "pack", tree, "-o", fl, "--store", "dir://"+filepath.Join(dir, "store"))
+	if !strings.Contains(out, "entries   1 ") || strings.Contains(out, "1/0") || strings.Contains(out, "Inf") || strings.Contains(out, "NaN") {
+		t.Fatalf("pack summary of an empty tree:\n%s", out)
+	}
+	dest := filepath.Join(dir, "out")
+	mustRun(t, "flist", "unpack", fl, dest)
+	if ents, err := os.ReadDir(dest); err != nil || len(ents) != 0 {
+		t.Fatalf("unpacked empty tree: %v %v", ents, err)
+	}
+}
+
 func TestCLIErrorsAreOneLine(t *testing.T) {
 	_, errs, code := run(t, "flist", "inspect", "/nonexistent.fl")
 	if code == 0 || strings.Count(strings.TrimSpace(errs), "\n") != 0 || !strings.HasPrefix(errs, "zos: ") {

@@ -251,7 +251,11 @@ registries unless --insecure.`,
 				fmt.Fprintf(w, "  deltas    %d new chunks stored as deltas against %s\n", stats.DeltaChunks, baseFile)
 			}
 			fmt.Fprintf(w, "  written   %.1f MB to %s\n", mb(stats.StoredBytes), st)
-			fmt.Fprintf(w, "  metadata  %d bytes (1/%.0f of the tree)\n", stats.MetaBytes, float64(stats.TotalBytes)/float64(max(stats.MetaBytes, 1)))
+			if stats.TotalBytes > 0 && stats.MetaBytes > 0 {
+				fmt.Fprintf(w, "  metadata  %d bytes (1/%.0f of the tree)\n", stats.MetaBytes, float64(stats.TotalBytes)/float64(stats.MetaBytes))
+			} else {
+				fmt.Fprintf(w, "  metadata  %d bytes\n", stats.MetaBytes)
+			}
 			fmt.Fprintf(w, "  time      %.2fs, %.1f MB/s\n", secs, mb(stats.TotalBytes)/secs)
 			return nil
 		},
