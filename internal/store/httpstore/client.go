@@ -261,6 +261,17 @@ func (s *Store) try(ctx context.Context, r request) error {
 // zos reports whether resp comes from a server that speaks the protocol.
 func zos(resp *http.Response) bool { return resp.Header.Get(protoHeader) == protoVersion }
 
+// drain reads what is left of an answer's body, up to maxDrain bytes, and
+// returns the error of a body that ended before its announced length.
+func drain(resp *http.Response) error {
+	_, err := io.Copy(io.Discard, io.LimitReader(resp.Body, maxDrain))
+	return err
+}
+
+// maxDrain bounds what drain reads: a static server's answer to a write is
+// a blob or an error page.
+const maxDrain = 8 << 20
+
 func (s *Store) Get(ctx context.Context, id digest.ID) ([]byte, error) {
 	var blob []byte
 	err := s.do(ctx, request{method: http.MethodGet, path: blobPath(id), handle: func(resp *http.Response) error {
@@ -337,7 +348,12 @@ func (s *Store) write(ctx context.Context, method string, id digest.ID, body []b
 			case resp.StatusCode/100 != 2:
 				return newStatusError(resp)
 			case !zos(resp):
-				// A static server answered the write as if it were a GET.
+				// A static server answered the write as if it were a GET,
+				// unless the answer was cut short: then a fault on the way
+				// lost its headers, and another try may reach the server.
+				if err := drain(resp); err != nil {
+					return &transient{err: err}
+				}
 				return fmt.Errorf("%w (server does not speak zos store protocol %s)", store.ErrReadOnly, protoVersion)
 			}
 			return nil
@@ -389,8 +405,13 @@ func (s *Store) missing(ctx context.Context, ids []digest.ID) ([]digest.ID, erro
 	var out []digest.ID
 	err := s.do(ctx, request{method: http.MethodPost, path: missingPath, body: body, handle: func(resp *http.Response) error {
 		switch {
+		case resp.StatusCode/100 == 2 && !zos(resp):
+			if err := drain(resp); err != nil {
+				return &transient{err: err} // cut short: not proof of a static server
+			}
+			return errNoProtocol
 		case resp.StatusCode == http.StatusNotFound || resp.StatusCode == http.StatusMethodNotAllowed ||
-			resp.StatusCode == http.StatusNotImplemented || resp.StatusCode/100 == 2 && !zos(resp):
+			resp.StatusCode == http.StatusNotImplemented:
 			return errNoProtocol
 		case resp.StatusCode != http.StatusOK:
 			return newStatusError(resp)
