@@ -318,8 +318,18 @@ func (c *Codec) OpenWith(ref Ref, blob []byte, maxDepth int, base BaseFunc) ([]b
 	if h.depth > maxDepth {
 		return nil, failed(mismatch(fmt.Sprintf("delta depth %d exceeds %d", h.depth, maxDepth)))
 	}
+	var dst []byte
+	if h.method != methodRaw {
+		// The payload is only read here (inflated, or a delta's frame is
+		// decoded into a new buffer): open it into reused storage.
+		scratch := c.scratch.Get().(*[]byte)
+		defer c.scratch.Put(scratch)
+		dst = *scratch
+		defer func() { *scratch = dst[:0] }()
+	}
 	g := aead(ref.Sum)
-	payload, err := g.Open(nil, zeroNonce[:], body[h.size:], body[:h.size])
+	payload, err := g.Open(dst[:0], zeroNonce[:], body[h.size:], body[:h.size])
+	dst = payload
 	if err != nil {
 		return nil, failed(mismatch("authentication failed"))
 	}
