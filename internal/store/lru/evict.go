@@ -130,7 +130,7 @@ func (s *Store) tryEvict(e entry) (int64, bool) {
 		}
 		p = s.Path(e.id)
 	}
-	f, err := os.Open(p)
+	f, err := openFile(p, unix.O_RDONLY, 0)
 	if err != nil {
 		return 0, false
 	}

@@ -53,7 +53,7 @@ func fileName(shard *os.File, name string) (digest.ID, bool) {
 func (s *Store) OpenFile(id digest.ID) (*os.File, error) {
 	p := s.FilePath(id)
 	for range 2 {
-		f, err := os.Open(p)
+		f, err := openFile(p, unix.O_RDONLY, 0)
 		if errors.Is(err, fs.ErrNotExist) {
 			break
 		}

@@ -57,7 +57,7 @@ func (s *Store) release(id digest.ID, pn *pin) {
 // it is not cached.
 func (s *Store) lockShared(id digest.ID) *os.File {
 	for range 2 {
-		f, err := os.Open(s.Path(id))
+		f, err := openFile(s.Path(id), unix.O_RDONLY, 0)
 		if err != nil {
 			return nil
 		}
