@@ -319,19 +319,21 @@ func (c *Codec) OpenWith(ref Ref, blob []byte, maxDepth int, base BaseFunc) ([]b
 		return nil, failed(mismatch(fmt.Sprintf("delta depth %d exceeds %d", h.depth, maxDepth)))
 	}
 	var dst []byte
+	var scratch *[]byte
 	if h.method != methodRaw {
 		// The payload is only read here (inflated, or a delta's frame is
 		// decoded into a new buffer): open it into reused storage.
-		scratch := c.scratch.Get().(*[]byte)
+		scratch = c.scratch.Get().(*[]byte)
 		defer c.scratch.Put(scratch)
-		dst = *scratch
-		defer func() { *scratch = dst[:0] }()
+		dst = (*scratch)[:0]
 	}
 	g := aead(ref.Sum)
-	payload, err := g.Open(dst[:0], zeroNonce[:], body[h.size:], body[:h.size])
-	dst = payload
+	payload, err := g.Open(dst, zeroNonce[:], body[h.size:], body[:h.size])
 	if err != nil {
 		return nil, failed(mismatch("authentication failed"))
+	}
+	if scratch != nil {
+		*scratch = payload[:0] // grown if it had to: the next Open reuses it
 	}
 	var plain []byte
 	switch h.method {
