@@ -59,6 +59,21 @@ type Store interface {
 	Close() error
 }
 
+// Batcher is a Store that can read several blobs in one round trip (the
+// HTTP store's batched get). Decorators (cache, a cache's lease) offer it
+// when the store they wrap does.
+type Batcher interface {
+	// GetBatch reads the blobs of ids. It calls fn, from one goroutine at
+	// a time, at most once per index of ids, with what Get would return
+	// for that ID: a verified blob the callee owns from then on, or an
+	// error wrapping ErrNotFound, or a *chunk.Invalid. It returns nil once
+	// fn was called for every index; otherwise the error that stopped it,
+	// and the caller reads the IDs fn was not called for some other way.
+	// An error wrapping errors.ErrUnsupported says the store cannot batch
+	// (a static HTTP server): asking again will not help.
+	GetBatch(ctx context.Context, ids []digest.ID, fn func(i int, blob []byte, err error)) error
+}
+
 // Verify runs chunk.Check on a blob that s served under id, naming s in the
 // error. Backends call it in Get before returning a blob.
 func Verify(s fmt.Stringer, id digest.ID, blob []byte) error {
@@ -86,12 +101,23 @@ func FetchDepth(ctx context.Context, s Store, c *chunk.Codec, ref chunk.Ref) ([]
 	return fetch(ctx, s, c, ref, chunk.MaxDepth)
 }
 
+// Open returns the verified plaintext of blob, the blob of chunk ref that
+// s served (by a Batcher's GetBatch): the rest of Fetch. The bases of a
+// delta blob are read from s.
+func Open(ctx context.Context, s Store, c *chunk.Codec, ref chunk.Ref, blob []byte) ([]byte, error) {
+	plain, _, err := open(ctx, s, c, ref, blob, chunk.MaxDepth)
+	return plain, err
+}
+
 func fetch(ctx context.Context, s Store, c *chunk.Codec, ref chunk.Ref, maxDepth int) ([]byte, int, error) {
-	id := chunk.ID(ref.Sum)
-	blob, err := s.Get(ctx, id)
+	blob, err := s.Get(ctx, chunk.ID(ref.Sum))
 	if err != nil {
 		return nil, 0, err
 	}
+	return open(ctx, s, c, ref, blob, maxDepth)
+}
+
+func open(ctx context.Context, s Store, c *chunk.Codec, ref chunk.Ref, blob []byte, maxDepth int) ([]byte, int, error) {
 	depth, _, _ := chunk.Deps(blob) // a bad header fails in OpenWith
 	plain, err := c.OpenWith(ref, blob, maxDepth, func(base chunk.Ref, max int) ([]byte, error) {
 		p, _, err := fetch(ctx, s, c, base, max)

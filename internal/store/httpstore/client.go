@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -14,6 +13,7 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/zosgrid/zos/internal/auth"
@@ -51,6 +51,8 @@ type Store struct {
 	client *http.Client
 	owned  *http.Transport // closed by Close; nil when Options.Client was given
 	opts   Options
+
+	noBatch atomic.Bool // the server answered a batched get as one that does not know it
 }
 
 var _ store.Store = (*Store)(nil)
@@ -396,10 +398,9 @@ func (s *Store) Missing(ctx context.Context, ids []digest.ID) ([]digest.ID, erro
 var errNoProtocol = errors.New("server does not speak the zos store protocol")
 
 func (s *Store) missing(ctx context.Context, ids []digest.ID) ([]digest.ID, error) {
-	body := make([]byte, 0, len(ids)*(2*digest.Size+1))
+	body := idLines(ids)
 	asked := make(map[digest.ID]bool, len(ids))
 	for _, id := range ids {
-		body = append(hex.AppendEncode(body, id[:]), '\n')
 		asked[id] = true
 	}
 	var out []digest.ID

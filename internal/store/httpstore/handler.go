@@ -79,6 +79,13 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		h.missing(w, r)
 		return
+	case getPath:
+		if r.Method != http.MethodPost {
+			notAllowed(w, http.MethodPost)
+			return
+		}
+		h.getBatch(w, r)
+		return
 	case listPath:
 		if r.Method != http.MethodGet && r.Method != http.MethodHead {
 			notAllowed(w, http.MethodGet, http.MethodHead)
@@ -237,30 +244,8 @@ func (h *handler) refuse(w http.ResponseWriter, r *http.Request, why error) {
 }
 
 func (h *handler) missing(w http.ResponseWriter, r *http.Request) {
-	if r.ContentLength > maxMissingLen {
-		http.Error(w, "body too large", http.StatusRequestEntityTooLarge)
-		return
-	}
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxMissingLen))
-	if err != nil {
-		if _, ok := errors.AsType[*http.MaxBytesError](err); ok {
-			http.Error(w, "body too large", http.StatusRequestEntityTooLarge)
-			return
-		}
-		http.Error(w, "reading body: "+err.Error(), http.StatusBadRequest)
-		return
-	}
-	var ids []digest.ID
-	for line := range strings.Lines(string(body)) {
-		id, err := digest.Parse(strings.TrimSuffix(line, "\n"))
-		if err != nil {
-			http.Error(w, err.Error(), http.StatusBadRequest)
-			return
-		}
-		ids = append(ids, id)
-	}
-	if len(ids) > MaxMissingBatch {
-		http.Error(w, fmt.Sprintf("more than %d IDs", MaxMissingBatch), http.StatusBadRequest)
+	ids, ok := readIDs(w, r, maxMissingLen, MaxMissingBatch)
+	if !ok {
 		return
 	}
 	lack, err := h.lacking(r.Context(), ids)
@@ -275,6 +260,38 @@ func (h *handler) missing(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 	w.Header().Set("Content-Length", strconv.Itoa(len(out)))
 	w.Write(out)
+}
+
+// readIDs reads a request body of IDs, one per line, of at most maxLen
+// bytes and max IDs, answering the request itself when it cannot.
+func readIDs(w http.ResponseWriter, r *http.Request, maxLen int64, max int) ([]digest.ID, bool) {
+	if r.ContentLength > maxLen {
+		http.Error(w, "body too large", http.StatusRequestEntityTooLarge)
+		return nil, false
+	}
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxLen))
+	if err != nil {
+		if _, ok := errors.AsType[*http.MaxBytesError](err); ok {
+			http.Error(w, "body too large", http.StatusRequestEntityTooLarge)
+			return nil, false
+		}
+		http.Error(w, "reading body: "+err.Error(), http.StatusBadRequest)
+		return nil, false
+	}
+	var ids []digest.ID
+	for line := range strings.Lines(string(body)) {
+		id, err := digest.Parse(strings.TrimSuffix(line, "\n"))
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return nil, false
+		}
+		ids = append(ids, id)
+	}
+	if len(ids) > max {
+		http.Error(w, fmt.Sprintf("more than %d IDs", max), http.StatusBadRequest)
+		return nil, false
+	}
+	return ids, true
 }
 
 func (h *handler) lacking(ctx context.Context, ids []digest.ID) ([]digest.ID, error) {

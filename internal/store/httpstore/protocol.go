@@ -15,6 +15,8 @@ const (
 	MaxBlobSize = chunk.MaxSize + 64
 	// MaxMissingBatch is the most IDs one missing request may hold.
 	MaxMissingBatch = 10000
+	// MaxGetBatch is the most IDs one batched get may hold.
+	MaxGetBatch = 1024
 	// MaxSkew is how far a write's timestamp may be from the server's clock.
 	MaxSkew = auth.DefaultSkew
 
@@ -24,9 +26,16 @@ const (
 	errCorrupt    = "corrupt"
 	missingPath   = "/.zos/v2/missing"
 	listPath      = "/.zos/v2/list"
+	getPath       = "/.zos/v2/get"
 	listEnd       = "end"
 	listErrPrefix = "error "
 	maxMissingLen = MaxMissingBatch*(2*digest.Size+1) + 10000
+	maxGetLen     = MaxGetBatch*(2*digest.Size+1) + 1024
+	// maxGetAnswer is about where a server ends a batched get's answer:
+	// it adds no frame once the blobs it holds reach this many bytes.
+	maxGetAnswer = 16 << 20
+	frameMissing = "missing"
+	frameCorrupt = "corrupt"
 )
 
 // ErrUnauthorized reports a write the server refused to authenticate.
