@@ -169,6 +169,49 @@ func (s *Store) leave(id digest.ID, f *flight) {
 	}
 }
 
+var _ store.Batcher = (*Store)(nil)
+
+// GetBatch serves what the local store holds, then asks the remote for
+// the rest in one batch, filling the local store (store.Batcher). A
+// remote that cannot batch fails it with errors.ErrUnsupported before
+// anything is read. Unlike Get it does not share remote fetches with
+// concurrent Gets of the same IDs: its caller batches chunks no one
+// else is fetching.
+func (s *Store) GetBatch(ctx context.Context, ids []digest.ID, fn func(i int, blob []byte, err error)) error {
+	remote, ok := s.remote.(store.Batcher)
+	if !ok {
+		return fmt.Errorf("cache: remote %s: %w", s.remote, errors.ErrUnsupported)
+	}
+	var miss []int
+	for i, id := range ids {
+		blob, err := s.local.Get(ctx, id)
+		if err == nil {
+			fn(i, blob, nil)
+			continue
+		}
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		if _, ok := errors.AsType[*chunk.Invalid](err); ok {
+			s.local.Delete(ctx, id) // as Get
+		}
+		miss = append(miss, i)
+	}
+	if len(miss) == 0 {
+		return nil
+	}
+	mids := make([]digest.ID, len(miss))
+	for j, i := range miss {
+		mids[j] = ids[i]
+	}
+	return remote.GetBatch(ctx, mids, func(j int, blob []byte, err error) {
+		if err == nil {
+			s.local.Put(ctx, mids[j], blob) // best effort, as fill
+		}
+		fn(miss[j], blob, err)
+	})
+}
+
 // Has reports whether either store has id.
 func (s *Store) Has(ctx context.Context, id digest.ID) (bool, error) {
 	if ok, err := s.local.Has(ctx, id); ok && err == nil {

@@ -248,3 +248,74 @@ func TestWriteThrough(t *testing.T) {
 		t.Fatalf("after Delete: local %d, remote %d", local.Len(), remote.Len())
 	}
 }
+
+// batching is a remote that answers batches from a memory store, one
+// call per batch, as Get would answer each ID.
+type batching struct {
+	*mem.Store
+	batches [][]digest.ID
+}
+
+func (b *batching) GetBatch(ctx context.Context, ids []digest.ID, fn func(int, []byte, error)) error {
+	b.batches = append(b.batches, ids)
+	for i, id := range ids {
+		blob, err := b.Get(ctx, id)
+		fn(i, blob, err)
+	}
+	return nil
+}
+
+// TestGetBatch: local hits are served locally, the misses (a rotten
+// local copy among them) go to the remote in one batch and fill the local
+// store, and a remote that cannot batch is reported before anything.
+func TestGetBatch(t *testing.T) {
+	ctx := context.Background()
+	local, remote := mem.New(), &batching{Store: mem.New()}
+	var ids []digest.ID
+	blobs := map[digest.ID][]byte{}
+	for i := range 6 {
+		_, id, blob := storetest.Blob(string(rune('a'+i)), 3000)
+		remote.Put(ctx, id, blob)
+		if i < 3 {
+			local.Put(ctx, id, blob)
+		}
+		ids = append(ids, id)
+		blobs[id] = blob
+	}
+	local.Corrupt(ids[2], []byte("rot"))
+	_, absent, _ := storetest.Blob("absent", 10)
+	ids = append(ids, absent)
+	c := New(local, remote)
+	seen := make([]int, len(ids))
+	err := c.GetBatch(ctx, ids, func(i int, blob []byte, err error) {
+		seen[i]++
+		if ids[i] == absent {
+			if !errors.Is(err, store.ErrNotFound) {
+				t.Errorf("absent: %v", err)
+			}
+		} else if err != nil || !bytes.Equal(blob, blobs[ids[i]]) {
+			t.Errorf("index %d: %v", i, err)
+		}
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, n := range seen {
+		if n != 1 {
+			t.Fatalf("index %d answered %d times", i, n)
+		}
+	}
+	if len(remote.batches) != 1 || len(remote.batches[0]) != 5 || remote.batches[0][0] != ids[2] {
+		t.Fatalf("remote batches %v, want one of the rotten, 3 uncached and the absent", remote.batches)
+	}
+	for _, id := range ids[:6] {
+		if b, err := local.Get(ctx, id); err != nil || !bytes.Equal(b, blobs[id]) {
+			t.Fatalf("local after the batch: %v", err)
+		}
+	}
+	if err := New(mem.New(), mem.New()).GetBatch(ctx, ids, func(int, []byte, error) {
+		t.Fatal("a non-batching remote delivered")
+	}); !errors.Is(err, errors.ErrUnsupported) {
+		t.Fatalf("non-batching remote: %v, want ErrUnsupported", err)
+	}
+}

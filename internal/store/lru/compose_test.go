@@ -177,3 +177,51 @@ func TestLeaseDelta(t *testing.T) {
 		t.Fatalf("second lease: %+v", u)
 	}
 }
+
+// batchRemote answers batches from a memory store.
+type batchRemote struct{ *mem.Store }
+
+func (b batchRemote) GetBatch(ctx context.Context, ids []digest.ID, fn func(int, []byte, error)) error {
+	for i, id := range ids {
+		blob, err := b.Get(ctx, id)
+		fn(i, blob, err)
+	}
+	return nil
+}
+
+// TestLeaseBatch: a batch read through a lease pins every blob it reads
+// until release; through a store that cannot batch it is unsupported.
+func TestLeaseBatch(t *testing.T) {
+	ctx := context.Background()
+	bs := blobs("lb", 5, 4000)
+	remote := batchRemote{mem.New()}
+	var ids []digest.ID
+	for _, b := range bs {
+		remote.Put(ctx, b.id, b.data)
+		ids = append(ids, b.id)
+	}
+	local := open(t, t.TempDir(), 0)
+	view, release := local.Lease(cache.New(local, remote))
+	n := 0
+	err := view.(store.Batcher).GetBatch(ctx, ids, func(i int, blob []byte, err error) {
+		if err != nil || !bytes.Equal(blob, bs[i].data) {
+			t.Errorf("index %d: %v", i, err)
+		}
+		n++
+	})
+	if err != nil || n != len(ids) {
+		t.Fatalf("GetBatch: %v, %d delivered", err, n)
+	}
+	if u, _ := local.Usage(ctx); u.Pinned != int64(len(ids)) || u.Blobs != int64(len(ids)) {
+		t.Fatalf("during the lease: %+v", u)
+	}
+	release()
+	if u, _ := local.Usage(ctx); u.Pinned != 0 {
+		t.Fatalf("after release: %+v", u)
+	}
+	view, release = local.Lease(mem.New())
+	defer release()
+	if err := view.(store.Batcher).GetBatch(ctx, ids, nil); !errors.Is(err, errors.ErrUnsupported) {
+		t.Fatalf("lease of a non-batching store: %v", err)
+	}
+}

@@ -2,6 +2,8 @@ package lru
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"os"
 	"sync"
 
@@ -150,6 +152,19 @@ func (l *lease) release() {
 func (l *lease) Get(ctx context.Context, id digest.ID) ([]byte, error) {
 	l.pin(id)
 	return l.Store.Get(ctx, id)
+}
+
+// GetBatch pins every ID, then reads them through the store the lease
+// views, when that store can batch.
+func (l *lease) GetBatch(ctx context.Context, ids []digest.ID, fn func(i int, blob []byte, err error)) error {
+	b, ok := l.Store.(store.Batcher)
+	if !ok {
+		return fmt.Errorf("lease of %s: %w", l.Store, errors.ErrUnsupported)
+	}
+	for _, id := range ids {
+		l.pin(id)
+	}
+	return b.GetBatch(ctx, ids, fn)
 }
 
 func (l *lease) Put(ctx context.Context, id digest.ID, blob []byte) error {
