@@ -80,6 +80,8 @@ type chunks struct {
 
 	rec *recorder // nil unless recording a trace
 
+	noBatch atomic.Bool // the store cannot fetch in batches: read-ahead fetches one by one
+
 	stats struct {
 		hits, misses, joins, prefetches, errors, bytes, retries atomic.Int64
 		traceFetches, traceHits, traceEvicted                   atomic.Int64
@@ -205,14 +207,23 @@ func (c *chunks) touchLocked(el *list.Element) *cached {
 	return v
 }
 
-// start begins fetching chunk k unless it is cached or in flight; a reader
-// that needs several chunks starts them all before waiting for the first.
-func (c *chunks) start(k int, ino uint64) {
+// start begins fetching the chunks [lo, hi) that are neither cached nor
+// in flight, together: a reader that needs several chunks starts them all
+// before waiting for the first.
+func (c *chunks) start(lo, hi int, ino uint64) {
 	c.mu.Lock()
-	if !c.hasLocked(c.refs[k].Sum) {
-		c.startLocked(k, ino, kindRead)
+	defer c.mu.Unlock()
+	var b batch
+	for k := lo; k < hi; k++ {
+		if c.hasLocked(c.refs[k].Sum) {
+			continue
+		}
+		b.add(k, c.newFlightLocked(k, kindRead))
+		if len(b.ks) == maxBatch {
+			c.launch(&b, ino)
+		}
 	}
-	c.mu.Unlock()
+	c.launch(&b, ino)
 }
 
 // prefetch starts background fetches of chunks [lo, hi) that are neither
@@ -227,6 +238,8 @@ func (c *chunks) prefetch(lo, hi int, ino uint64, limit int) int {
 
 func (c *chunks) prefetchLocked(lo, hi int, ino uint64, limit int) int {
 	limit = min(limit, c.maxAhead)
+	var b batch // the fetches started here, asked of the store together
+	defer func() { c.launch(&b, ino) }()
 	for k := lo; k < hi; k++ {
 		if c.hasLocked(c.refs[k].Sum) {
 			continue
@@ -239,9 +252,44 @@ func (c *chunks) prefetchLocked(lo, hi int, ino uint64, limit int) int {
 		if room := c.budget/2 - c.freshBytes - c.aheadBytes; int64(c.refs[k].Size) > room && (c.ahead > 0 || c.freshBytes > 0) {
 			return k
 		}
-		c.startLocked(k, ino, kindAhead)
+		b.add(k, c.newFlightLocked(k, kindAhead))
+		if len(b.ks) == maxBatch {
+			c.launch(&b, ino)
+		}
 	}
 	return hi
+}
+
+// maxBatch is the most chunks one batched fetch asks for. Read-ahead
+// keeps up to Options.Fetchers chunks in flight, so a sequential reader
+// has a few batches in flight at once.
+const maxBatch = 8
+
+// batch is fetches started together: chunk indexes and their flights.
+type batch struct {
+	ks []int
+	fs []*flight
+}
+
+func (b *batch) add(k int, f *flight) {
+	b.ks = append(b.ks, k)
+	b.fs = append(b.fs, f)
+}
+
+// launch runs the fetches of b, as one batched fetch when there are
+// several and the store can batch, and empties b.
+func (c *chunks) launch(b *batch, ino uint64) {
+	switch {
+	case len(b.ks) == 0:
+		return
+	case len(b.ks) == 1 || c.noBatch.Load():
+		for i, k := range b.ks {
+			go c.fetch(k, ino, b.fs[i], false)
+		}
+	default:
+		go c.fetchBatch(b.ks, b.fs, ino)
+	}
+	*b = batch{}
 }
 
 // prefetchWait starts background fetches of chunks [lo, hi) like
@@ -322,12 +370,19 @@ func (c *chunks) rememberTimeoutLocked(sum digest.ID, err error) {
 // startLocked returns the fetch of chunk k in flight, or starts one and
 // reports so. c.mu is held.
 func (c *chunks) startLocked(k int, ino uint64, kind fetchKind) (*flight, bool) {
-	sum := c.refs[k].Sum
-	if f, ok := c.flights[sum]; ok {
+	if f, ok := c.flights[c.refs[k].Sum]; ok {
 		return f, false
 	}
+	f := c.newFlightLocked(k, kind)
+	go c.fetch(k, ino, f, false)
+	return f, true
+}
+
+// newFlightLocked records a fetch of chunk k, not in flight, as started;
+// the caller runs it. c.mu is held.
+func (c *chunks) newFlightLocked(k int, kind fetchKind) *flight {
 	f := &flight{done: make(chan struct{}), kind: kind}
-	c.flights[sum] = f
+	c.flights[c.refs[k].Sum] = f
 	if kind == kindAhead {
 		c.ahead++
 		c.aheadBytes += int64(c.refs[k].Size)
@@ -335,8 +390,7 @@ func (c *chunks) startLocked(k int, ino uint64, kind fetchKind) (*flight, bool) 
 	} else {
 		c.stats.misses.Add(1)
 	}
-	go c.fetch(k, ino, f, false)
-	return f, true
+	return f
 }
 
 // fetch runs one flight: it reads the chunk from the store under the
@@ -355,21 +409,75 @@ func (c *chunks) fetch(k int, ino uint64, f *flight, held bool) {
 		}
 		return c.slots.acquire(ctx, f.kind == kindTrace && !f.waited.Load())
 	}
-	st := c.st
-	if c.lease != nil {
-		view, release := c.lease(st)
-		defer release()
-		st = view
-	}
+	st, release := c.view()
+	defer release()
 	f.data, f.err = retryFetch(ctx, st, c.codec, ref, acquire, c.slots.release,
 		func(try int, wait time.Duration, err error) {
 			c.stats.retries.Add(1)
 			c.log.Warn("chunk fetch failed, retrying", "id", chunk.ID(ref.Sum).String(), "chunk", k,
 				"try", try, "in", wait.Round(time.Millisecond), "store", c.st.String(), "err", err)
 		})
-	_, timedOut := errors.AsType[*timeoutError](f.err)
 	cancel()
+	c.finish(k, ino, f, start)
+}
 
+// view returns the store a fetch reads: the mount's store, or a lease of
+// it that pins what the fetch reads until release.
+func (c *chunks) view() (store.Store, func()) {
+	if c.lease == nil {
+		return c.st, func() {}
+	}
+	return c.lease(c.st)
+}
+
+// fetchBatch runs the flights of chunks ks as one
+// batched read of the store holding one fetch slot: for a sequential
+// reader, one request for several chunks instead of one each. A chunk the
+// batch does not bring (the store cannot batch, a failure, a chunk that
+// fails to open) is fetched on its own, with fetch's retries and logs.
+func (c *chunks) fetchBatch(ks []int, fs []*flight, ino uint64) {
+	start := time.Now()
+	ctx, cancel := context.WithTimeout(c.ctx, c.timeout)
+	defer cancel()
+	st, release := c.view()
+	defer release()
+	done := make([]bool, len(ks))
+	if b, ok := st.(store.Batcher); ok && c.slots.acquire(ctx, false) == nil {
+		ids := make([]digest.ID, len(ks))
+		for i, k := range ks {
+			ids[i] = chunk.ID(c.refs[k].Sum)
+		}
+		err := b.GetBatch(ctx, ids, func(i int, blob []byte, err error) {
+			if err != nil {
+				return
+			}
+			data, err := store.Open(ctx, st, c.codec, c.refs[ks[i]], blob)
+			if err != nil {
+				return
+			}
+			fs[i].data, done[i] = data, true
+			c.finish(ks[i], ino, fs[i], start)
+		})
+		c.slots.release()
+		if errors.Is(err, errors.ErrUnsupported) && !c.noBatch.Swap(true) {
+			c.log.Info("the store cannot fetch chunks in batches; fetching them one by one", "store", c.st.String(), "err", err)
+		}
+	} else if !ok {
+		c.noBatch.Store(true)
+	}
+	for i, k := range ks {
+		if !done[i] {
+			go c.fetch(k, ino, fs[i], false)
+		}
+	}
+}
+
+// finish ends flight f of chunk k, whose data or err is set: it caches
+// the data, updates the bounds and statistics, logs a failure and wakes
+// the readers waiting.
+func (c *chunks) finish(k int, ino uint64, f *flight, start time.Time) {
+	ref := c.refs[k]
+	_, timedOut := errors.AsType[*timeoutError](f.err)
 	c.mu.Lock()
 	delete(c.flights, ref.Sum)
 	if timedOut {

@@ -629,9 +629,7 @@ func (f *FS) read(h *stream, ino, off, end uint64, buf []byte) ([]byte, error) {
 		s := f.r.ChunkStart(first)
 		return data[lo-s : hi-s], nil
 	}
-	for k := first + 1; k <= last; k++ {
-		f.chunks.start(k, ino)
-	}
+	f.chunks.start(first, last+1, ino)
 	if uint64(len(buf)) < hi-lo {
 		buf = make([]byte, hi-lo)
 	}
@@ -699,9 +697,7 @@ func (f *FS) prefetchFile(h *stream, ino, off, end uint64) {
 	if from >= to {
 		return
 	}
-	for k := f.r.ChunkAt(h.off + off); k <= f.r.ChunkAt(h.off+end-1); k++ {
-		f.chunks.start(k, ino)
-	}
+	f.chunks.start(f.r.ChunkAt(h.off+off), f.r.ChunkAt(h.off+end-1)+1, ino)
 	lo, hi := f.r.ChunkAt(from), f.r.ChunkAt(to-1)+1
 	if stopped := f.chunks.prefetch(lo, hi, ino, f.opt.FilePrefetchFetchers); stopped == hi {
 		h.filled = to

@@ -1,0 +1,170 @@
+package mount_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"syscall"
+	"testing"
+
+	"github.com/zosgrid/zos/internal/chunk"
+	"github.com/zosgrid/zos/internal/mount"
+	"github.com/zosgrid/zos/internal/store"
+	"github.com/zosgrid/zos/internal/store/cache"
+	"github.com/zosgrid/zos/internal/store/dir"
+	"github.com/zosgrid/zos/internal/store/httpstore"
+	"github.com/zosgrid/zos/internal/store/lru"
+)
+
+// requests counts the GETs and POSTs a store server answers.
+type requests struct {
+	next      http.Handler
+	get, post atomic.Int64
+}
+
+func (c *requests) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	switch r.Method {
+	case http.MethodGet:
+		c.get.Add(1)
+	case http.MethodPost:
+		c.post.Add(1)
+	}
+	c.next.ServeHTTP(w, r)
+}
+
+// TestBatchedFetches reads files from a real zos store server on loopback,
+// with and without the machine's disk cache in front, and from a static
+// server over the same store: a sequential reader's chunks come several
+// to a request from the zos server (batched gets), one by one from the
+// static one, and the content is the source's either way.
+func TestBatchedFetches(t *testing.T) {
+	needFUSE(t)
+	src := randomFiles(t, 3, 2<<20)
+	d, err := dir.New(t.TempDir())
+	must(t, err)
+	r := packTree(t, src, d)
+	for _, tc := range []struct {
+		name           string
+		static, cached bool
+	}{
+		{"zos server", false, false},
+		{"zos server, disk cache", false, true},
+		{"static server", true, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var h http.Handler = httpstore.Handler(d, httpstore.HandlerOptions{})
+			if tc.static {
+				h = http.FileServer(http.Dir(d.Root()))
+			}
+			count := &requests{next: h}
+			srv := httptest.NewServer(count)
+			t.Cleanup(srv.Close)
+			remote, err := httpstore.New(srv.URL, httpstore.Options{})
+			must(t, err)
+			var st store.Store = remote
+			opt := mount.Options{}
+			if tc.cached {
+				local, err := lru.Open(context.Background(), t.TempDir(), lru.Options{})
+				must(t, err)
+				st, opt.Lease = cache.New(local, remote), local.Lease
+			}
+			m, mnt := mountImage(t, r, st, opt)
+			var firstPost int64
+			for i := range 3 {
+				p := fmt.Sprintf("f%02d", i)
+				got, err := os.ReadFile(filepath.Join(mnt, p))
+				must(t, err)
+				if want, _ := os.ReadFile(filepath.Join(src, p)); !bytes.Equal(got, want) {
+					t.Fatalf("%s differs", p)
+				}
+				if i == 0 {
+					firstPost = count.post.Load()
+				}
+			}
+			s := m.FS().Stats()
+			chunks := int64(len(r.Chunks()))
+			get, post := count.get.Load(), count.post.Load()
+			t.Logf("%d chunks: %d GETs, %d batched gets; %+v", chunks, get, post, s)
+			if s.Errors != 0 || s.Retries != 0 {
+				t.Fatalf("stats %+v: errors or retries", s)
+			}
+			if tc.static {
+				// The batches in flight when the first answer came were
+				// sent; none after.
+				if post == 0 || post > 8 || post != firstPost || get < chunks {
+					t.Fatalf("static server: %d batched gets (%d while reading the first file) and %d GETs for %d chunks, "+
+						"want a few, none after the first file, and one GET per chunk", post, firstPost, get, chunks)
+				}
+				return
+			}
+			if post == 0 || get+post > chunks/2 {
+				t.Fatalf("%d GETs and %d batched gets for %d chunks: want batches, fewer than half as many requests as chunks", get, post, chunks)
+			}
+		})
+	}
+}
+
+// TestBatchedFetchBadChunk: a chunk whose stored blob is rotten, asked
+// for in a batch (a read spanning it and the chunk before), fails the
+// read with EIO, logged with its ID, while the rest of the file reads;
+// once the store is repaired the read succeeds.
+func TestBatchedFetchBadChunk(t *testing.T) {
+	needFUSE(t)
+	src := randomFiles(t, 1, 2<<20)
+	d, err := dir.New(t.TempDir())
+	must(t, err)
+	r := packTree(t, src, d)
+	_, e, err := r.Lookup("f00")
+	must(t, err)
+	bad := r.ChunkAt(e.Offset + e.Size/2) // not the file's first
+	id := chunk.ID(r.Chunks()[bad].Sum)
+	good, err := os.ReadFile(d.Path(id))
+	must(t, err)
+	rotten := bytes.Clone(good)
+	rotten[len(rotten)/2] ^= 1
+	must(t, os.WriteFile(d.Path(id), rotten, 0o644))
+
+	count := &requests{next: httpstore.Handler(d, httpstore.HandlerOptions{})}
+	srv := httptest.NewServer(count)
+	t.Cleanup(srv.Close)
+	remote, err := httpstore.New(srv.URL, httpstore.Options{})
+	must(t, err)
+	var logs logBuffer
+	m, mnt := mountImage(t, r, remote, mount.Options{Logger: slog.New(slog.NewTextHandler(&logs, nil)),
+		FilePrefetch: -1, ReadAhead: -1}) // only the reads' own fetches
+	f, err := os.Open(filepath.Join(mnt, "f00"))
+	must(t, err)
+	defer f.Close()
+	start := r.ChunkStart(bad-1) - e.Offset
+	span := make([]byte, r.ChunkStart(bad+1)-r.ChunkStart(bad-1)) // two chunks
+	if _, err := f.ReadAt(span, int64(start)); !errors.Is(err, syscall.EIO) {
+		t.Fatalf("read of the rotten chunk: %v, want EIO", err)
+	}
+	if count.post.Load() == 0 {
+		t.Fatal("the read spanning two chunks sent no batched get")
+	}
+	if !strings.Contains(logs.String(), id.String()) {
+		t.Fatalf("the failure does not name chunk %s:\n%s", id, logs.String())
+	}
+	if _, err := f.ReadAt(make([]byte, 4096), 0); err != nil {
+		t.Fatalf("read of a good chunk: %v", err)
+	}
+	// Repaired: the dir store dropped the rotten copy it found; put it back.
+	must(t, d.Put(context.Background(), id, good))
+	want, _ := os.ReadFile(filepath.Join(src, "f00"))
+	if _, err := f.ReadAt(span, int64(start)); err != nil || !bytes.Equal(span, want[start:start+uint64(len(span))]) {
+		t.Fatalf("read after repair: %v", err)
+	}
+	if s := m.FS().Stats(); s.Errors == 0 {
+		t.Fatalf("stats %+v: the failure is not counted", s)
+	}
+}
+
