@@ -167,4 +167,3 @@ func TestBatchedFetchBadChunk(t *testing.T) {
 		t.Fatalf("stats %+v: the failure is not counted", s)
 	}
 }
-

@@ -256,7 +256,6 @@ func idLines(ids []digest.ID) []byte {
 	return b
 }
 
-
 // readFrames reads a batched get's answer to a request for ids, calling
 // deliver for each frame in order with a verified blob or Get's error for
 // that ID. A broken answer (a frame for an ID not asked next, a bad line,
