@@ -105,31 +105,37 @@ func (h *handler) getBatch(w http.ResponseWriter, r *http.Request) {
 }
 
 // frames resolves the first IDs of ids into frames, stopping once the
-// blobs reach maxGetAnswer bytes, or before an ID the store failed to
+// blobs reach maxGetAnswer bytes, or those held in memory (not sent from
+// a checked file) maxGetMemory bytes, or before an ID the store failed to
 // read (returning that error).
 func (h *handler) frames(ctx context.Context, ids []digest.ID) ([]frame, error) {
 	files, isFiler := h.s.(filer)
 	var out []frame
-	var size int64
+	var size, inMemory int64
+	full := func() bool { return size >= maxGetAnswer || inMemory >= maxGetMemory }
+	add := func(f frame) {
+		out = append(out, f)
+		size += f.size
+		inMemory += int64(len(f.blob))
+	}
 	if isFiler {
 		// Opening a file is cheap: one at a time.
 		for _, id := range ids {
-			if size >= maxGetAnswer {
+			if full() {
 				break
 			}
 			f, err := h.frame(ctx, id, files)
 			if err != nil {
 				return out, err
 			}
-			out = append(out, f)
-			size += f.size
+			add(f)
 		}
 		return out, nil
 	}
 	// A remote backend (S3): a window of reads at a time, as that many
 	// clients' GETs would run.
 	const window = 8
-	for lo := 0; lo < len(ids) && size < maxGetAnswer; lo += window {
+	for lo := 0; lo < len(ids) && !full(); lo += window {
 		part := make([]frame, min(window, len(ids)-lo))
 		errs := make([]error, len(part))
 		var g errgroup.Group
@@ -144,8 +150,7 @@ func (h *handler) frames(ctx context.Context, ids []digest.ID) ([]frame, error) 
 			if errs[i] != nil {
 				return out, errs[i]
 			}
-			out = append(out, f)
-			size += f.size
+			add(f)
 		}
 	}
 	return out, nil

@@ -34,6 +34,11 @@ const (
 	// maxGetAnswer is about where a server ends a batched get's answer:
 	// it adds no frame once the blobs it holds reach this many bytes.
 	maxGetAnswer = 16 << 20
+	// maxGetMemory is about the most blob bytes one batched get holds in
+	// memory (blobs read through the store rather than sent from checked
+	// files: a store not on local disk, or blobs not yet checked), so
+	// that a batch costs the server little more memory than a GET.
+	maxGetMemory = 4 << 20
 	frameMissing = "missing"
 	frameCorrupt = "corrupt"
 )
