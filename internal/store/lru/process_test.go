@@ -230,16 +230,22 @@ func TestKilledWriter(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if st, _ := s.Stats(); st.Used < u.Bytes {
-		t.Fatalf("count below the directory after crashes: counted %d, holds %d", st.Used, u.Bytes)
-	}
-	bad := 0
+	bad, largest := 0, 0
 	s.List(ctx, func(id digest.ID) error {
-		if _, err := s.Get(ctx, id); err != nil {
+		b, err := s.Get(ctx, id)
+		if err != nil {
 			bad++
 		}
+		largest = max(largest, len(b))
 		return nil
 	})
+	// A writer killed between linking a blob and writing the count leaves
+	// that blob uncounted (lru.go, commit): at most one blob per kill,
+	// until the next reconcile.
+	if st, _ := s.Stats(); st.Used+3*int64(largest) < u.Bytes {
+		t.Fatalf("count below the directory after crashes by more than a blob per kill: counted %d, holds %d (blobs up to %d bytes)",
+			st.Used, u.Bytes, largest)
+	}
 	t.Logf("%d blobs, %d bytes, %d temporary files after 3 kills", u.Blobs, u.Bytes, u.Temps)
 	if bad != 0 || u.Blobs == 0 || u.Temps > 3 {
 		t.Fatalf("%d bad blobs of %d, %d temporary files", bad, u.Blobs, u.Temps)
