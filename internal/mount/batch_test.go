@@ -19,7 +19,6 @@ import (
 	"github.com/zosgrid/zos/internal/mount"
 	"github.com/zosgrid/zos/internal/store"
 	"github.com/zosgrid/zos/internal/store/cache"
-	"github.com/zosgrid/zos/internal/store/dir"
 	"github.com/zosgrid/zos/internal/store/httpstore"
 	"github.com/zosgrid/zos/internal/store/lru"
 )
@@ -46,11 +45,7 @@ func (c *requests) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // to a request from the zos server (batched gets), one by one from the
 // static one, and the content is the source's either way.
 func TestBatchedFetches(t *testing.T) {
-	needFUSE(t)
-	src := randomFiles(t, 3, 2<<20)
-	d, err := dir.New(t.TempDir())
-	must(t, err)
-	r := packTree(t, src, d)
+	src, d, r := packRandom(t, 3, 2<<20)
 	for _, tc := range []struct {
 		name           string
 		static, cached bool
@@ -117,11 +112,7 @@ func TestBatchedFetches(t *testing.T) {
 // read with EIO, logged with its ID, while the rest of the file reads;
 // once the store is repaired the read succeeds.
 func TestBatchedFetchBadChunk(t *testing.T) {
-	needFUSE(t)
-	src := randomFiles(t, 1, 2<<20)
-	d, err := dir.New(t.TempDir())
-	must(t, err)
-	r := packTree(t, src, d)
+	src, d, r := packRandom(t, 1, 2<<20)
 	_, e, err := r.Lookup("f00")
 	must(t, err)
 	bad := r.ChunkAt(e.Offset + e.Size/2) // not the file's first

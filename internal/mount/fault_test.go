@@ -20,6 +20,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/zosgrid/zos/internal/digest"
+	"github.com/zosgrid/zos/internal/flist"
 	"github.com/zosgrid/zos/internal/mount"
 	"github.com/zosgrid/zos/internal/store"
 	"github.com/zosgrid/zos/internal/store/dir"
@@ -69,6 +70,17 @@ func randomFiles(t *testing.T, n, size int) string {
 		must(t, os.WriteFile(filepath.Join(src, fmt.Sprintf("f%02d", i)), b, 0o644))
 	}
 	return src
+}
+
+// packRandom packs randomFiles(n, size) into a new dir store, for a
+// test that mounts it (it skips without FUSE).
+func packRandom(t *testing.T, n, size int) (string, *dir.Store, *flist.Reader) {
+	t.Helper()
+	needFUSE(t)
+	src := randomFiles(t, n, size)
+	d, err := dir.New(t.TempDir())
+	must(t, err)
+	return src, d, packTree(t, src, d)
 }
 
 // TestTransientErrorsRetry: a store that fails each chunk's first two
@@ -244,11 +256,7 @@ func TestFailoverToReplica(t *testing.T) {
 // brings the server back on the same port within a second: the read
 // succeeds, having cost retries.
 func TestHubRestartMidRead(t *testing.T) {
-	needFUSE(t)
-	src := randomFiles(t, 2, 500<<10)
-	d, err := dir.New(t.TempDir())
-	must(t, err)
-	r := packTree(t, src, d)
+	src, d, r := packRandom(t, 2, 500<<10)
 	h := startHub(t, d)
 	c, err := httpstore.New(h.url(), httpstore.Options{})
 	must(t, err)

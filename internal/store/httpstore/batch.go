@@ -211,17 +211,8 @@ func (s *Store) GetBatch(ctx context.Context, ids []digest.ID, fn func(i int, bl
 		part := ids[next:min(len(ids), next+MaxGetBatch)]
 		err := s.try(ctx, request{method: http.MethodPost, path: getPath, body: idLines(part),
 			handle: func(resp *http.Response) error {
-				switch {
-				case resp.StatusCode/100 == 2 && !zos(resp):
-					if err := drain(resp); err != nil {
-						return &transient{err: err} // cut short: not proof of a static server
-					}
-					return errNoBatch
-				case resp.StatusCode == http.StatusNotFound || resp.StatusCode == http.StatusMethodNotAllowed ||
-					resp.StatusCode == http.StatusNotImplemented:
-					return errNoBatch
-				case resp.StatusCode != http.StatusOK:
-					return newStatusError(resp)
+				if err := helperAnswer(resp, errNoBatch); err != nil {
+					return err
 				}
 				return s.readFrames(resp.Body, part, func(j int, blob []byte, err error) {
 					fn(before+j, blob, err)

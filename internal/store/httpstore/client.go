@@ -270,6 +270,26 @@ func drain(resp *http.Response) error {
 	return err
 }
 
+// helperAnswer checks the answer to a helper request (missing, batched
+// get): nil for a zos server's 200, unsupported for a server that does not
+// speak the protocol (a static server answering as if to a GET, or a 404,
+// 405 or 501), a transient error for a static-looking answer cut short.
+func helperAnswer(resp *http.Response, unsupported error) error {
+	switch {
+	case resp.StatusCode/100 == 2 && !zos(resp):
+		if err := drain(resp); err != nil {
+			return &transient{err: err} // cut short: not proof of a static server
+		}
+		return unsupported
+	case resp.StatusCode == http.StatusNotFound || resp.StatusCode == http.StatusMethodNotAllowed ||
+		resp.StatusCode == http.StatusNotImplemented:
+		return unsupported
+	case resp.StatusCode != http.StatusOK:
+		return newStatusError(resp)
+	}
+	return nil
+}
+
 // maxDrain bounds what drain reads: a static server's answer to a write is
 // a blob or an error page.
 const maxDrain = 8 << 20
@@ -405,17 +425,8 @@ func (s *Store) missing(ctx context.Context, ids []digest.ID) ([]digest.ID, erro
 	}
 	var out []digest.ID
 	err := s.do(ctx, request{method: http.MethodPost, path: missingPath, body: body, handle: func(resp *http.Response) error {
-		switch {
-		case resp.StatusCode/100 == 2 && !zos(resp):
-			if err := drain(resp); err != nil {
-				return &transient{err: err} // cut short: not proof of a static server
-			}
-			return errNoProtocol
-		case resp.StatusCode == http.StatusNotFound || resp.StatusCode == http.StatusMethodNotAllowed ||
-			resp.StatusCode == http.StatusNotImplemented:
-			return errNoProtocol
-		case resp.StatusCode != http.StatusOK:
-			return newStatusError(resp)
+		if err := helperAnswer(resp, errNoProtocol); err != nil {
+			return err
 		}
 		b, err := io.ReadAll(io.LimitReader(resp.Body, int64(len(body))+1))
 		if err != nil {
