@@ -74,12 +74,7 @@ func TestBatchedFetches(t *testing.T) {
 			m, mnt := mountImage(t, r, st, opt)
 			var firstPost int64
 			for i := range 3 {
-				p := fmt.Sprintf("f%02d", i)
-				got, err := os.ReadFile(filepath.Join(mnt, p))
-				must(t, err)
-				if want, _ := os.ReadFile(filepath.Join(src, p)); !bytes.Equal(got, want) {
-					t.Fatalf("%s differs", p)
-				}
+				checkFile(t, mnt, src, fmt.Sprintf("f%02d", i))
 				if i == 0 {
 					firstPost = count.post.Load()
 				}

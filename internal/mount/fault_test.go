@@ -83,6 +83,17 @@ func packRandom(t *testing.T, n, size int) (string, *dir.Store, *flist.Reader) {
 	return src, d, packTree(t, src, d)
 }
 
+// checkFile reads p from the mount and fails the test unless it is the
+// source's p.
+func checkFile(t *testing.T, mnt, src, p string) {
+	t.Helper()
+	got, err := os.ReadFile(filepath.Join(mnt, p))
+	must(t, err)
+	if want, _ := os.ReadFile(filepath.Join(src, p)); !bytes.Equal(got, want) {
+		t.Fatalf("%s differs", p)
+	}
+}
+
 // TestTransientErrorsRetry: a store that fails each chunk's first two
 // Gets costs retries, not errors.
 func TestTransientErrorsRetry(t *testing.T) {
@@ -94,12 +105,7 @@ func TestTransientErrorsRetry(t *testing.T) {
 	var logs logBuffer
 	m, mnt := mountImage(t, r, fl, mount.Options{Logger: slog.New(slog.NewTextHandler(&logs, nil))})
 	for i := range 4 {
-		p := fmt.Sprintf("f%02d", i)
-		got, err := os.ReadFile(filepath.Join(mnt, p))
-		must(t, err)
-		if want, _ := os.ReadFile(filepath.Join(src, p)); !bytes.Equal(got, want) {
-			t.Fatalf("%s differs", p)
-		}
+		checkFile(t, mnt, src, fmt.Sprintf("f%02d", i))
 	}
 	s := m.FS().Stats()
 	if s.Errors != 0 || s.Retries < 2*int64(len(r.Chunks())) {
@@ -226,17 +232,9 @@ func TestFailoverToReplica(t *testing.T) {
 
 	read := func(i int) time.Duration {
 		t.Helper()
-		p := fmt.Sprintf("f%02d", i)
 		start := time.Now()
-		got, err := os.ReadFile(filepath.Join(mnt, p))
-		took := time.Since(start)
-		if err != nil {
-			t.Fatalf("%s: %v", p, err)
-		}
-		if want, _ := os.ReadFile(filepath.Join(src, p)); !bytes.Equal(got, want) {
-			t.Fatalf("%s differs", p)
-		}
-		return took
+		checkFile(t, mnt, src, fmt.Sprintf("f%02d", i))
+		return time.Since(start)
 	}
 	t.Logf("both replicas up: f00 in %v", read(0).Round(time.Millisecond))
 	h1.stop()

@@ -92,11 +92,7 @@ func TestTraceRecordAndPrefetch(t *testing.T) {
 	run := func(mnt string) {
 		t.Helper()
 		for _, p := range []string{"etc/f150", "big.bin", "etc/f010", "etc/deep/er/dup1"} {
-			got, err := os.ReadFile(filepath.Join(mnt, p))
-			must(t, err)
-			if want, _ := os.ReadFile(filepath.Join(src, p)); !bytes.Equal(got, want) {
-				t.Fatalf("%s differs", p)
-			}
+			checkFile(t, mnt, src, p)
 		}
 	}
 
