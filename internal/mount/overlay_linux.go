@@ -86,10 +86,21 @@ func openLayer(dir string, r *flist.Reader) (lower, upper, work string, err erro
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return "", "", "", fmt.Errorf("%w: %w", ErrLayer, err)
 	}
-	if ents, err := os.ReadDir(dir); err != nil {
+	ents, err := os.ReadDir(dir)
+	if err != nil {
 		return "", "", "", fmt.Errorf("%w: %w", ErrLayer, err)
-	} else if len(ents) > 0 {
-		return "", "", "", fmt.Errorf("%w %s is not empty and not a zos layer (no %s)", ErrLayer, dir, layerMark)
+	}
+	if len(ents) > 0 {
+		if !unfinishedLayer(dir, ents) {
+			return "", "", "", fmt.Errorf("%w %s is not empty and not a zos layer (no %s)", ErrLayer, dir, layerMark)
+		}
+		// A crash while making the layer left its empty skeleton: no
+		// overlay was ever mounted on it (that needs the mark). Start over.
+		for _, e := range ents {
+			if err := os.Remove(filepath.Join(dir, e.Name())); err != nil {
+				return "", "", "", fmt.Errorf("%w: %w", ErrLayer, err)
+			}
+		}
 	}
 	root, err := r.Entry(0)
 	if err != nil {
@@ -117,6 +128,24 @@ func openLayer(dir string, r *flist.Reader) (lower, upper, work string, err erro
 		return "", "", "", fmt.Errorf("%w: %w", ErrLayer, err)
 	}
 	return lower, upper, work, nil
+}
+
+// unfinishedLayer reports a directory holding only what openLayer makes
+// before the mark: empty lower, upper and work directories, and the mark's
+// temporary file.
+func unfinishedLayer(dir string, ents []os.DirEntry) bool {
+	for _, e := range ents {
+		switch name := e.Name(); {
+		case name == layerMark+".tmp" && e.Type().IsRegular():
+		case (name == layerLower || name == layerUpper || name == layerWork) && e.IsDir():
+			if sub, err := os.ReadDir(filepath.Join(dir, name)); err != nil || len(sub) > 0 {
+				return false
+			}
+		default:
+			return false
+		}
+	}
+	return true
 }
 
 // modeBits turns the setuid, setgid and sticky bits of a Unix mode into

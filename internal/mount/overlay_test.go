@@ -185,6 +185,27 @@ func TestWritableLayer(t *testing.T) {
 	if isMountPoint(t, mnt) {
 		t.Error("a refused mount left a mount behind")
 	}
+
+	// A crash while making a layer leaves its empty skeleton without the
+	// mark: the next mount makes the layer again. A skeleton that holds
+	// anything else is refused like any other directory.
+	half := filepath.Join(t.TempDir(), "half")
+	for _, d := range []string{"lower", "upper", "work"} {
+		must(t, os.MkdirAll(filepath.Join(half, d), 0o755))
+	}
+	must(t, os.WriteFile(filepath.Join(half, "zos-layer.tmp"), []byte("zos la"), 0o644))
+	m = mountRW(t, mnt, half, r2, st)
+	if got := readString(t, filepath.Join(mnt, "f")); got != "x" {
+		t.Errorf("mount over a half-made layer reads %q", got)
+	}
+	must(t, m.Unmount())
+	stray := filepath.Join(t.TempDir(), "stray")
+	for _, d := range []string{"lower", "upper/etc", "work"} {
+		must(t, os.MkdirAll(filepath.Join(stray, d), 0o755))
+	}
+	if _, err := mount.Mount(context.Background(), mnt, r2, st, mount.Options{Upper: stray}); !errors.Is(err, mount.ErrLayer) {
+		t.Errorf("mount over a skeleton holding files, without the mark: %v", err)
+	}
 }
 
 // TestWritableLayerStaleLower aborts the FUSE connection under a writable
