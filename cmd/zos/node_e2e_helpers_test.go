@@ -113,9 +113,18 @@ func (n *e2eNode) kill9() {
 	n.agent = nil
 }
 
-// stop ends the agent with SIGTERM (SIGKILL after 20s).
+// stop ends the agent with SIGTERM (SIGKILL after 20s). After a failure it
+// ends it with SIGQUIT instead and logs the goroutines of the agent's own
+// packages, so that a hang says where the agent waited.
 func (n *e2eNode) stop() {
 	if n.agent == nil {
+		return
+	}
+	if n.t.Failed() {
+		n.agent.Process.Signal(syscall.SIGQUIT)
+		n.agent.Wait()
+		n.agent = nil
+		n.t.Logf("agent goroutines at the failure (SIGQUIT):\n%s", agentStacks(n.log))
 		return
 	}
 	n.agent.Process.Signal(syscall.SIGTERM)
@@ -664,4 +673,30 @@ func hasEvent(ev []nodeclient.Event, kind, detail string) bool {
 		}
 	}
 	return false
+}
+
+// agentStacks takes the Go runtime's goroutine dump off the end of the
+// log file (into log+".stacks", so the log's tail stays the agent's own
+// lines) and returns the stacks that pass through zos's packages
+// (internal/), the runtime's and the libraries' idle pools left out.
+func agentStacks(log string) string {
+	b, err := os.ReadFile(log)
+	if err != nil {
+		return err.Error()
+	}
+	i := bytes.LastIndex(b, []byte("SIGQUIT: quit"))
+	if i < 0 {
+		return "no goroutine dump in the log"
+	}
+	dump := string(b[i:])
+	if os.WriteFile(log+".stacks", b[i:], 0o644) == nil {
+		os.Truncate(log, int64(i))
+	}
+	var out []string
+	for _, g := range strings.Split(dump, "\n\n") {
+		if strings.HasPrefix(g, "goroutine ") && strings.Contains(g, "/zos/internal/") {
+			out = append(out, g)
+		}
+	}
+	return strings.Join(out, "\n\n")
 }
