@@ -153,3 +153,68 @@ func TestBatchedFetchBadChunk(t *testing.T) {
 		t.Fatalf("stats %+v: the failure is not counted", s)
 	}
 }
+
+// TestBatchedTracePrefetch prefetches a whole image by a trace from a real
+// zos store server (also with the disk cache in front and a lead smaller
+// than the image, as a node mounts) and from a static server over the
+// same store: from the zos server the trace's chunks come several to a
+// request, from the static one one by one; either way every chunk is
+// fetched once, and the reads after it send no request.
+func TestBatchedTracePrefetch(t *testing.T) {
+	src, d, r := packRandom(t, 3, 1<<20)
+	order := make([]uint32, len(r.Chunks()))
+	for i := range order {
+		order[i] = uint32(len(order) - 1 - i) // not file order
+	}
+	const fetchers = 4
+	for _, tc := range []struct {
+		name           string
+		static, cached bool
+	}{
+		{"zos server", false, false},
+		{"zos server, disk cache, lead", false, true},
+		{"static server", true, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var h http.Handler = httpstore.Handler(d, httpstore.HandlerOptions{})
+			if tc.static {
+				h = http.FileServer(http.Dir(d.Root()))
+			}
+			count := &requests{next: h}
+			srv := httptest.NewServer(count)
+			t.Cleanup(srv.Close)
+			remote, err := httpstore.New(srv.URL, httpstore.Options{})
+			must(t, err)
+			var st store.Store = remote
+			opt := mount.Options{Prefetch: order, PrefetchFetchers: fetchers, ReadAhead: -1, FilePrefetch: -1}
+			if tc.cached {
+				local, err := lru.Open(context.Background(), t.TempDir(), lru.Options{})
+				must(t, err)
+				st, opt.Lease = cache.New(local, remote), local.Lease
+				opt.StoreKeeps, opt.PrefetchLead = true, 256<<10
+			}
+			m, mnt := mountImage(t, r, st, opt)
+			waitPrefetch(t, m)
+			chunks := int64(len(order))
+			get, post := count.get.Load(), count.post.Load()
+			s := m.FS().Stats()
+			t.Logf("%d chunks: %d GETs, %d batched gets; %+v", chunks, get, post, s)
+			if s.TraceFetches != chunks || s.Errors != 0 {
+				t.Fatalf("prefetch: %+v, want %d chunks fetched, no errors", s, chunks)
+			}
+			if tc.static {
+				if get != chunks || post > fetchers {
+					t.Fatalf("static server: %d GETs and %d batched gets for %d chunks, want a GET each and at most a batched get per prefetcher", get, post, chunks)
+				}
+			} else if post == 0 || get+post > (chunks+7)/8+fetchers {
+				t.Fatalf("%d GETs and %d batched gets for %d chunks: want batches of up to 8", get, post, chunks)
+			}
+			for i := range 3 {
+				checkFile(t, mnt, src, fmt.Sprintf("f%02d", i))
+			}
+			if g, p := count.get.Load(), count.post.Load(); g != get || p != post {
+				t.Fatalf("reads after the prefetch sent %d GETs and %d batched gets", g-get, p-post)
+			}
+		})
+	}
+}

@@ -135,6 +135,9 @@ func newChunks(ctx context.Context, refs []flist.Chunk, st store.Store, opt *Opt
 		lease:      opt.Lease,
 	}
 	c.cond.L = &c.mu
+	if _, ok := st.(store.Batcher); !ok {
+		c.noBatch.Store(true)
+	}
 	if opt.Record {
 		c.rec = newRecorder(len(refs))
 	}
@@ -287,7 +290,7 @@ func (c *chunks) launch(b *batch, ino uint64) {
 			go c.fetch(k, ino, b.fs[i], false)
 		}
 	default:
-		go c.fetchBatch(b.ks, b.fs, ino)
+		go c.fetchBatch(b.ks, b.fs, ino, false)
 	}
 	*b = batch{}
 }
@@ -435,14 +438,20 @@ func (c *chunks) view() (store.Store, func()) {
 // reader, one request for several chunks instead of one each. A chunk the
 // batch does not bring (the store cannot batch, a failure, a chunk that
 // fails to open) is fetched on its own, with fetch's retries and logs.
-func (c *chunks) fetchBatch(ks []int, fs []*flight, ino uint64) {
+//
+// held says the caller holds a fetch slot for the batch.
+func (c *chunks) fetchBatch(ks []int, fs []*flight, ino uint64, held bool) {
 	start := time.Now()
 	ctx, cancel := context.WithTimeout(c.ctx, c.timeout)
 	defer cancel()
 	st, release := c.view()
 	defer release()
 	done := make([]bool, len(ks))
-	if b, ok := st.(store.Batcher); ok && c.slots.acquire(ctx, false) == nil {
+	b, ok := st.(store.Batcher)
+	if held && !ok {
+		c.slots.release()
+	}
+	if ok && (held || c.slots.acquire(ctx, false) == nil) {
 		ids := make([]digest.ID, len(ks))
 		for i, k := range ks {
 			ids[i] = chunk.ID(c.refs[k].Sum)
@@ -462,8 +471,6 @@ func (c *chunks) fetchBatch(ks []int, fs []*flight, ino uint64) {
 		if errors.Is(err, errors.ErrUnsupported) && !c.noBatch.Swap(true) {
 			c.log.Info("the store cannot fetch chunks in batches; fetching them one by one", "store", c.st.String(), "err", err)
 		}
-	} else if !ok {
-		c.noBatch.Store(true)
 	}
 	for i, k := range ks {
 		if !done[i] {

@@ -61,16 +61,16 @@
 // readers' working set. A chunk has at most one fetch in
 // flight: concurrent readers that need it wait for that fetch. Fetches run
 // in parallel up to Options.Fetchers, under the mount's context rather than
-// a reader's. Chunks started together (a read spanning several, a
-// read-ahead window, a file prefetch) are fetched up to 8 at a time in one
-// batched read of the store (store.Batcher: the HTTP store's batched get,
-// docs/STORE-HTTP.md) holding one fetch slot; a chunk the batch does not
-// bring is fetched on its own, with the retries below, and a store that
-// cannot batch (a static server, a router) is fetched from one chunk at a
-// time from then on. A read waits for its chunks even when the kernel forwards an
-// interrupt (a read of a regular file must not fail with EINTR);
-// Options.FetchTimeout bounds the wait. Persistent caching of sealed blobs
-// on disk is the store's business (package store/cache).
+// a reader's. Chunks started together (a read spanning several, a read-ahead
+// window, a file prefetch, the next chunks of a trace) are fetched up to 8
+// at a time in one batched read of the store (store.Batcher: the HTTP
+// store's batched get, docs/STORE-HTTP.md) holding one fetch slot; a chunk
+// the batch does not bring is fetched on its own, with the retries below,
+// and a store that cannot batch (a static server, a router) is fetched from
+// one chunk at a time from then on. A read waits for its chunks even when
+// the kernel forwards an interrupt (a read of a regular file must not fail
+// with EINTR); Options.FetchTimeout bounds the wait. Persistent caching of
+// sealed blobs on disk is the store's business (package store/cache).
 //
 // # Read-ahead
 //

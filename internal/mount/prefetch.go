@@ -17,7 +17,7 @@ import (
 
 // prefetchTrace fetches the chunks order lists, in that order, in the
 // background, with n fetches at most at once, until done or the mount
-// closes.
+// closes. Each fetch asks for up to maxBatch chunks of the order.
 func (c *chunks) prefetchTrace(order []uint32, n int) {
 	c.traceLeft.Store(int64(len(order)))
 	start := time.Now()
@@ -26,12 +26,19 @@ func (c *chunks) prefetchTrace(order []uint32, n int) {
 	for range n {
 		wg.Go(func() {
 			for c.ctx.Err() == nil {
-				i := next.Add(1) - 1
-				if i >= int64(len(order)) {
+				step := int64(maxBatch)
+				if c.noBatch.Load() {
+					step = 1 // one chunk a request: keep the requests in the order's order
+				}
+				lo := next.Add(step) - step
+				if lo >= int64(len(order)) {
 					return
 				}
-				c.traceOne(int(order[i]))
-				c.traceLeft.Add(-1)
+				for ks := order[lo:min(lo+step, int64(len(order)))]; len(ks) > 0 && c.ctx.Err() == nil; {
+					done := c.traceBatch(ks)
+					c.traceLeft.Add(-int64(done))
+					ks = ks[done:]
+				}
 			}
 		})
 	}
@@ -45,54 +52,82 @@ func (c *chunks) prefetchTrace(order []uint32, n int) {
 	}()
 }
 
-// traceOne fetches chunk k for the trace unless it is cached or in
-// flight, once the lead allows it, and returns when the fetch is done.
-func (c *chunks) traceOne(k int) {
-	ref := c.refs[k]
-	size := int64(ref.Size)
+// traceBatch fetches for the trace the chunks at the head of ks that are
+// neither cached nor in flight, as one batch, once the lead allows them,
+// and returns when their fetches are done. It returns how many of ks it
+// dealt with: at least one, fewer than all when the lead holds the rest
+// back (the caller calls again for them, after waiting).
+func (c *chunks) traceBatch(ks []uint32) int {
+	type want struct {
+		k    int
+		keep bool
+	}
+	var ws []want
 	c.mu.Lock()
-	keep := true
-	for {
+	n := 0
+	for _, k := range ks {
+		ref := c.refs[k]
+		size := int64(ref.Size)
+		over := func() bool { return c.lead >= 0 && c.pending > 0 && c.pending+size > c.lead }
+		if !c.hasLocked(ref.Sum) && over() && !c.storeKeeps {
+			if len(ws) > 0 {
+				break // fetch what is reserved first: the lead may wait on it
+			}
+			for !c.hasLocked(ref.Sum) && over() && c.ctx.Err() == nil {
+				c.cond.Wait()
+			}
+		}
+		n++
 		if c.hasLocked(ref.Sum) || c.ctx.Err() != nil {
-			c.mu.Unlock()
-			return
+			continue
 		}
-		if c.lead < 0 || c.pending == 0 || c.pending+size <= c.lead {
-			break
-		}
-		if c.storeKeeps {
-			keep = false // past the lead: leave it in the store's cache
-			break
-		}
-		c.cond.Wait()
-	}
-	if keep {
-		c.pending += size // reserved while waiting for a slot
-	}
-	c.mu.Unlock()
-	unreserve := func() {
+		// Past the lead, a store that keeps what it serves holds the
+		// chunk for its reader instead of memory.
+		keep := !over()
 		if keep {
-			c.mu.Lock()
-			c.pending -= size
+			c.pending += size // reserved while waiting for a slot
+		}
+		ws = append(ws, want{int(k), keep})
+	}
+	c.mu.Unlock()
+	if len(ws) == 0 {
+		return n
+	}
+	unreserveLocked := func(w want) {
+		if w.keep {
+			c.pending -= int64(c.refs[w.k].Size)
 			c.cond.Broadcast()
-			c.mu.Unlock()
 		}
 	}
-	if err := c.slots.acquire(c.ctx, true); err != nil {
-		unreserve()
-		return
-	}
+	err := c.slots.acquire(c.ctx, true)
+	var b batch
 	c.mu.Lock()
-	if c.hasLocked(ref.Sum) { // a reader got there first
-		c.mu.Unlock()
-		c.slots.release()
-		unreserve()
-		return
+	for _, w := range ws {
+		if err != nil || c.hasLocked(c.refs[w.k].Sum) { // closing, or a reader got there first
+			unreserveLocked(w)
+			continue
+		}
+		f := &flight{done: make(chan struct{}), kind: kindTrace, keep: w.keep}
+		c.flights[c.refs[w.k].Sum] = f
+		b.add(w.k, f)
 	}
-	f := &flight{done: make(chan struct{}), kind: kindTrace, keep: keep}
-	c.flights[ref.Sum] = f
 	c.mu.Unlock()
-	c.fetch(k, 0, f, true)
+	switch {
+	case err != nil:
+	case len(b.ks) == 0:
+		c.slots.release()
+	case len(b.ks) == 1 || c.noBatch.Load():
+		c.fetch(b.ks[0], 0, b.fs[0], true)
+		for i := 1; i < len(b.ks); i++ {
+			c.fetch(b.ks[i], 0, b.fs[i], false)
+		}
+	default:
+		c.fetchBatch(b.ks, b.fs, 0, true)
+		for _, f := range b.fs {
+			<-f.done
+		}
+	}
+	return n
 }
 
 // recorder keeps the order in which reads first needed each chunk.
