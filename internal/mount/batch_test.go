@@ -16,6 +16,7 @@ import (
 	"testing"
 
 	"github.com/zosgrid/zos/internal/chunk"
+	"github.com/zosgrid/zos/internal/digest"
 	"github.com/zosgrid/zos/internal/mount"
 	"github.com/zosgrid/zos/internal/store"
 	"github.com/zosgrid/zos/internal/store/cache"
@@ -214,6 +215,60 @@ func TestBatchedTracePrefetch(t *testing.T) {
 			}
 			if g, p := count.get.Load(), count.post.Load(); g != get || p != post {
 				t.Fatalf("reads after the prefetch sent %d GETs and %d batched gets", g-get, p-post)
+			}
+		})
+	}
+}
+
+// TestBatchedWarm warms a disk cache from a real zos store server: the
+// chunks come several to a request, every one lands in the cache
+// verified, and a rotten one among them is reported alone.
+func TestBatchedWarm(t *testing.T) {
+	_, d, r := packRandom(t, 3, 1<<20)
+	ids := map[digest.ID]bool{}
+	for _, c := range r.Chunks() {
+		ids[chunk.ID(c.Sum)] = true
+	}
+	chunks := int64(len(ids))
+	for _, rotten := range []bool{false, true} {
+		t.Run(fmt.Sprintf("rotten=%v", rotten), func(t *testing.T) {
+			if rotten {
+				id := chunk.ID(r.Chunks()[len(r.Chunks())/2].Sum)
+				good, err := os.ReadFile(d.Path(id))
+				must(t, err)
+				bad := bytes.Clone(good)
+				bad[len(bad)/2] ^= 1
+				must(t, os.WriteFile(d.Path(id), bad, 0o644))
+				t.Cleanup(func() { os.WriteFile(d.Path(id), good, 0o644) })
+			}
+			count := &requests{next: httpstore.Handler(d, httpstore.HandlerOptions{})}
+			srv := httptest.NewServer(count)
+			t.Cleanup(srv.Close)
+			remote, err := httpstore.New(srv.URL, httpstore.Options{})
+			must(t, err)
+			local, err := lru.Open(context.Background(), t.TempDir(), lru.Options{})
+			must(t, err)
+			const workers = 4
+			ws, err := mount.Warm(context.Background(), r.Chunks(), cache.New(local, remote), mount.WarmOptions{Workers: workers})
+			get, post := count.get.Load(), count.post.Load()
+			t.Logf("%d chunks: %d GETs, %d batched gets; %+v %v", chunks, get, post, ws, err)
+			if post == 0 || get+post > (chunks+7)/8+workers+1 {
+				t.Fatalf("%d GETs and %d batched gets for %d chunks: want batches of up to 8", get, post, chunks)
+			}
+			held := 0
+			for id := range ids {
+				if ok, _ := local.Has(context.Background(), id); ok {
+					held++
+				}
+			}
+			if !rotten {
+				if err != nil || ws.Chunks != chunks || ws.Failed != 0 || held != len(ids) {
+					t.Fatalf("warm: %+v %v, cache holds %d of %d chunks", ws, err, held, len(ids))
+				}
+				return
+			}
+			if err == nil || ws.Failed != 1 || held != len(ids)-1 {
+				t.Fatalf("warm with a rotten chunk: %+v %v, cache holds %d of %d chunks; want that one failed and not cached", ws, err, held, len(ids))
 			}
 		})
 	}

@@ -176,8 +176,9 @@ type WarmStats struct {
 
 // Warm fetches every distinct chunk of refs through st and verifies it,
 // as a mount's read would (retries and timeout included), so that a cache
-// in st holds them all. It goes on past failures, logging each, and
-// returns an error naming how many failed and the first failure.
+// in st holds them all, up to maxBatch chunks a request when st batches.
+// It goes on past failures, logging each, and returns an error naming how
+// many failed and the first failure.
 func Warm(ctx context.Context, refs []flist.Chunk, st store.Store, opt WarmOptions) (WarmStats, error) {
 	if opt.Logger == nil {
 		opt.Logger = slog.New(slog.DiscardHandler)
@@ -204,30 +205,65 @@ func Warm(ctx context.Context, refs []flist.Chunk, st store.Store, opt WarmOptio
 	var wg sync.WaitGroup
 	free := func() {}
 	hold := func(context.Context) error { return nil }
+	one := func(ref flist.Chunk, err error) {
+		if err != nil && ctx.Err() == nil {
+			stats.failed.Add(1)
+			opt.Logger.Error("chunk fetch failed", "id", chunk.ID(ref.Sum).String(), "store", st.String(), "err", err)
+			once.Do(func() { first = fmt.Errorf("chunk %s: %w", chunk.ID(ref.Sum).Short(), err) })
+		} else if err == nil {
+			stats.bytes.Add(int64(ref.Size))
+		}
+		if opt.Progress != nil && ctx.Err() == nil {
+			opt.Progress(int64(ref.Size), err != nil)
+		}
+	}
+	// A store that batches is asked for maxBatch chunks a request; what
+	// a batch does not bring is fetched on its own, with retries.
+	batcher, batching := st.(store.Batcher)
+	var noBatch atomic.Bool
+	step := int64(1)
+	if batching {
+		step = maxBatch
+	}
 	for range min(opt.Workers, len(todo)) {
 		wg.Go(func() {
 			for ctx.Err() == nil {
-				i := next.Add(1) - 1
-				if i >= int64(len(todo)) {
+				lo := next.Add(step) - step
+				if lo >= int64(len(todo)) {
 					return
 				}
-				ref := todo[i]
-				fctx, cancel := context.WithTimeout(ctx, opt.FetchTimeout)
-				_, err := retryFetch(fctx, st, codec, ref, hold, free, func(try int, wait time.Duration, err error) {
-					stats.tries.Add(1)
-					opt.Logger.Warn("chunk fetch failed, retrying", "id", chunk.ID(ref.Sum).String(), "try", try,
-						"in", wait.Round(time.Millisecond), "store", st.String(), "err", err)
-				})
-				cancel()
-				if err != nil && ctx.Err() == nil {
-					stats.failed.Add(1)
-					opt.Logger.Error("chunk fetch failed", "id", chunk.ID(ref.Sum).String(), "store", st.String(), "err", err)
-					once.Do(func() { first = fmt.Errorf("chunk %s: %w", chunk.ID(ref.Sum).Short(), err) })
-				} else if err == nil {
-					stats.bytes.Add(int64(ref.Size))
+				refs := todo[lo:min(lo+step, int64(len(todo)))]
+				got := make([]bool, len(refs))
+				if len(refs) > 1 && !noBatch.Load() {
+					ids := make([]digest.ID, len(refs))
+					for i, ref := range refs {
+						ids[i] = chunk.ID(ref.Sum)
+					}
+					fctx, cancel := context.WithTimeout(ctx, opt.FetchTimeout)
+					err := batcher.GetBatch(fctx, ids, func(i int, blob []byte, err error) {
+						if err == nil {
+							_, err = store.Open(fctx, st, codec, refs[i], blob)
+						}
+						got[i] = err == nil
+					})
+					cancel()
+					if errors.Is(err, errors.ErrUnsupported) {
+						noBatch.Store(true)
+					}
 				}
-				if opt.Progress != nil && ctx.Err() == nil {
-					opt.Progress(int64(ref.Size), err != nil)
+				for i, ref := range refs {
+					if got[i] {
+						one(ref, nil)
+						continue
+					}
+					fctx, cancel := context.WithTimeout(ctx, opt.FetchTimeout)
+					_, err := retryFetch(fctx, st, codec, ref, hold, free, func(try int, wait time.Duration, err error) {
+						stats.tries.Add(1)
+						opt.Logger.Warn("chunk fetch failed, retrying", "id", chunk.ID(ref.Sum).String(), "try", try,
+							"in", wait.Round(time.Millisecond), "store", st.String(), "err", err)
+					})
+					cancel()
+					one(ref, err)
 				}
 			}
 		})
