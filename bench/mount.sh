@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # bench/mount.sh: the lazy-mount benchmark of issue 4, in one run, side by side.
 #
-# The chunk store is served over HTTP on loopback (bench/mountbench serve) behind toxiproxy
-# (bench/mountbench proxy: toxiproxy with a bandwidth limit shared by all connections and a
-# byte counter), on two links: "100M" = 100 Mbit/s with 20 ms added to every response, and
-# "fast" = no toxics (loopback through the proxy). Three parts:
+# The flists and tarballs are served over HTTP on loopback (bench/mountbench serve), the chunk
+# store by `zos hub serve` as a node would fetch it (CHUNKS=static: by the same static server),
+# each behind toxiproxy (bench/mountbench proxy: toxiproxy with a bandwidth limit shared by all
+# connections and a byte counter), on two links: "100M" = 100 Mbit/s with 20 ms added to every
+# response, and "fast" = no toxics (loopback through the proxy). Three parts:
 #
 #   start  cold start on big, from nothing on the node to the end of python3 -c 'import json',
 #          gcc --version, node -e 1, java -version (chroot, /proc mounted): zos lazy; zos with
@@ -31,6 +32,8 @@
 #   RATE_KBPS=12500 LATENCY_MS=20   the slow link (1 KB = 1000 bytes: 12500 KB/s = 100 Mbit/s)
 #   SEQ_RUNTIME=60 RAND_RUNTIME=20  fio limits in seconds (sequential: the file or this, first)
 #   ZOS_MOUNT_FLAGS=""              extra flags for every zos mount (e.g. "--fetchers 32")
+#   CHUNKS=hub                      who serves the chunk store to zos: hub (zos hub serve over it,
+#                                   batched gets included) or static (bench/mountbench serve)
 #   DISK_REPS=5                     alternated reps of the warm-disk rows (the median is reported)
 #   DISK_RAND_IOS=50000             random reads of the warm-disk rows (zos new mount and its reference)
 #   COLD_RAND_IOS=1000              random reads on a cold mount (a fixed count, not a time:
@@ -60,6 +63,7 @@ COLD_RAND_IOS=${COLD_RAND_IOS:-1000}
 DISK_RAND_IOS=${DISK_RAND_IOS:-50000}
 DISK_REPS=${DISK_REPS:-5}
 ZOS_MOUNT_FLAGS=${ZOS_MOUNT_FLAGS:-}
+CHUNKS=${CHUNKS:-hub}
 META_REPS=${META_REPS:-3}
 CACHE_SIZE=${CACHE_SIZE:-8G}
 RESULTS=${RESULTS:-$OUT/results.jsonl}
@@ -72,8 +76,12 @@ HTTP_PORT=${HTTP_PORT:-18080}
 HTTP_PROXY_PORT=${HTTP_PROXY_PORT:-18081}
 REG_PORT=${REG_PORT:-18500}
 REG_PROXY_PORT=${REG_PROXY_PORT:-18501}
+HUB_PORT=${HUB_PORT:-18082}
+HUB_PROXY_PORT=${HUB_PROXY_PORT:-18083}
 API=http://127.0.0.1:$API_PORT
 STORE_URL=http://127.0.0.1:$HTTP_PROXY_PORT
+CHUNK_URL=$STORE_URL/store
+[ "$CHUNKS" = hub ] && CHUNK_URL=http://127.0.0.1:$HUB_PROXY_PORT/chunks
 
 CMDS=("python3 -c 'import json'" "gcc --version" "node -e 1" "java -version")
 CMD_KEYS=(python gcc node java)
@@ -135,8 +143,17 @@ wait_port() {
 # ---- toxiproxy ----
 toxi() { curl -sf -X "$1" "$API$2" ${3:+-d "$3"} >/dev/null; }
 proxy_create() { toxi POST /proxies "{\"name\":\"$1\",\"listen\":\"127.0.0.1:$2\",\"upstream\":\"127.0.0.1:$3\"}"; }
-# set_link PROXY LINK: toxics for that link, and a fresh byte counter.
+# set_link PROXY LINK: toxics for that link, and fresh byte and request counters. The store's
+# link is two proxies when the hub serves the chunks (the flist is fetched before any chunk,
+# so the two never share the link's bandwidth at once).
 set_link() {
+	if [ "$1" = store ] && [ "$CHUNKS" = hub ]; then
+		set_proxy hub "$2"
+		HUB_REQ0=$(hub_requests)
+	fi
+	set_proxy "$@"
+}
+set_proxy() {
 	local p=$1 t
 	for t in count latency bw; do curl -sf -X DELETE "$API/proxies/$p/toxics/$t" >/dev/null || true; done
 	[ "$p" = store ] && curl -sf -X POST "http://127.0.0.1:$HTTP_PORT/.mountbench/requests" >/dev/null
@@ -151,9 +168,25 @@ set_link() {
 	*) die "unknown link $2" ;;
 	esac
 }
-proxy_bytes() { curl -sf "$API/proxies/$1/toxics/count" | jq .attributes.bytes; }
-# Requests served by the HTTP store (chunk fetches: round trips), reset by set_link.
-store_requests() { curl -sf "http://127.0.0.1:$HTTP_PORT/.mountbench/requests"; }
+count_bytes() { curl -sf "$API/proxies/$1/toxics/count" | jq .attributes.bytes; }
+# proxy_bytes PROXY: bytes through it (for the store: and through the hub's) since set_link.
+proxy_bytes() {
+	local n
+	n=$(count_bytes "$1")
+	[ "$1" = store ] && [ "$CHUNKS" = hub ] && n=$((n + $(count_bytes hub)))
+	echo "$n"
+}
+# The hub's chunk requests so far (GETs and batched gets), from its metrics.
+hub_requests() {
+	curl -sf "http://127.0.0.1:$HUB_PORT/metrics" | awk '/^zos_hub_requests_total\{.*route="chunks"/ {s += $NF} END {printf "%d\n", s}'
+}
+# Requests the store served (round trips) since set_link: the static server's, plus the hub's.
+store_requests() {
+	local n
+	n=$(curl -sf "http://127.0.0.1:$HTTP_PORT/.mountbench/requests")
+	[ "$CHUNKS" = hub ] && n=$((n + $(hub_requests) - HUB_REQ0))
+	echo "$n"
+}
 
 # ---- zos ----
 zos_has() { "$ZOS" "$@" --help 2>/dev/null | grep -q "^  zos $*"; }
@@ -172,7 +205,7 @@ zmount() {
 	local extra=${5:-}
 	[ "$extra" = notrace ] && extra=""
 	# shellcheck disable=SC2046,SC2086
-	"$ZOS" flist mount "$1" "$2" --store "$STORE_URL/store" --cache "$3" --log "$4" $(mount_flags "${5:-}") $extra >/dev/null
+	"$ZOS" flist mount "$1" "$2" --store "$CHUNK_URL" --cache "$3" --log "$4" $(mount_flags "${5:-}") $extra >/dev/null
 }
 zumount() { "$ZOS" flist umount "$1" 2>/dev/null || "$ZOS" flist umount --lazy "$1"; }
 
@@ -304,6 +337,19 @@ prepare_srv() {
 	wait_port "$HTTP_PORT"
 	wait_port "$API_PORT"
 	proxy_create store "$HTTP_PROXY_PORT" "$HTTP_PORT"
+	case "$CHUNKS" in
+	hub)
+		# The hub's blob backend: a directory whose chunks/ is the bench's dir store.
+		mkdir -p "$OUT/hub" "$SRV/store"
+		ln -sfn "$SRV/store" "$OUT/hub/chunks"
+		"$ZOS" hub serve --data "$OUT/hub" --listen "127.0.0.1:$HUB_PORT" --no-rate-limits --log-level warn 2>"$OUT/hub.log" &
+		PIDS+=($!)
+		wait_port "$HUB_PORT"
+		proxy_create hub "$HUB_PROXY_PORT" "$HUB_PORT"
+		;;
+	static) ;;
+	*) die "CHUNKS=$CHUNKS: hub or static" ;;
+	esac
 }
 
 pack_into_srv() { # SRCDIR NAME
@@ -337,7 +383,7 @@ start_zos() {
 		st=FAIL msg="fetching the flist failed"
 	elif [ "$mode" = trace ] && ! curl -sf -o "$w/big.fl.trace" "$STORE_URL/big.fl.trace"; then
 		st=FAIL msg="fetching the trace failed"
-	elif [ "$mode" = warm ] && ! "$ZOS" flist warm "$w/big.fl" --store "$STORE_URL/store" --cache "$w/cache" >"$w/warm.log" 2>&1; then
+	elif [ "$mode" = warm ] && ! "$ZOS" flist warm "$w/big.fl" --store "$CHUNK_URL" --cache "$w/cache" >"$w/warm.log" 2>&1; then
 		st=FAIL msg="zos flist warm: $(oneline "$w/warm.log")"
 	elif ! zmount "$w/big.fl" "$w/mnt" "$w/cache" "$w/mount.log" "$extra" 2>"$w/err"; then
 		st=FAIL msg="mount: $(oneline "$w/err")"
@@ -670,7 +716,7 @@ if [[ " $PARTS " == *" read "* ]] || [[ " $PARTS " == *" meta "* ]]; then
 	prepare_ext4
 fi
 [ -f "$SRV/big.fl" ] || pack_into_srv "$CORPUS/big" big
-rec part=info tree_bytes="$TREE_BYTES" store_bytes="$(du -sb "$SRV/store" | cut -f1)" \
+rec part=info chunks="$CHUNKS" tree_bytes="$TREE_BYTES" store_bytes="$(du -sb "$SRV/store" | cut -f1)" \
 	tar_bytes="$(stat -c %s "$CORPUS/big.tar")" tarzst_bytes="$(stat -Lc %s "$SRV/big.tar.zst" 2>/dev/null || echo 0)" \
 	fl_bytes="$(stat -c %s "$SRV/big.fl")"
 

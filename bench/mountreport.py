@@ -77,11 +77,14 @@ def main():
 
     w("Run %s on %s cores (zos %s); whole run %ss; load average %s." % (
         a.date, a.cores, a.zos_rev, a.elapsed, a.load))
-    w("MB = 10^6 bytes. Links: the store (or registry) on loopback behind toxiproxy; `100M` = "
-      "%s KB/s shared by all connections, %s ms added to every response; `fast` = the same "
+    served = {"hub": "the chunks served by `zos hub serve` (batched gets), the flists and "
+              "tarballs by a static file server",
+              "static": "the chunks, flists and tarballs served by a static file server"}
+    w("MB = 10^6 bytes. Links: the store (or registry) on loopback behind toxiproxy, %s; "
+      "`100M` = %s KB/s shared by all connections, %s ms added to every response; `fast` = the same "
       "proxy without toxics. Image `big`: %.1f MB of files (tree), big.tar %.1f MB, "
       "big.tar.zst %.1f MB, zos store %.1f MB, flist %.1f KB."
-      % (int(a.rate_kbps), a.latency_ms, tree / MB, info.get("tar_bytes", 0) / MB,
+      % (served.get(info.get("chunks", "static"), "?"), int(a.rate_kbps), a.latency_ms, tree / MB, info.get("tar_bytes", 0) / MB,
          info.get("tarzst_bytes", 0) / MB, info.get("store_bytes", 0) / MB,
          info.get("fl_bytes", 0) / 1e3))
     w("")
@@ -94,8 +97,8 @@ def main():
         w("From nothing on the node to the end of the four commands, run one after the other "
           "in a chroot (runc for the registry path). Ready = when the mount (or the pull, the "
           "unpack) was done. Fetched = bytes through the proxy; share = fetched / tree bytes; "
-          "HTTP requests = requests the store served (zos rows: one per chunk fetched, plus the "
-          "flist and its trace). Speedup (zos rows) = that conventional path's wall time / this row's.")
+          "HTTP requests = requests the store served (zos rows: one per chunk fetched or batch "
+          "of chunks, plus the flist and its trace). Speedup (zos rows) = that conventional path's wall time / this row's.")
         w("")
         w("| path | link | wall s | ready s | python s | gcc s | node s | java s | fetched MB "
           "| share of image | HTTP requests | speedup vs tar | vs tar.zst | vs registry |")
