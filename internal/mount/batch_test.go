@@ -22,6 +22,7 @@ import (
 	"github.com/zosgrid/zos/internal/store/cache"
 	"github.com/zosgrid/zos/internal/store/httpstore"
 	"github.com/zosgrid/zos/internal/store/lru"
+	"github.com/zosgrid/zos/internal/store/router"
 )
 
 // requests counts the GETs and POSTs a store server answers.
@@ -41,19 +42,21 @@ func (c *requests) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 }
 
 // TestBatchedFetches reads files from a real zos store server on loopback,
-// with and without the machine's disk cache in front, and from a static
-// server over the same store: a sequential reader's chunks come several
-// to a request from the zos server (batched gets), one by one from the
-// static one, and the content is the source's either way.
+// with and without the machine's disk cache in front, from two replicas
+// behind a router, and from a static server over the same store: a
+// sequential reader's chunks come several to a request from zos servers
+// (batched gets), one by one from the static one, and the content is the
+// source's either way.
 func TestBatchedFetches(t *testing.T) {
 	src, d, r := packRandom(t, 3, 2<<20)
 	for _, tc := range []struct {
-		name           string
-		static, cached bool
+		name                     string
+		static, cached, replicas bool
 	}{
-		{"zos server", false, false},
-		{"zos server, disk cache", false, true},
-		{"static server", true, false},
+		{"zos server", false, false, false},
+		{"zos server, disk cache", false, true, false},
+		{"two zos servers, router, disk cache", false, true, true},
+		{"static server", true, false, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var h http.Handler = httpstore.Handler(d, httpstore.HandlerOptions{})
@@ -63,8 +66,18 @@ func TestBatchedFetches(t *testing.T) {
 			count := &requests{next: h}
 			srv := httptest.NewServer(count)
 			t.Cleanup(srv.Close)
+			var remote store.Store
 			remote, err := httpstore.New(srv.URL, httpstore.Options{})
 			must(t, err)
+			if tc.replicas {
+				// The second replica counts into the same counters.
+				srv2 := httptest.NewServer(count)
+				t.Cleanup(srv2.Close)
+				remote2, err := httpstore.New(srv2.URL, httpstore.Options{})
+				must(t, err)
+				remote, err = router.New([]router.Route{{Lo: 0x00, Hi: 0xff, Store: remote}, {Lo: 0x00, Hi: 0xff, Store: remote2}})
+				must(t, err)
+			}
 			var st store.Store = remote
 			opt := mount.Options{}
 			if tc.cached {

@@ -66,11 +66,12 @@
 // at a time in one batched read of the store (store.Batcher: the HTTP
 // store's batched get, docs/STORE-HTTP.md) holding one fetch slot; a chunk
 // the batch does not bring is fetched on its own, with the retries below,
-// and a store that cannot batch (a static server, a router) is fetched from
-// one chunk at a time from then on. A read waits for its chunks even when
-// the kernel forwards an interrupt (a read of a regular file must not fail
-// with EINTR); Options.FetchTimeout bounds the wait. Persistent caching of
-// sealed blobs on disk is the store's business (package store/cache).
+// and a store that cannot batch (a static server, a router over such stores)
+// is fetched from one chunk at a time from then on. A read waits for its
+// chunks even when the kernel forwards an interrupt (a read of a regular
+// file must not fail with EINTR); Options.FetchTimeout bounds the wait.
+// Persistent caching of sealed blobs on disk is the store's business
+// (package store/cache).
 //
 // # Read-ahead
 //

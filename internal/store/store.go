@@ -60,8 +60,8 @@ type Store interface {
 }
 
 // Batcher is a Store that can read several blobs in one round trip (the
-// HTTP store's batched get). Decorators (cache, a cache's lease) offer it
-// when the store they wrap does.
+// HTTP store's batched get). Decorators (cache, a cache's lease, the
+// router) offer it when the stores they wrap do.
 type Batcher interface {
 	// GetBatch reads the blobs of ids. It calls fn, from one goroutine at
 	// a time, at most once per index of ids, with what Get would return

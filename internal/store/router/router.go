@@ -81,11 +81,13 @@ type Router struct {
 	// downUntil[i] is when store i's last failure stops holding it back
 	// (unix nanoseconds; 0: healthy).
 	downUntil []atomic.Int64
-	now       func() time.Time
-	repairMu  sync.Mutex // orders repairs.Add against Close's Wait
-	repairs   sync.WaitGroup
-	repaired  atomic.Int64
-	closing   bool
+	// noBatch[i] says store i refused a batched get (a static server).
+	noBatch  []atomic.Bool
+	now      func() time.Time
+	repairMu sync.Mutex // orders repairs.Add against Close's Wait
+	repairs  sync.WaitGroup
+	repaired atomic.Int64
+	closing  bool
 }
 
 // RepairTimeout bounds one background read repair.
@@ -95,8 +97,9 @@ const RepairTimeout = 30 * time.Second
 const DownFor = 30 * time.Second
 
 var (
-	_ store.Store = (*Router)(nil)
-	_ missinger   = (*Router)(nil)
+	_ store.Store   = (*Router)(nil)
+	_ store.Batcher = (*Router)(nil)
+	_ missinger     = (*Router)(nil)
 )
 
 // New returns a router over routes, which must cover every first byte.
@@ -133,6 +136,7 @@ func New(routes []Route) (*Router, error) {
 		return nil, fmt.Errorf("router: no route for IDs starting %s", strings.Join(gaps, ", "))
 	}
 	r.downUntil = make([]atomic.Int64, len(r.stores))
+	r.noBatch = make([]atomic.Bool, len(r.stores))
 	r.now = time.Now
 	return r, nil
 }
@@ -271,6 +275,88 @@ func (r *Router) Get(ctx context.Context, id digest.ID) ([]byte, error) {
 	}
 	return nil, fmt.Errorf("router: chunk %s: no replica served it (%d not found): %w",
 		id.Short(), notFound, errors.Join(errs...))
+}
+
+// batcher returns store si as a Batcher, unless it cannot batch.
+func (r *Router) batcher(si int) (store.Batcher, bool) {
+	b, ok := r.stores[si].(store.Batcher)
+	return b, ok && !r.noBatch[si].Load()
+}
+
+// GetBatch reads each ID from the first store of its read order (a
+// healthy replica before one held back), the IDs of one store in one
+// batch, the stores' batches at once. It delivers what the batches bring
+// and leaves the rest (absent from that store, corrupt there, a failed
+// request, a store that cannot batch) to the caller's Get, which fails
+// over to the other replicas and repairs; it then returns an error saying
+// how many it left. It returns an error wrapping errors.ErrUnsupported
+// when no store can batch.
+func (r *Router) GetBatch(ctx context.Context, ids []digest.ID, fn func(i int, blob []byte, err error)) error {
+	groups := map[int][]int{} // store -> indexes of ids
+	var sis []int
+	for i, id := range ids {
+		si := r.readOrder(id)[0]
+		if _, ok := r.batcher(si); !ok {
+			continue
+		}
+		if groups[si] == nil {
+			sis = append(sis, si)
+		}
+		groups[si] = append(groups[si], i)
+	}
+	if len(sis) == 0 && !r.canBatch() {
+		return fmt.Errorf("router: %w", errors.ErrUnsupported)
+	}
+	var mu sync.Mutex // fn is called from one goroutine at a time
+	delivered := 0
+	var wg sync.WaitGroup
+	for _, si := range sis {
+		b, _ := r.batcher(si)
+		at := groups[si]
+		wg.Go(func() {
+			sub := make([]digest.ID, len(at))
+			for j, i := range at {
+				sub[j] = ids[i]
+			}
+			err := b.GetBatch(ctx, sub, func(j int, blob []byte, err error) {
+				if err != nil {
+					return // Get fails over
+				}
+				mu.Lock()
+				defer mu.Unlock()
+				delivered++
+				fn(at[j], blob, nil)
+			})
+			switch {
+			case errors.Is(err, errors.ErrUnsupported):
+				r.noBatch[si].Store(true)
+			case err != nil && ctx.Err() == nil:
+				r.health(si, err)
+			}
+		})
+	}
+	wg.Wait()
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	switch left := len(ids) - delivered; {
+	case left == 0:
+		return nil
+	case !r.canBatch(): // the last stores that could have just refused
+		return fmt.Errorf("router: %w", errors.ErrUnsupported)
+	default:
+		return fmt.Errorf("router: %d of %d blobs left to single reads", left, len(ids))
+	}
+}
+
+// canBatch says whether some store can batch, as far as the router knows.
+func (r *Router) canBatch() bool {
+	for si := range r.stores {
+		if _, ok := r.batcher(si); ok {
+			return true
+		}
+	}
+	return false
 }
 
 // repair writes blob, verified by the store that served it, back to the

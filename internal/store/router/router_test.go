@@ -441,3 +441,112 @@ func TestMissing(t *testing.T) {
 		t.Fatalf("a failing store: %v", err)
 	}
 }
+
+// getBatcher is a mem store that batches reads, counting its batches; it
+// fails them with fail, or refuses them as a static server would.
+type getBatcher struct {
+	*mem.Store
+	calls       atomic.Int64
+	fail        error
+	unsupported bool
+}
+
+func (b *getBatcher) GetBatch(ctx context.Context, ids []digest.ID, fn func(int, []byte, error)) error {
+	b.calls.Add(1)
+	switch {
+	case b.unsupported:
+		return fmt.Errorf("static: %w", errors.ErrUnsupported)
+	case b.fail != nil:
+		return b.fail
+	}
+	for i, id := range ids {
+		blob, err := b.Store.Get(ctx, id)
+		fn(i, blob, err)
+	}
+	return nil
+}
+
+// TestGetBatch: the router batches each ID's reads to the first store of
+// its read order, delivers what the batches bring and leaves the rest to
+// Get (which fails over and repairs); a failed batch holds its store back,
+// so the next batch goes to the replica; stores that refuse batches make
+// the router refuse them too.
+func TestGetBatch(t *testing.T) {
+	ctx := context.Background()
+	a, b, c := &getBatcher{Store: mem.New()}, &getBatcher{Store: mem.New()}, mem.New()
+	r := must(t, []Route{{0x00, 0xff, a}, {0x00, 0x7f, b}, {0x80, 0xff, c}})
+	clock := time.Unix(1000, 0)
+	r.now = func() time.Time { return clock }
+	var ids []digest.ID
+	blobs := map[digest.ID][]byte{}
+	lost := map[digest.ID]bool{}
+	for i := range 100 {
+		_, id, blob := storetest.Blob(fmt.Sprint("g", i), 100)
+		if err := r.Put(ctx, id, blob); err != nil {
+			t.Fatal(err)
+		}
+		ids, blobs[id] = append(ids, id), blob
+		if i%10 == 0 {
+			a.Delete(ctx, id) // lost by the first replica
+			lost[id] = true
+		}
+	}
+	batch := func() (map[int]bool, error) {
+		got := map[int]bool{}
+		err := r.GetBatch(ctx, ids, func(i int, blob []byte, err error) {
+			if err != nil || !bytes.Equal(blob, blobs[ids[i]]) || got[i] {
+				t.Fatalf("blob %d: %v, delivered before: %v", i, err, got[i])
+			}
+			got[i] = true
+		})
+		return got, err
+	}
+
+	got, err := batch()
+	if err == nil || len(got) != 90 || a.calls.Load() != 1 || b.calls.Load() != 0 {
+		t.Fatalf("first replica lacking 10: %d delivered, %v; batches: a %d, b %d", len(got), err, a.calls.Load(), b.calls.Load())
+	}
+	for i, id := range ids {
+		if got[i] == lost[id] {
+			t.Fatalf("blob %d (lost by a: %v) delivered: %v", i, lost[id], got[i])
+		}
+		if !got[i] { // left to Get: it fails over and repairs a
+			if blob, err := r.Get(ctx, id); err != nil || !bytes.Equal(blob, blobs[id]) {
+				t.Fatalf("Get of blob %d: %v", i, err)
+			}
+		}
+	}
+	r.repairs.Wait()
+	if got, err := batch(); err != nil || len(got) != 100 || a.calls.Load() != 2 {
+		t.Fatalf("after the repair: %d delivered, %v, %d batches of a", len(got), err, a.calls.Load())
+	}
+
+	// A failed batch holds a back: the next goes to b for IDs below 0x80
+	// (c does not batch: the others are left to Get).
+	a.fail = errDown
+	if got, err := batch(); err == nil || len(got) != 0 {
+		t.Fatalf("a failing: %d delivered, %v", len(got), err)
+	}
+	low := 0
+	for _, id := range ids {
+		if id[0] < 0x80 {
+			low++
+		}
+	}
+	got, err = batch()
+	if err == nil || len(got) != low || b.calls.Load() != 1 || a.calls.Load() != 3 {
+		t.Fatalf("a held back: %d delivered (want %d), %v; batches: a %d, b %d", len(got), low, err, a.calls.Load(), b.calls.Load())
+	}
+
+	// A store that refuses batches is not asked again; with no store left
+	// that batches, the router refuses too.
+	static := &getBatcher{Store: mem.New(), unsupported: true}
+	r2 := must(t, []Route{{0x00, 0xff, static}, {0x00, 0xff, mem.New()}})
+	var errs []error
+	for range 3 {
+		errs = append(errs, r2.GetBatch(ctx, ids, func(int, []byte, error) { t.Fatal("a blob from a refused batch") }))
+	}
+	if static.calls.Load() != 1 || !errors.Is(errs[0], errors.ErrUnsupported) || !errors.Is(errs[2], errors.ErrUnsupported) {
+		t.Fatalf("a store refusing batches asked %d times; errors %v", static.calls.Load(), errs)
+	}
+}
