@@ -156,6 +156,7 @@ func (h *Hub) routes() {
 		Allow:    h.allowChunkWriter,
 		Verifier: h.v,
 		Logger:   h.log,
+		Looked:   h.metrics.looked,
 	})
 	m.Handle("/chunks/", http.StripPrefix("/chunks", h.limitChunks(chunks)))
 	m.HandleFunc("GET /healthz", h.healthz)

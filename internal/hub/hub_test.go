@@ -521,3 +521,48 @@ func countChunks(t *testing.T, b *Backend) int {
 	}
 	return n
 }
+
+// TestBatchedGetLookups: the hub counts each ID a batched get answers as
+// a chunk lookup, found or not, as it counts GETs.
+func TestBatchedGetLookups(t *testing.T) {
+	ctx := context.Background()
+	b := dirBackend(t)
+	h := startHub(t, b, nil)
+	_, id, blob := sealed([]byte("a chunk looked up in a batch"))
+	if err := b.Chunks.Put(ctx, id, blob); err != nil {
+		t.Fatal(err)
+	}
+	_, absent1, _ := sealed([]byte("absent 1"))
+	_, absent2, _ := sealed([]byte("absent 2"))
+	st, err := httpstore.New(h.url+"/chunks", httpstore.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	var found, missing int
+	err = st.GetBatch(ctx, []digest.ID{absent1, id, absent2}, func(i int, got []byte, err error) {
+		switch {
+		case err == nil && bytes.Equal(got, blob):
+			found++
+		case errors.Is(err, store.ErrNotFound):
+			missing++
+		default:
+			t.Errorf("ID %d: %v", i, err)
+		}
+	})
+	if err != nil || found != 1 || missing != 2 {
+		t.Fatalf("batched get: %v, %d found, %d missing", err, found, missing)
+	}
+	resp, err := http.Get(h.url + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var m bytes.Buffer
+	m.ReadFrom(resp.Body)
+	resp.Body.Close()
+	for _, want := range []string{`zos_hub_chunk_lookups_total{result="hit"} 1` + "\n", `zos_hub_chunk_lookups_total{result="miss"} 2` + "\n"} {
+		if !strings.Contains(m.String(), want) {
+			t.Errorf("metrics lack %q", want)
+		}
+	}
+}

@@ -47,7 +47,7 @@ func newMetrics() *metrics {
 			Name: "zos_hub_request_bytes_total", Help: "Request body bytes received (as declared), by route.",
 		}, []string{"route"}),
 		chunkLookups: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "zos_hub_chunk_lookups_total", Help: "Chunk GET and HEAD requests by result: hit (200) or miss (404).",
+			Name: "zos_hub_chunk_lookups_total", Help: "Chunk lookups (GET and HEAD requests, IDs of batched gets) by result: hit (found) or miss (not found).",
 		}, []string{"result"}),
 		pushes: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "zos_hub_flist_pushes_total", Help: "Flist pushes and promotes by result: ok, invalid, missing_chunks, refused, busy, error.",
@@ -72,6 +72,15 @@ func newMetrics() *metrics {
 		m.authRefused, m.limited, m.gcRuns, m.gcDeleted, m.gcFreed,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
+}
+
+// looked counts an ID a batched get answered.
+func (m *metrics) looked(found bool) {
+	if found {
+		m.chunkLookups.WithLabelValues("hit").Inc()
+	} else {
+		m.chunkLookups.WithLabelValues("miss").Inc()
+	}
 }
 
 func (m *metrics) handler() http.Handler {

@@ -73,6 +73,9 @@ func (h *handler) getBatch(w http.ResponseWriter, r *http.Request) {
 	lines := make([][]byte, len(frames))
 	n := int64(len(listEnd) + 1)
 	for i := range frames {
+		if h.looked != nil && frames[i].mark != frameCorrupt {
+			h.looked(frames[i].mark == "")
+		}
 		lines[i] = frames[i].line()
 		n += int64(len(lines[i])) + frames[i].size
 	}

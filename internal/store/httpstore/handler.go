@@ -33,6 +33,9 @@ type HandlerOptions struct {
 	Verifier *auth.Verifier
 	// Logger receives server-side failures and refused writes; nil discards.
 	Logger *slog.Logger
+	// Looked, if set, is told of each ID a batched get answered: whether
+	// the blob was there (a GET's or HEAD's outcome shows in its status).
+	Looked func(found bool)
 }
 
 // Handler serves s with zos store protocol v2: public reads, missing and
@@ -41,7 +44,7 @@ type HandlerOptions struct {
 // http.StripPrefix when that is not the root): the handler sees store
 // paths, and checks signatures over the request target as sent.
 func Handler(s store.Store, opts HandlerOptions) http.Handler {
-	h := &handler{s: s, log: opts.Logger, writers: map[key.Public]bool{}, allow: opts.Allow, v: opts.Verifier}
+	h := &handler{s: s, log: opts.Logger, writers: map[key.Public]bool{}, allow: opts.Allow, v: opts.Verifier, looked: opts.Looked}
 	if h.log == nil {
 		h.log = slog.New(slog.DiscardHandler)
 	}
@@ -61,6 +64,7 @@ type handler struct {
 	allow    func(context.Context, key.Public) error
 	v        *auth.Verifier
 	verified verifiedFiles
+	looked   func(found bool)
 }
 
 // missinger is what a backing store offers when it can answer a batched
