@@ -20,6 +20,7 @@ import (
 	"github.com/zosgrid/zos/internal/mount"
 	"github.com/zosgrid/zos/internal/store"
 	"github.com/zosgrid/zos/internal/store/cache"
+	"github.com/zosgrid/zos/internal/store/dir"
 	"github.com/zosgrid/zos/internal/store/httpstore"
 	"github.com/zosgrid/zos/internal/store/lru"
 	"github.com/zosgrid/zos/internal/store/router"
@@ -41,6 +42,33 @@ func (c *requests) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	c.next.ServeHTTP(w, r)
 }
 
+// storeServer serves d on loopback, as a zos store server or (static) a
+// static file server, counting into count (a new one if nil), and returns
+// the counter and a client of the server.
+func storeServer(t *testing.T, d *dir.Store, static bool, count *requests) (*requests, *httpstore.Store) {
+	t.Helper()
+	if count == nil {
+		count = &requests{next: httpstore.Handler(d, httpstore.HandlerOptions{})}
+		if static {
+			count.next = http.FileServer(http.Dir(d.Root()))
+		}
+	}
+	srv := httptest.NewServer(count)
+	t.Cleanup(srv.Close)
+	st, err := httpstore.New(srv.URL, httpstore.Options{})
+	must(t, err)
+	return count, st
+}
+
+// diskCache puts a new lru disk cache in front of remote, as a node
+// mounts: it returns the store to read and the cache's lease.
+func diskCache(t *testing.T, remote store.Store) (store.Store, func(store.Store) (store.Store, func())) {
+	t.Helper()
+	local, err := lru.Open(context.Background(), t.TempDir(), lru.Options{})
+	must(t, err)
+	return cache.New(local, remote), local.Lease
+}
+
 // TestBatchedFetches reads files from a real zos store server on loopback,
 // with and without the machine's disk cache in front, from two replicas
 // behind a router, and from a static server over the same store: a
@@ -59,31 +87,18 @@ func TestBatchedFetches(t *testing.T) {
 		{"static server", true, false, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			var h http.Handler = httpstore.Handler(d, httpstore.HandlerOptions{})
-			if tc.static {
-				h = http.FileServer(http.Dir(d.Root()))
-			}
-			count := &requests{next: h}
-			srv := httptest.NewServer(count)
-			t.Cleanup(srv.Close)
-			var remote store.Store
-			remote, err := httpstore.New(srv.URL, httpstore.Options{})
-			must(t, err)
+			count, first := storeServer(t, d, tc.static, nil)
+			var remote store.Store = first
 			if tc.replicas {
 				// The second replica counts into the same counters.
-				srv2 := httptest.NewServer(count)
-				t.Cleanup(srv2.Close)
-				remote2, err := httpstore.New(srv2.URL, httpstore.Options{})
-				must(t, err)
-				remote, err = router.New([]router.Route{{Lo: 0x00, Hi: 0xff, Store: remote}, {Lo: 0x00, Hi: 0xff, Store: remote2}})
+				_, second := storeServer(t, d, false, count)
+				var err error
+				remote, err = router.New([]router.Route{{Lo: 0x00, Hi: 0xff, Store: first}, {Lo: 0x00, Hi: 0xff, Store: second}})
 				must(t, err)
 			}
-			var st store.Store = remote
-			opt := mount.Options{}
+			st, opt := remote, mount.Options{}
 			if tc.cached {
-				local, err := lru.Open(context.Background(), t.TempDir(), lru.Options{})
-				must(t, err)
-				st, opt.Lease = cache.New(local, remote), local.Lease
+				st, opt.Lease = diskCache(t, remote)
 			}
 			m, mnt := mountImage(t, r, st, opt)
 			var firstPost int64
@@ -132,11 +147,7 @@ func TestBatchedFetchBadChunk(t *testing.T) {
 	rotten[len(rotten)/2] ^= 1
 	must(t, os.WriteFile(d.Path(id), rotten, 0o644))
 
-	count := &requests{next: httpstore.Handler(d, httpstore.HandlerOptions{})}
-	srv := httptest.NewServer(count)
-	t.Cleanup(srv.Close)
-	remote, err := httpstore.New(srv.URL, httpstore.Options{})
-	must(t, err)
+	count, remote := storeServer(t, d, false, nil)
 	var logs logBuffer
 	m, mnt := mountImage(t, r, remote, mount.Options{Logger: slog.New(slog.NewTextHandler(&logs, nil)),
 		FilePrefetch: -1, ReadAhead: -1}) // only the reads' own fetches
@@ -190,21 +201,11 @@ func TestBatchedTracePrefetch(t *testing.T) {
 		{"static server", true, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			var h http.Handler = httpstore.Handler(d, httpstore.HandlerOptions{})
-			if tc.static {
-				h = http.FileServer(http.Dir(d.Root()))
-			}
-			count := &requests{next: h}
-			srv := httptest.NewServer(count)
-			t.Cleanup(srv.Close)
-			remote, err := httpstore.New(srv.URL, httpstore.Options{})
-			must(t, err)
+			count, remote := storeServer(t, d, tc.static, nil)
 			var st store.Store = remote
 			opt := mount.Options{Prefetch: order, PrefetchFetchers: fetchers, ReadAhead: -1, FilePrefetch: -1}
 			if tc.cached {
-				local, err := lru.Open(context.Background(), t.TempDir(), lru.Options{})
-				must(t, err)
-				st, opt.Lease = cache.New(local, remote), local.Lease
+				st, opt.Lease = diskCache(t, remote)
 				opt.StoreKeeps, opt.PrefetchLead = true, 256<<10
 			}
 			m, mnt := mountImage(t, r, st, opt)
@@ -254,11 +255,7 @@ func TestBatchedWarm(t *testing.T) {
 				must(t, os.WriteFile(d.Path(id), bad, 0o644))
 				t.Cleanup(func() { os.WriteFile(d.Path(id), good, 0o644) })
 			}
-			count := &requests{next: httpstore.Handler(d, httpstore.HandlerOptions{})}
-			srv := httptest.NewServer(count)
-			t.Cleanup(srv.Close)
-			remote, err := httpstore.New(srv.URL, httpstore.Options{})
-			must(t, err)
+			count, remote := storeServer(t, d, false, nil)
 			local, err := lru.Open(context.Background(), t.TempDir(), lru.Options{})
 			must(t, err)
 			const workers = 4
