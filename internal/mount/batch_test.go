@@ -283,3 +283,51 @@ func TestBatchedWarm(t *testing.T) {
 		})
 	}
 }
+
+// TestForgedChunkNotCached: a store serves, for one chunk, a blob that
+// passes every check a store can make (its keyed check and its AES-GCM
+// tag, both keyed by the chunk's fingerprint, which the flist publishes)
+// but holds other plaintext. Only the plaintext's fingerprint tells. The
+// read fails with EIO, the node's disk cache does not keep the forgery,
+// and once the store holds the right blob the same mount reads the file.
+// Through a zos server the chunk comes in a batched get, through a static
+// one by a GET of its own: the cache fills on both paths.
+func TestForgedChunkNotCached(t *testing.T) {
+	ctx := context.Background()
+	for _, static := range []bool{false, true} {
+		t.Run(map[bool]string{false: "zos server", true: "static server"}[static], func(t *testing.T) {
+			src, d, r := packRandom(t, 1, 1<<20)
+			_, e, err := r.Lookup("f00")
+			must(t, err)
+			ref := r.Chunks()[r.ChunkAt(e.Offset+e.Size/2)]
+			id := chunk.ID(ref.Sum)
+			good, err := os.ReadFile(d.Path(id))
+			must(t, err)
+			other := bytes.Repeat([]byte("forged "), int(ref.Size)/7+1)[:ref.Size]
+			forged := chunk.NewCodec(0).SealTo(nil, other, ref.Sum)
+			if err := chunk.Check(id, forged); err != nil {
+				t.Fatalf("the forgery fails the store layer's check: %v", err)
+			}
+			must(t, os.WriteFile(d.Path(id), forged, 0o644))
+
+			_, remote := storeServer(t, d, static, nil)
+			local, err := lru.Open(ctx, t.TempDir(), lru.Options{})
+			must(t, err)
+			var logs logBuffer
+			_, mnt := mountImage(t, r, cache.New(local, remote), mount.Options{Lease: local.Lease,
+				Logger: slog.New(slog.NewTextHandler(&logs, nil)), FilePrefetch: -1})
+			file := filepath.Join(mnt, "f00")
+			if _, err := os.ReadFile(file); !errors.Is(err, syscall.EIO) {
+				t.Fatalf("read over a forged chunk: %v, want EIO", err)
+			}
+			if l := logs.String(); !strings.Contains(l, id.String()) || !strings.Contains(l, "BLAKE3") {
+				t.Fatalf("the failure does not name chunk %s and its mismatch:\n%s", id, l)
+			}
+			if _, err := local.Get(ctx, id); !errors.Is(err, store.ErrNotFound) {
+				t.Fatalf("the disk cache kept the forged blob: Get = %v, want not found", err)
+			}
+			must(t, os.WriteFile(d.Path(id), good, 0o644)) // repaired
+			checkFile(t, mnt, src, "f00")
+		})
+	}
+}

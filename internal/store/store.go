@@ -74,6 +74,18 @@ type Batcher interface {
 	GetBatch(ctx context.Context, ids []digest.ID, fn func(i int, blob []byte, err error)) error
 }
 
+// Dropper is a Store that keeps copies of the blobs it serves (a cache,
+// or a cache's lease) and drops its copy of one on request. A reader asks
+// it when a blob passed the store layer's check but not the chunk layer's
+// (its plaintext's fingerprint): only a forgery does, since the keyed
+// check and the cipher's tag are both keyed by the fingerprint, which an
+// flist publishes. Without the drop, the copy would serve the forgery
+// after its origin is repaired.
+type Dropper interface {
+	// Drop removes the local copy of id, if any; the origin keeps its own.
+	Drop(ctx context.Context, id digest.ID)
+}
+
 // Verify runs chunk.Check on a blob that s served under id, naming s in the
 // error. Backends call it in Get before returning a blob.
 func Verify(s fmt.Stringer, id digest.ID, blob []byte) error {
@@ -125,8 +137,13 @@ func open(ctx context.Context, s Store, c *chunk.Codec, ref chunk.Ref, blob []by
 	})
 	if err != nil {
 		var inv *chunk.Invalid
-		if errors.As(err, &inv) && inv.Store == "" {
-			inv.Store = s.String()
+		if errors.As(err, &inv) {
+			if inv.Store == "" {
+				inv.Store = s.String()
+			}
+			if d, ok := s.(Dropper); ok && inv.ID == chunk.ID(ref.Sum) {
+				d.Drop(ctx, inv.ID) // not a base's failure: that one dropped its own
+			}
 		}
 		return nil, 0, err
 	}

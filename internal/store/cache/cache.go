@@ -212,6 +212,11 @@ func (s *Store) GetBatch(ctx context.Context, ids []digest.ID, fn func(i int, bl
 	})
 }
 
+var _ store.Dropper = (*Store)(nil)
+
+// Drop deletes the local copy of id (store.Dropper), leaving the remote's.
+func (s *Store) Drop(ctx context.Context, id digest.ID) { s.local.Delete(ctx, id) }
+
 // Has reports whether either store has id.
 func (s *Store) Has(ctx context.Context, id digest.ID) (bool, error) {
 	if ok, err := s.local.Has(ctx, id); ok && err == nil {

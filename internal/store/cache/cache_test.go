@@ -230,6 +230,37 @@ func TestRemoteRotNotCached(t *testing.T) {
 	}
 }
 
+// TestForgeryDropped: a remote blob that passes the store layer's check
+// but not the chunk layer's (other plaintext sealed under the chunk's
+// fingerprint) fails store.Fetch, which drops the cache's copy, so the
+// next Fetch asks the remote again and succeeds once it is repaired.
+func TestForgeryDropped(t *testing.T) {
+	ctx := context.Background()
+	local, remote := mem.New(), &counting{Store: mem.New()}
+	c := New(local, remote)
+	ref, id, good := storetest.Blob("forged", 4000)
+	codec := chunk.NewCodec(0)
+	forged := codec.SealTo(nil, bytes.Repeat([]byte{'x'}, 4000), ref.Sum)
+	if err := chunk.Check(id, forged); err != nil {
+		t.Fatalf("the forgery fails the store layer's check: %v", err)
+	}
+	remote.Store.Corrupt(id, forged)
+	if _, err := store.Fetch(ctx, c, codec, ref); !errors.Is(err, chunk.ErrMismatch) {
+		t.Fatalf("Fetch of a forgery: %v, want a mismatch", err)
+	}
+	if local.Len() != 0 {
+		t.Fatal("the forgery stayed in the cache")
+	}
+	remote.Store.Corrupt(id, good) // repaired
+	got, err := store.Fetch(ctx, c, codec, ref)
+	if err != nil || len(got) != int(ref.Size) {
+		t.Fatalf("Fetch after repair: %v", err)
+	}
+	if n := remote.gets.Load(); n != 2 {
+		t.Fatalf("%d remote Gets, want 2 (the forgery, then the repaired blob)", n)
+	}
+}
+
 func TestWriteThrough(t *testing.T) {
 	ctx := context.Background()
 	local, remote := mem.New(), mem.New()

@@ -167,6 +167,13 @@ func (l *lease) GetBatch(ctx context.Context, ids []digest.ID, fn func(i int, bl
 	return b.GetBatch(ctx, ids, fn)
 }
 
+// Drop passes on to the viewed store, when it keeps copies (a cache).
+func (l *lease) Drop(ctx context.Context, id digest.ID) {
+	if d, ok := l.Store.(store.Dropper); ok {
+		d.Drop(ctx, id)
+	}
+}
+
 func (l *lease) Put(ctx context.Context, id digest.ID, blob []byte) error {
 	l.pin(id)
 	return l.Store.Put(ctx, id, blob)
