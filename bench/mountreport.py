@@ -177,7 +177,9 @@ def main():
           "over the whole file for a fixed time, except on a cold mount: a fixed number of reads "
           "(%s), most of which miss (later reads would find their chunk cached). MB/s counts file bytes read; wire MB/s counts "
           "bytes through the proxy over the same time (chunks are compressed). ext4 = a "
-          "loop-mounted ext4 image (direct I/O to the backing file) on this machine's disk."
+          "loop-mounted ext4 image (direct I/O to the backing file) on this machine's disk. "
+          "Right before the link's GET and before each cold zos read the store server's copy was "
+          "read into its page cache, so that neither measures the server's disk."
           % ("the time limit, first", a.cold_rand_ios))
         if pack:
             w("The file: distinct corpus files concatenated; packed: %s." % esc(pack.get("msg", "").strip()))
@@ -209,7 +211,7 @@ def main():
             w("| %s | %s |" % (label, " | ".join(cells)))
         for link in ("fast", "100M"):
             if link in linkbw:
-                w("| the link itself (%s): one HTTP GET of the raw file | %.1f | | | | | | |"
+                w("| the link itself (%s): one HTTP GET of the raw file (the server's copy in memory) | %.1f | | | | | | |"
                   % (links[link], linkbw[link] / MB))
         w("")
         whole = next((r for r in recs if r["part"] == "read" and r.get("row") == "whole"), None)
