@@ -76,11 +76,12 @@ type Batcher interface {
 
 // Dropper is a Store that keeps copies of the blobs it serves (a cache,
 // or a cache's lease) and drops its copy of one on request. A reader asks
-// it when a blob passed the store layer's check but not the chunk layer's
-// (its plaintext's fingerprint): only a forgery does, since the keyed
-// check and the cipher's tag are both keyed by the fingerprint, which an
-// flist publishes. Without the drop, the copy would serve the forgery
-// after its origin is repaired.
+// it when a blob passed the store layer's check but not the chunk layer's:
+// a forgery does (the keyed check and the cipher's tag are both keyed by
+// the fingerprint, which an flist publishes, so only the plaintext's
+// fingerprint tells), and so does a delta stored deeper than the reader
+// allows, whose dropped copy only costs a fetch. Without the drop, the
+// copy would serve a forgery after its origin is repaired.
 type Dropper interface {
 	// Drop removes the local copy of id, if any; the origin keeps its own.
 	Drop(ctx context.Context, id digest.ID)
