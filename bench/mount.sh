@@ -530,7 +530,7 @@ fio_read() {
 # warm_server PATH: read what the store server will send (a file or a directory under $SRV)
 # into the page cache, so that a GET of it or a cold mount over it measures the link and the
 # client, not the server's disk. This VM drops idle page cache within a minute, and its disk
-# reads a file at 400-470 MB/s, about what the unthrottled proxy moves.
+# reads a file at 400-600 MB/s, about what the unthrottled proxy moves.
 warm_server() { find -L "$SRV/$1" -type f -print0 | xargs -0 cat >/dev/null; }
 
 # read_rec ROW LINK MODE fio-args...: one fio measurement recorded.
