@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -193,6 +194,10 @@ registries unless --insecure.`,
 					bar.Set64(s.Bytes)
 				}
 			}
+			if opt.Workers <= 0 {
+				opt.Workers = 2 * runtime.GOMAXPROCS(0) // pack's default, fixed before morePs
+			}
+			morePs()
 			var fl []byte
 			var stats pack.Stats
 			if image {
@@ -696,4 +701,17 @@ func checkChunks(ctx context.Context, r *flist.Reader, st store.Store, workers i
 		}()
 	}
 	wg.Wait()
+}
+
+// morePs gives the Go scheduler one P more than it has (unless the user
+// set GOMAXPROCS). A pack has one streamer goroutine that reads and cuts
+// the tree for all the sealing workers; with one P per CPU it waits for a
+// P while the workers hold them (packing big on 2 cores, it waited 0.7 s
+// of 2.4 s) and the workers then wait for it. With one P more the kernel
+// shares the CPUs among them: 5% less wall time on big, with the same CPU
+// time (docs/BENCHMARKS.md, session 15).
+func morePs() {
+	if os.Getenv("GOMAXPROCS") == "" {
+		runtime.GOMAXPROCS(runtime.GOMAXPROCS(0) + 1)
+	}
 }
