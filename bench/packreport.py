@@ -77,6 +77,7 @@ def main():
     ap.add_argument("--elapsed", default="")
     ap.add_argument("--reps", default="")
     ap.add_argument("--load", default="")
+    ap.add_argument("--outfs", default="")
     a = ap.parse_args()
     best = load(a.results)
     out = []
@@ -86,6 +87,8 @@ def main():
     w("")
     w("Run %s on %s cores (zos --workers %s, zos %s); whole run %ss; load average at the end: %s."
       % (a.date, a.cores, a.workers, a.zos_rev, a.elapsed, a.load))
+    if a.outfs:
+        w("Every tool wrote its store to %s (bench/pack.sh: OUTFS)." % a.outfs)
     w("MB = 10^6 bytes. Tree bytes = sum of regular-file sizes, each inode once (`du -sb`, which also counts directories, gives about 1%% more). Store = apparent bytes of the files "
       "a tool writes as its content store (for mksquashfs and tar|zstd: the image / archive); "
       "metadata = index files (.fl, .caidx). Wall and CPU (user+sys) are summed over the trees "
