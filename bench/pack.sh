@@ -174,7 +174,7 @@ ext4)
 	[ "$(id -u)" = 0 ] || die "OUTFS=ext4 needs root to mount a loop device (or OUTFS=dir)"
 	outfs_down
 	rm -rf "${OUT:?}/run" "$OUT"/failed-* "$OUT"/zos-*.summary
-	truncate -s 40G "$OUTIMG" # sparse: a whole run writes about 10 GB
+	truncate -s 40G "$OUTIMG" # sparse: blocks are taken only as the tools write
 	mkfs.ext4 -q -F "$OUTIMG"
 	mkdir -p "$OUT/run"
 	mount "$(losetup --direct-io=on -f --show "$OUTIMG")" "$OUT/run"
