@@ -99,6 +99,7 @@ const DownFor = 30 * time.Second
 var (
 	_ store.Store   = (*Router)(nil)
 	_ store.Batcher = (*Router)(nil)
+	_ store.Dropper = (*Router)(nil)
 	_ missinger     = (*Router)(nil)
 )
 
@@ -450,6 +451,19 @@ func (r *Router) Put(ctx context.Context, id digest.ID, blob []byte) error {
 // Delete removes id from every store whose range holds it.
 func (r *Router) Delete(ctx context.Context, id digest.ID) error {
 	return r.each(id, func(s store.Store) error { return s.Delete(ctx, id) })
+}
+
+// Drop passes on to every store of id that keeps copies (store.Dropper: a
+// cache in a route), so that a forgery a cache took in is not served again
+// once its origin is repaired. The router cannot tell which replica served
+// the blob, so each drops its copy; origins, which are not Droppers, keep
+// theirs.
+func (r *Router) Drop(ctx context.Context, id digest.ID) {
+	for _, si := range r.of(id) {
+		if d, ok := r.stores[si].(store.Dropper); ok {
+			d.Drop(ctx, id)
+		}
+	}
 }
 
 // List lists every store once and reports each ID once. An ID a store holds

@@ -550,3 +550,35 @@ func TestGetBatch(t *testing.T) {
 		t.Fatalf("a store refusing batches asked %d times; errors %v", static.calls.Load(), errs)
 	}
 }
+
+// keeper is a cache in a route: a mem store that drops its copy on request.
+type keeper struct{ *mem.Store }
+
+func (k keeper) Drop(ctx context.Context, id digest.ID) { k.Delete(ctx, id) }
+
+// A forgery that a cache in a route took in (it passes the store layer's
+// check: only the plaintext's fingerprint tells) is dropped from it, so the
+// next read reaches a good replica instead of the same forgery.
+func TestDropReachesCacheInRoute(t *testing.T) {
+	ctx := context.Background()
+	ref, id, good := storetest.Blob("forged", 4000)
+	codec := chunk.NewCodec(0)
+	forged := codec.SealTo(nil, bytes.Repeat([]byte{'x'}, 4000), ref.Sum)
+	cached, origin := keeper{mem.New()}, mem.New()
+	cached.Corrupt(id, forged)
+	origin.Corrupt(id, good)
+	r := must(t, []Route{{0x00, 0xff, cached}, {0x00, 0xff, origin}})
+	if _, err := store.Fetch(ctx, r, codec, ref); !errors.Is(err, chunk.ErrMismatch) {
+		t.Fatalf("Fetch of a forgery: %v, want a mismatch", err)
+	}
+	if ok, _ := cached.Has(ctx, id); ok {
+		t.Fatal("the cache in the route still holds the forgery")
+	}
+	if ok, _ := origin.Has(ctx, id); !ok {
+		t.Fatal("the drop reached the origin, which is no Dropper")
+	}
+	got, err := store.Fetch(ctx, r, codec, ref)
+	if err != nil || len(got) != int(ref.Size) {
+		t.Fatalf("Fetch after the drop: %v", err)
+	}
+}
