@@ -32,6 +32,12 @@
 // by being read, without a scrub. Close waits for repairs under way;
 // Repaired counts those that succeeded.
 //
+// Verified here means the store layer's keyed check, which a forgery
+// passes (store.Dropper): only the reader, opening the blob, can tell. A
+// reader that finds the blob forged calls Drop, and the router takes the
+// blob back from the replicas a recent repair wrote it to, and stops
+// writing it to the others.
+//
 // # Writes
 //
 // Put and Delete go to every store of the ID, concurrently, and succeed
@@ -84,11 +90,28 @@ type Router struct {
 	// noBatch[i] says store i refused a batched get (a static server).
 	noBatch  []atomic.Bool
 	now      func() time.Time
-	repairMu sync.Mutex // orders repairs.Add against Close's Wait
+	repairMu sync.Mutex // orders repairs.Add against Close's Wait; guards jobs, done
 	repairs  sync.WaitGroup
 	repaired atomic.Int64
 	closing  bool
+	// jobs are the running and the last keepRepairs finished read repairs,
+	// by ID, so that Drop can undo one; done lists the finished, oldest first.
+	jobs map[digest.ID]*repairJob
+	done []*repairJob
 }
+
+// repairJob is one read repair of id: the replicas it has written the blob
+// to, and whether a reader has since found the blob forged (Drop).
+type repairJob struct {
+	id      digest.ID
+	written []int
+	dropped bool
+}
+
+// keepRepairs is how many finished repairs Drop can still undo: a reader
+// drops a forgery right after Get returns it, while or just after its
+// repair runs.
+const keepRepairs = 256
 
 // RepairTimeout bounds one background read repair.
 const RepairTimeout = 30 * time.Second
@@ -139,6 +162,7 @@ func New(routes []Route) (*Router, error) {
 	r.downUntil = make([]atomic.Int64, len(r.stores))
 	r.noBatch = make([]atomic.Bool, len(r.stores))
 	r.now = time.Now
+	r.jobs = map[digest.ID]*repairJob{}
 	return r, nil
 }
 
@@ -372,25 +396,59 @@ func (r *Router) repair(id digest.ID, blob []byte, lacking, rotten []int) {
 		return
 	}
 	b := append([]byte(nil), blob...) // the caller owns blob
+	job := &repairJob{id: id}
+	r.jobs[id] = job
 	r.repairs.Add(1)
 	go func() {
 		defer r.repairs.Done()
 		ctx, cancel := context.WithTimeout(context.Background(), RepairTimeout)
 		defer cancel()
 		for _, si := range rotten {
-			if r.stores[si].Delete(ctx, id) != nil {
-				continue
-			}
-			if r.stores[si].Put(ctx, id, b) == nil {
-				r.repaired.Add(1)
+			if !r.dropped(job) && r.stores[si].Delete(ctx, id) == nil {
+				r.write(ctx, job, si, b)
 			}
 		}
 		for _, si := range lacking {
-			if r.stores[si].Put(ctx, id, b) == nil {
-				r.repaired.Add(1)
+			if !r.dropped(job) {
+				r.write(ctx, job, si, b)
+			}
+		}
+		r.repairMu.Lock()
+		defer r.repairMu.Unlock()
+		r.done = append(r.done, job)
+		if len(r.done) > keepRepairs {
+			old := r.done[0]
+			r.done = r.done[1:]
+			if r.jobs[old.id] == old {
+				delete(r.jobs, old.id)
 			}
 		}
 	}()
+}
+
+func (r *Router) dropped(job *repairJob) bool {
+	r.repairMu.Lock()
+	defer r.repairMu.Unlock()
+	return job.dropped
+}
+
+// write puts a repair's blob to store si and records it, or takes it back
+// if the blob was dropped meanwhile.
+func (r *Router) write(ctx context.Context, job *repairJob, si int, b []byte) {
+	if r.stores[si].Put(ctx, job.id, b) != nil {
+		return
+	}
+	r.repairMu.Lock()
+	dropped := job.dropped
+	if !dropped {
+		job.written = append(job.written, si)
+	}
+	r.repairMu.Unlock()
+	if dropped {
+		r.stores[si].Delete(ctx, job.id)
+		return
+	}
+	r.repaired.Add(1)
 }
 
 // Repaired returns how many replica copies read repair has written.
@@ -457,8 +515,20 @@ func (r *Router) Delete(ctx context.Context, id digest.ID) error {
 // cache in a route), so that a forgery a cache took in is not served again
 // once its origin is repaired. The router cannot tell which replica served
 // the blob, so each drops its copy; origins, which are not Droppers, keep
-// theirs.
+// theirs. It also undoes a recent read repair of id (the blob it wrote was
+// the one the reader found forged): what the repair wrote is deleted, and
+// what it has not written yet is not.
 func (r *Router) Drop(ctx context.Context, id digest.ID) {
+	r.repairMu.Lock()
+	var undo []int
+	if job := r.jobs[id]; job != nil {
+		job.dropped = true
+		undo, job.written = job.written, nil
+	}
+	r.repairMu.Unlock()
+	for _, si := range undo {
+		r.stores[si].Delete(ctx, id)
+	}
 	for _, si := range r.of(id) {
 		if d, ok := r.stores[si].(store.Dropper); ok {
 			d.Drop(ctx, id)

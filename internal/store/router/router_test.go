@@ -582,3 +582,40 @@ func TestDropReachesCacheInRoute(t *testing.T) {
 		t.Fatalf("Fetch after the drop: %v", err)
 	}
 }
+
+// A forgery one replica served is not left behind by read repair in the
+// replica that lacked the chunk, once the reader finds it forged: the
+// repair's copy is taken back, whether the drop came before or after it.
+func TestDropUndoesRepair(t *testing.T) {
+	ctx := context.Background()
+	ref, id, _ := storetest.Blob("forged", 4000)
+	codec := chunk.NewCodec(0)
+	forged := codec.SealTo(nil, bytes.Repeat([]byte{'x'}, 4000), ref.Sum)
+	for _, wait := range []bool{false, true} {
+		empty, bad := mem.New(), mem.New()
+		bad.Corrupt(id, forged)
+		r := must(t, []Route{{0x00, 0xff, empty}, {0x00, 0xff, bad}})
+		blob, err := r.Get(ctx, id) // empty lacks it: bad serves it, empty is repaired
+		if err != nil {
+			t.Fatal(err)
+		}
+		if wait {
+			r.repairs.Wait() // the repair wrote the forgery before the drop
+			if ok, _ := empty.Has(ctx, id); !ok {
+				t.Fatal("read repair did not write the served blob")
+			}
+		}
+		if _, err := store.Open(ctx, r, codec, ref, blob); !errors.Is(err, chunk.ErrMismatch) {
+			t.Fatalf("Open of a forgery: %v, want a mismatch", err)
+		}
+		if err := r.Close(); err != nil {
+			t.Fatal(err)
+		}
+		if ok, _ := empty.Has(ctx, id); ok {
+			t.Fatalf("repair written before the drop %v: the forgery stayed in the replica read repair wrote it to", wait)
+		}
+		if ok, _ := bad.Has(ctx, id); !ok {
+			t.Fatal("the drop deleted the serving replica's copy, which no repair wrote")
+		}
+	}
+}
