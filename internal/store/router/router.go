@@ -517,7 +517,10 @@ func (r *Router) Delete(ctx context.Context, id digest.ID) error {
 // the blob, so each drops its copy; origins, which are not Droppers, keep
 // theirs. It also undoes a recent read repair of id (the blob it wrote was
 // the one the reader found forged): what the repair wrote is deleted, and
-// what it has not written yet is not.
+// what it has not written yet is not. Undoing a repair of a good blob (a
+// drop for another reason, or of another Get's blob) only leaves those
+// replicas lacking the chunk, as before the repair, for the next read to
+// repair again.
 func (r *Router) Drop(ctx context.Context, id digest.ID) {
 	r.repairMu.Lock()
 	var undo []int
