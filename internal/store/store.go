@@ -75,7 +75,9 @@ type Batcher interface {
 }
 
 // Dropper is a Store that keeps copies of the blobs it serves (a cache,
-// or a cache's lease) and drops its copy of one on request. A reader asks
+// or a cache's lease) and drops its copy of one on request; a router
+// passes the request on to the caches in its routes and takes back what
+// its read repair wrote from the blob. A reader asks
 // it when a blob passed the store layer's check but not the chunk layer's:
 // a forgery does (the keyed check and the cipher's tag are both keyed by
 // the fingerprint, which an flist publishes, so only the plaintext's
@@ -83,7 +85,8 @@ type Batcher interface {
 // allows, whose dropped copy only costs a fetch. Without the drop, the
 // copy would serve a forgery after its origin is repaired.
 type Dropper interface {
-	// Drop removes the local copy of id, if any; the origin keeps its own.
+	// Drop removes the local copy of id, if any; the origin keeps its own
+	// (a router's origins only lose the copies its repair wrote).
 	Drop(ctx context.Context, id digest.ID)
 }
 

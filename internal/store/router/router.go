@@ -404,14 +404,10 @@ func (r *Router) repair(id digest.ID, blob []byte, lacking, rotten []int) {
 		ctx, cancel := context.WithTimeout(context.Background(), RepairTimeout)
 		defer cancel()
 		for _, si := range rotten {
-			if !r.dropped(job) && r.stores[si].Delete(ctx, id) == nil {
-				r.write(ctx, job, si, b)
-			}
+			r.write(ctx, job, si, b, true)
 		}
 		for _, si := range lacking {
-			if !r.dropped(job) {
-				r.write(ctx, job, si, b)
-			}
+			r.write(ctx, job, si, b, false)
 		}
 		r.repairMu.Lock()
 		defer r.repairMu.Unlock()
@@ -426,20 +422,21 @@ func (r *Router) repair(id digest.ID, blob []byte, lacking, rotten []int) {
 	}()
 }
 
-func (r *Router) dropped(job *repairJob) bool {
+// write puts a repair's blob to store si (deleting its rotten copy first)
+// and records it, unless the blob was dropped before, and takes it back if
+// it was dropped meanwhile.
+func (r *Router) write(ctx context.Context, job *repairJob, si int, b []byte, rotten bool) {
 	r.repairMu.Lock()
-	defer r.repairMu.Unlock()
-	return job.dropped
-}
-
-// write puts a repair's blob to store si and records it, or takes it back
-// if the blob was dropped meanwhile.
-func (r *Router) write(ctx context.Context, job *repairJob, si int, b []byte) {
+	dropped := job.dropped
+	r.repairMu.Unlock()
+	if dropped || rotten && r.stores[si].Delete(ctx, job.id) != nil {
+		return
+	}
 	if r.stores[si].Put(ctx, job.id, b) != nil {
 		return
 	}
 	r.repairMu.Lock()
-	dropped := job.dropped
+	dropped = job.dropped
 	if !dropped {
 		job.written = append(job.written, si)
 	}
