@@ -76,12 +76,20 @@ func flistStores(ctx context.Context, r *flist.Reader, flags []string, k *key.Se
 
 // writeFileAtomic writes data to path through a temporary file and rename.
 func writeFileAtomic(path string, data []byte) error {
+	return writeFileWith(path, func(w io.Writer) error {
+		_, err := w.Write(data)
+		return err
+	})
+}
+
+// writeFileWith is writeFileAtomic for contents that write writes.
+func writeFileWith(path string, write func(io.Writer) error) error {
 	dir := filepath.Dir(path)
 	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-")
 	if err != nil {
 		return err
 	}
-	_, err = f.Write(data)
+	err = write(f)
 	if err == nil {
 		err = f.Sync()
 	}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -36,6 +37,8 @@ type mountFlags struct {
 	upper         string
 	trace         string
 	noTrace       bool
+	bundle        string
+	noBundle      bool
 	noLoader      bool
 	prefetchers   int
 	fetchers      int
@@ -72,7 +75,12 @@ image mounted read-only at DIR/lower. Changes persist across mounts.
 
 A trace recorded by 'zos flist trace' (FL.trace beside the flist, or --trace
 FILE) makes the mount fetch the chunks it lists in the background, in order,
-from mount time on; reads always come first.`,
+from mount time on; reads always come first.
+
+A start bundle built with the trace (FL.bundle beside the flist, or --bundle
+FILE or URL) carries only the bytes the traced run read, each verified against
+the flist: the mount streams it from mount time on and serves those reads from
+it, then fetches the chunks it lists whole (docs/BUNDLE.md).`,
 		Args: usageArgs(2, "FL and MNT"),
 		RunE: func(c *cobra.Command, args []string) error {
 			if f.rw != (f.upper != "") {
@@ -80,6 +88,9 @@ from mount time on; reads always come first.`,
 			}
 			if f.trace != "" && f.noTrace {
 				return &exitError{exitUsage, errors.New("--trace and --no-trace exclude each other")}
+			}
+			if f.bundle != "" && (f.noBundle || f.noTrace) {
+				return &exitError{exitUsage, errors.New("--bundle excludes --no-bundle and --no-trace (a bundle needs its trace)")}
 			}
 			if !f.foreground {
 				return mountBackground(c, args, f)
@@ -100,6 +111,8 @@ from mount time on; reads always come first.`,
 	fl.StringVar(&f.upper, "upper", "", "directory holding the writable layer's changes (with --rw)")
 	fl.StringVar(&f.trace, "trace", "", "prefetch the chunks this trace lists (default: FL.trace if it exists)")
 	fl.BoolVar(&f.noTrace, "no-trace", false, "do not prefetch by trace, even if FL.trace exists")
+	fl.StringVar(&f.bundle, "bundle", "", "stream this start bundle, a file or an http(s) URL (default: FL.bundle if it exists)")
+	fl.BoolVar(&f.noBundle, "no-bundle", false, "do not use a start bundle, even if FL.bundle exists")
 	fl.IntVar(&f.fetchers, "fetchers", 0, "chunk fetches in flight at once, for reads and read-ahead (default 32; a link's bandwidth x latency needs bandwidth x RTT / chunk size of them)")
 	fl.IntVar(&f.prefetchers, "prefetch-fetchers", 0, "chunks the trace prefetch fetches at once (default 16; reads always get a free fetch slot first)")
 	fl.StringVar(&f.filePrefetch, "file-prefetch", "", "on a file's first read, fetch up to this much of it in the background (e.g. 16M; 0 disables; default 64M, or 0 when a trace is used)")
@@ -185,7 +198,15 @@ func mountForeground(c *cobra.Command, args []string, f mountFlags) (err error) 
 			filePrefetch = -1 // off
 		}
 	}
-	prefetch, err := loadTrace(args[0], f.trace, f.noTrace, r, logger)
+	trace, err := loadTrace(args[0], f.trace, f.noTrace, r, logger)
+	if err != nil {
+		return err
+	}
+	var prefetch []uint32
+	if trace != nil {
+		prefetch = trace.Chunks
+	}
+	bundle, err := loadBundle(args[0], f.bundle, f.noBundle, trace, logger)
 	if err != nil {
 		return err
 	}
@@ -228,6 +249,8 @@ func mountForeground(c *cobra.Command, args []string, f mountFlags) (err error) 
 		Upper:            f.upper,
 		FetchTimeout:     f.fetchTimeout,
 		Prefetch:         prefetch,
+		PrefetchExact:    trace != nil && trace.Ranges != nil,
+		Bundle:           bundle,
 		PrefetchFetchers: f.prefetchers,
 		Fetchers:         f.fetchers,
 		FilePrefetch:     filePrefetch,
@@ -296,7 +319,7 @@ func tracePath(fl string) string { return fl + ".trace" }
 // or of FL.trace if it exists and path is empty. A trace named on the
 // command line must fit the flist; a default one that does not is logged
 // and ignored (it may be left over from an older image).
-func loadTrace(fl, path string, none bool, r *flist.Reader, logger *slog.Logger) ([]uint32, error) {
+func loadTrace(fl, path string, none bool, r *flist.Reader, logger *slog.Logger) (*mount.Trace, error) {
 	if none {
 		return nil, nil
 	}
@@ -318,8 +341,64 @@ func loadTrace(fl, path string, none bool, r *flist.Reader, logger *slog.Logger)
 		logger.Warn("ignoring the trace beside the flist", "err", err)
 		return nil, nil
 	}
-	logger.Info("prefetching by trace", "trace", path, "chunks", len(t.Chunks))
-	return t.Chunks, nil
+	logger.Info("prefetching by trace", "trace", path, "chunks", len(t.Chunks), "ranges", t.Ranges != nil)
+	return t, nil
+}
+
+// bundlePath is where the start bundle of the flist at fl lives by default.
+func bundlePath(fl string) string { return fl + ".bundle" }
+
+func isURL(s string) bool { return strings.HasPrefix(s, "http://") || strings.HasPrefix(s, "https://") }
+
+// loadBundle returns the start bundle to stream: src (a file or an
+// http(s) URL), or FL.bundle if it exists and src is empty. A bundle
+// needs its version-2 trace: one named on the command line without it is
+// refused; a default one is then ignored. Its contents are checked as it
+// streams (a bad one costs only the fetches it does not save).
+func loadBundle(fl, src string, none bool, t *mount.Trace, logger *slog.Logger) (*mount.Bundle, error) {
+	if none {
+		return nil, nil
+	}
+	explicit := src != ""
+	if !explicit {
+		src = bundlePath(fl)
+		if _, err := os.Stat(src); err != nil {
+			return nil, nil
+		}
+	}
+	if t == nil || t.Ranges == nil {
+		if explicit {
+			return nil, &exitError{exitUsage, errors.New("--bundle needs the version-2 trace it was built from (FL.trace or --trace, recorded by this zos)")}
+		}
+		logger.Warn("ignoring the bundle beside the flist: no version-2 trace to go with it", "bundle", src)
+		return nil, nil
+	}
+	b := &mount.Bundle{Trace: t, Source: src}
+	if isURL(src) {
+		b.Open = func(ctx context.Context) (io.ReadCloser, error) { return httpStream(ctx, src) }
+	} else {
+		b.Open = func(context.Context) (io.ReadCloser, error) { return os.Open(src) }
+	}
+	logger.Info("streaming start bundle", "bundle", src)
+	return b, nil
+}
+
+// httpStream GETs url and returns its body, or an error for any status
+// but 200.
+func httpStream(ctx context.Context, url string) (io.ReadCloser, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	if resp.StatusCode != http.StatusOK {
+		resp.Body.Close()
+		return nil, fmt.Errorf("GET %s: %s", url, resp.Status)
+	}
+	return resp.Body, nil
 }
 
 func openLog(path string) (*os.File, error) {
@@ -373,6 +452,13 @@ func mountBackground(c *cobra.Command, args []string, f mountFlags) error {
 	if f.trace != "" {
 		cargs = append(cargs, "--trace", abs(f.trace))
 	}
+	if f.bundle != "" {
+		b := f.bundle
+		if !isURL(b) {
+			b = abs(b)
+		}
+		cargs = append(cargs, "--bundle", b)
+	}
 	cargs = append(cargs, "--fetch-timeout", f.fetchTimeout.String())
 	if f.filePrefetch != "" {
 		cargs = append(cargs, "--file-prefetch", f.filePrefetch)
@@ -386,7 +472,7 @@ func mountBackground(c *cobra.Command, args []string, f mountFlags) error {
 	if f.prefetchers > 0 {
 		cargs = append(cargs, "--prefetch-fetchers", strconv.Itoa(f.prefetchers))
 	}
-	for flag, on := range map[string]bool{"--debug": f.debug, "--nodev": f.noDev, "--nosuid": f.noSUID, "--rw": f.rw, "--no-trace": f.noTrace, "--no-loader-prefetch": f.noLoader} {
+	for flag, on := range map[string]bool{"--debug": f.debug, "--nodev": f.noDev, "--nosuid": f.noSUID, "--rw": f.rw, "--no-trace": f.noTrace, "--no-bundle": f.noBundle, "--no-loader-prefetch": f.noLoader} {
 		if on {
 			cargs = append(cargs, flag)
 		}

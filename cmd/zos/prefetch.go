@@ -18,14 +18,16 @@ import (
 	"github.com/spf13/cobra"
 	"golang.org/x/sys/unix"
 
+	"github.com/zosgrid/zos/internal/chunk"
 	"github.com/zosgrid/zos/internal/digest"
 	"github.com/zosgrid/zos/internal/mount"
+	"github.com/zosgrid/zos/internal/store"
 )
 
 func traceCmd() *cobra.Command {
 	var stores []string
-	var cacheDir, out, logFile string
-	var noChroot bool
+	var cacheDir, out, bundleOut, logFile string
+	var noChroot, noBundle bool
 	var fetchTimeout time.Duration
 	c := &cobra.Command{
 		Use:   "trace FL [--store URL...] [-o TRACE] [--no-chroot] -- CMD [ARGS...]",
@@ -41,6 +43,12 @@ those directories, and the environment of this command (PATH defaults to the
 usual directories). When CMD exits, whatever it started is killed. With
 --no-chroot CMD runs here instead, with the mount's path in $ZOS_ROOT.
 
+The trace lists, for each chunk, the parts the command read: the kernel's
+read-around is one page while it runs. With it a start bundle is built
+(FL.bundle, beside the trace, or --bundle FILE; not with --no-bundle): those parts of the chunks,
+each with the BLAKE3 tree nodes that verify it against the flist, as one zstd
+stream that a mount streams from mount time on (docs/BUNDLE.md).
+
 The trace is saved only if CMD succeeds; the exit status is CMD's.`,
 		Args: func(c *cobra.Command, args []string) error {
 			if c.ArgsLenAtDash() != 1 || len(args) < 2 {
@@ -52,20 +60,25 @@ The trace is saved only if CMD succeeds; the exit status is CMD's.`,
 			if out == "" {
 				out = tracePath(args[0])
 			}
-			return runTrace(c, args[0], args[1:], stores, cacheDir, out, logFile, noChroot, fetchTimeout)
+			if bundleOut == "" && !noBundle {
+				bundleOut = strings.TrimSuffix(out, ".trace") + ".bundle" // beside the trace
+			}
+			return runTrace(c, args[0], args[1:], stores, cacheDir, out, bundleOut, logFile, noChroot, fetchTimeout)
 		},
 	}
 	fl := c.Flags()
 	fl.StringArrayVar(&stores, "store", nil, "chunk store URL (default: the stores the flist records)")
 	fl.StringVar(&cacheDir, "cache", "", "keep fetched chunks in this directory")
 	fl.StringVarP(&out, "output", "o", "", "where to save the trace (default FL.trace)")
+	fl.StringVar(&bundleOut, "bundle", "", "where to save the start bundle (default: the trace's path, .trace replaced by .bundle)")
+	fl.BoolVar(&noBundle, "no-bundle", false, "save no start bundle")
 	fl.StringVar(&logFile, "log", "", "log file of the mount (default: warnings and errors on standard error)")
 	fl.BoolVar(&noChroot, "no-chroot", false, "run CMD here, with the mounted image's path in $ZOS_ROOT")
 	fl.DurationVar(&fetchTimeout, "fetch-timeout", 2*time.Minute, "give up on a chunk (EIO) after retrying its fetch this long")
 	return c
 }
 
-func runTrace(c *cobra.Command, fl string, argv, stores []string, cacheDir, out, logFile string, noChroot bool, fetchTimeout time.Duration) error {
+func runTrace(c *cobra.Command, fl string, argv, stores []string, cacheDir, out, bundleOut, logFile string, noChroot bool, fetchTimeout time.Duration) error {
 	ctx := c.Context()
 	logw, level := io.Writer(c.ErrOrStderr()), slog.LevelWarn
 	if logFile != "" {
@@ -110,7 +123,7 @@ func runTrace(c *cobra.Command, fl string, argv, stores []string, cacheDir, out,
 	start := time.Now()
 	runErr := runIn(ctx, root, argv, noChroot, c)
 	took := time.Since(start)
-	order := m.FS().Trace()
+	order, ranges := m.FS().Trace()
 	stats := m.FS().Stats()
 	if err := m.Unmount(); err != nil {
 		m.DetachLazy()
@@ -135,7 +148,7 @@ func runTrace(c *cobra.Command, fl string, argv, stores []string, cacheDir, out,
 	if stats.Errors > 0 {
 		return fmt.Errorf("%d chunk fetches failed while tracing (see the log); no trace saved", stats.Errors)
 	}
-	t := &mount.Trace{Flist: r.Digest(), Chunks: order}
+	t := &mount.Trace{Flist: r.Digest(), Chunks: order, Ranges: ranges}
 	b, err := t.MarshalBinary()
 	if err != nil {
 		return err
@@ -153,6 +166,23 @@ func runTrace(c *cobra.Command, fl string, argv, stores []string, cacheDir, out,
 	}
 	fmt.Fprintf(c.ErrOrStderr(), "traced %d of %d chunks (%.1f MB, %.1f%% of the image) in %.2fs -> %s\n",
 		len(order), len(r.Chunks()), mb(bytes), share, took.Seconds(), out)
+	if bundleOut == "" {
+		return nil
+	}
+	codec := chunk.NewCodec(0)
+	var bs mount.BundleStats
+	err = writeFileWith(bundleOut, func(w io.Writer) error {
+		var err error
+		bs, err = mount.BuildBundle(ctx, w, r, t, func(ctx context.Context, k int) ([]byte, error) {
+			return store.Fetch(ctx, st, codec, r.Chunks()[k])
+		})
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("start bundle: %w (the trace is saved)", err)
+	}
+	fmt.Fprintf(c.ErrOrStderr(), "start bundle: %d chunks, %.1f MB read of them and %.1f MB of proofs in %.1f MB -> %s\n",
+		bs.Chunks, mb(bs.Plain), mb(bs.Proofs), mb(bs.Bytes), bundleOut)
 	return nil
 }
 

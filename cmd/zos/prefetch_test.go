@@ -1,7 +1,10 @@
 package main
 
 import (
+	"bytes"
 	"encoding/json"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -137,6 +140,14 @@ func TestCLITrace(t *testing.T) {
 	if left, _ := os.ReadDir(tmp); len(left) > 0 {
 		t.Errorf("trace left %s behind", left[0].Name())
 	}
+	// The trace has ranges, and a start bundle was built from it.
+	if tr.Ranges == nil || !strings.Contains(errs, "start bundle: "+strconv.Itoa(len(tr.Chunks))+" chunks") {
+		t.Errorf("trace ranges %v; stderr %q", tr.Ranges != nil, errs)
+	}
+	bundle, err := os.ReadFile(fl + ".bundle")
+	if err != nil || !bytes.HasPrefix(bundle, []byte("zosbndl\x01")) {
+		t.Fatalf("no bundle beside the flist: %v", err)
+	}
 
 	// A failing command: its status, and no trace.
 	other := filepath.Join(dir, "other.trace")
@@ -168,6 +179,28 @@ func TestCLITrace(t *testing.T) {
 	logs, _ := os.ReadFile(logf)
 	if !strings.Contains(string(logs), "prefetching by trace") || !strings.Contains(string(logs), "chunks="+strconv.Itoa(len(tr.Chunks))) {
 		t.Errorf("mount log:\n%s", logs)
+	}
+	// ... streaming FL.bundle first, and from a URL over HTTP too; reads
+	// see the image's bytes either way.
+	srv := httptest.NewServer(http.FileServer(http.Dir(dir)))
+	defer srv.Close()
+	for _, extra := range [][]string{nil, {"--bundle", srv.URL + "/img.fl.bundle"}} {
+		os.Truncate(logf, 0)
+		mountBG(t, append([]string{fl, mnt, "--log", logf}, extra...)...)
+		got, err := os.ReadFile(filepath.Join(mnt, "big"))
+		want, _ := os.ReadFile(filepath.Join(tree, "big"))
+		if err != nil || !bytes.Equal(got, want) {
+			t.Errorf("%v: /big read through the bundle's mount differs: %v", extra, err)
+		}
+		waitLog(t, logf, "trace prefetch done")
+		mustRun(t, "flist", "umount", mnt)
+		logs, _ := os.ReadFile(logf)
+		if !strings.Contains(string(logs), "start bundle streamed") || !strings.Contains(string(logs), "entries="+strconv.Itoa(len(tr.Chunks))) {
+			t.Errorf("%v: mount log:\n%s", extra, logs)
+		}
+	}
+	if _, errs, code := run(t, "flist", "mount", fl, mnt, "--bundle", fl+".bundle", "--no-trace"); code != exitUsage {
+		t.Errorf("--bundle without its trace: exit %d %q", code, errs)
 	}
 	// A trace of another image is refused when named, ignored when found
 	// beside the flist.

@@ -78,7 +78,8 @@ type chunks struct {
 	// its own right away, which must not wait the whole timeout again.
 	timedOut map[digest.ID]timeout
 
-	rec *recorder // nil unless recording a trace
+	rec    *recorder     // nil unless recording a trace
+	bundle *bundleSlices // nil unless streaming a start bundle
 
 	noBatch atomic.Bool // the store cannot fetch in batches: read-ahead fetches one by one
 
@@ -139,7 +140,7 @@ func newChunks(ctx context.Context, refs []flist.Chunk, st store.Store, opt *Opt
 		c.noBatch.Store(true)
 	}
 	if opt.Record {
-		c.rec = newRecorder(len(refs))
+		c.rec = newRecorder(refs)
 	}
 	context.AfterFunc(ctx, func() { // wake prefetchers waiting for the lead
 		c.mu.Lock()
@@ -157,9 +158,11 @@ func newChunks(ctx context.Context, refs []flist.Chunk, st store.Store, opt *Opt
 // file returning EINTR breaks programs that rightly never expect it (the
 // kernel only sends FUSE an interrupt; it still waits for the answer, and
 // a fatal signal ends the wait without us). The fetch timeout bounds the wait.
-func (c *chunks) get(k int, ino uint64) ([]byte, error) {
+//
+// lo and hi are the bytes of the chunk the read needs, for the recorder.
+func (c *chunks) get(k int, ino, lo, hi uint64) ([]byte, error) {
 	if c.rec != nil {
-		c.rec.add(k)
+		c.rec.add(k, lo, hi)
 	}
 	ref := c.refs[k]
 	c.mu.Lock()
@@ -218,8 +221,8 @@ func (c *chunks) start(lo, hi int, ino uint64) {
 	defer c.mu.Unlock()
 	var b batch
 	for k := lo; k < hi; k++ {
-		if c.hasLocked(c.refs[k].Sum) {
-			continue
+		if c.hasLocked(c.refs[k].Sum) || c.bundle != nil && c.bundle.coming(k) {
+			continue // a read of a chunk the bundle brings fetches it itself if need be
 		}
 		b.add(k, c.newFlightLocked(k, kindRead))
 		if len(b.ks) == maxBatch {
@@ -244,7 +247,7 @@ func (c *chunks) prefetchLocked(lo, hi int, ino uint64, limit int) int {
 	var b batch // the fetches started here, asked of the store together
 	defer func() { c.launch(&b, ino) }()
 	for k := lo; k < hi; k++ {
-		if c.hasLocked(c.refs[k].Sum) {
+		if c.hasLocked(c.refs[k].Sum) || c.bundle != nil && c.bundle.coming(k) {
 			continue
 		}
 		if c.ahead >= limit {
@@ -601,6 +604,13 @@ type Stats struct {
 	TraceHits    int64 // reads that used a chunk the trace prefetch fetched or was fetching
 	TraceEvicted int64 // trace-prefetched chunks evicted before any read used them
 	TraceLeft    int64 // trace entries the prefetch has yet to handle
+
+	BundleEntries   int64 // start bundle entries received and verified
+	BundleBad       int64 // start bundle entries that failed verification
+	BundleBytes     int64 // plaintext bytes they brought
+	BundleHits      int64 // reads served from them
+	BundleWaits     int64 // reads that waited for the bundle's stream
+	BundleStreaming bool  // the bundle's stream has not ended
 
 	PassthroughOpens int64 // opens of files the cache holds whole (no Read reaches us)
 	WholeKept        int64 // files written whole into the cache

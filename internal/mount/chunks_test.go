@@ -37,7 +37,7 @@ func TestChunkCacheBudgetAndErrors(t *testing.T) {
 	opt.setDefaults()
 	c := newChunks(context.Background(), refs, st, &opt)
 	for k := range refs {
-		data, err := c.get(k, 1)
+		data, err := c.get(k, 1, 0, 1)
 		if err != nil || len(data) != 1<<20 || data[0] != byte(k) {
 			t.Fatalf("chunk %d: %v", k, err)
 		}
@@ -47,8 +47,8 @@ func TestChunkCacheBudgetAndErrors(t *testing.T) {
 	}
 	// The most recent chunks are hits, the oldest were evicted.
 	before := c.snapshot()
-	c.get(11, 1)
-	c.get(0, 1)
+	c.get(11, 1, 0, 1)
+	c.get(0, 1, 0, 1)
 	after := c.snapshot()
 	if after.Hits != before.Hits+1 || after.Misses != before.Misses+1 {
 		t.Fatalf("want one hit (newest) and one miss (evicted): %+v -> %+v", before, after)
@@ -59,11 +59,11 @@ func TestChunkCacheBudgetAndErrors(t *testing.T) {
 	good, _ := st.Get(context.Background(), id)
 	st.Delete(context.Background(), id)
 	c2 := newChunks(context.Background(), refs, st, &opt)
-	if _, err := c2.get(5, 1); !errors.Is(err, store.ErrNotFound) {
+	if _, err := c2.get(5, 1, 0, 1); !errors.Is(err, store.ErrNotFound) {
 		t.Fatalf("missing chunk: %v", err)
 	}
 	st.Put(context.Background(), id, good)
-	if _, err := c2.get(5, 1); err != nil {
+	if _, err := c2.get(5, 1, 0, 1); err != nil {
 		t.Fatalf("after repair: %v", err)
 	}
 }
@@ -123,7 +123,7 @@ func TestFreshChunksOutliveReadOnes(t *testing.T) {
 	}
 	// Read, they become ordinary LRU entries.
 	for k := range 3 {
-		if _, err := c.get(k, 1); err != nil {
+		if _, err := c.get(k, 1, 0, 1); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -50,8 +50,13 @@ type Options struct {
 	// KernelReadAhead is the kernel's read-ahead on the mount (read_ahead_kb
 	// of its device): how much a page fault in a mapped file reads around
 	// itself, and the most the kernel reads ahead of a sequential reader;
-	// default 2 MiB, but the kernel's own (128 KiB) when recording a trace
-	// or prefetching by one; negative leaves the kernel's. A program
+	// default 2 MiB, but the kernel's own (128 KiB) when prefetching by a
+	// version-1 trace, and one page (4 KiB) when recording a trace or
+	// while prefetching by a version-2 trace (PrefetchExact) or a bundle,
+	// then 2 MiB once that prefetch is done; negative leaves the kernel's.
+	// A trace recorded with one page lists only what reads asked for, and
+	// a larger read-around would fault in pages it does not list, each
+	// waiting for a whole chunk. A program
 	// faulting its code and data in from a cold mount waits a round trip
 	// per fault, and each fault reads this much: measured on big at
 	// 100 Mbit/s and 20 ms (the four commands of bench/mount.sh, loader
@@ -81,6 +86,15 @@ type Options struct {
 	// Prefetch lists chunks (indexes into the flist's chunk table, a
 	// Trace's) to fetch in the background from mount time on, in order.
 	Prefetch []uint32
+	// PrefetchExact says Prefetch comes from a version-2 trace, recorded
+	// with one page of read-around (see KernelReadAhead).
+	PrefetchExact bool
+	// Bundle, if set, is a start bundle to stream from mount time on
+	// (slices.go, docs/BUNDLE.md): reads inside what it brought are served
+	// from it, and once it ends the chunks it lists are fetched whole, as
+	// by Prefetch, which it replaces. What it holds in memory counts
+	// against MemoryBytes of its own.
+	Bundle *Bundle
 	// PrefetchFetchers bounds the prefetch's fetches at once; default 16,
 	// at most Fetchers. They take fetch slots (Fetchers) only when no read
 	// waits for one. A link's latency, not its bandwidth, bounds a prefetch
@@ -129,7 +143,14 @@ type Options struct {
 	Private bool
 	// Debug logs every FUSE request.
 	Debug bool
+
+	readAheadAfter int64 // KernelReadAhead once the prefetch is done, if not 0
 }
+
+const (
+	onePage                = 4 << 10
+	defaultKernelReadAhead = 2 << 20
+)
 
 func (o *Options) setDefaults() {
 	if o.Logger == nil {
@@ -145,11 +166,20 @@ func (o *Options) setDefaults() {
 	if o.FilePrefetch == 0 {
 		o.FilePrefetch = defaultFilePrefetch
 	}
-	if o.KernelReadAhead == 0 && !o.Record && len(o.Prefetch) == 0 {
-		// Not when recording a trace (read-around would put chunks in it
-		// that the program never read) nor when prefetching by one (the
-		// trace says what to fetch; read-around only competes with it).
-		o.KernelReadAhead = 2 << 20
+	if o.KernelReadAhead == 0 {
+		switch {
+		case o.Record:
+			// Read-around would put bytes in the trace that the program
+			// never read.
+			o.KernelReadAhead = onePage
+		case o.Bundle != nil || len(o.Prefetch) > 0 && o.PrefetchExact:
+			// The trace says what to fetch; read-around asks for more.
+			o.KernelReadAhead, o.readAheadAfter = onePage, defaultKernelReadAhead
+		case len(o.Prefetch) > 0:
+			// A version-1 trace, recorded with the kernel's own.
+		default:
+			o.KernelReadAhead = defaultKernelReadAhead
+		}
 	}
 	if o.Fetchers <= 0 {
 		o.Fetchers = 32
@@ -198,7 +228,9 @@ type FS struct {
 	dirs  []dirInfo  // every directory, by index
 	links []linkInfo // files with hard links, by index
 
-	prefetchOnce sync.Once
+	prefetchOnce  sync.Once
+	slices        *bundleSlices // the bundle's, or nil
+	prefetchEnded func()        // called once the trace's or bundle's prefetch is done (mount_linux.go)
 
 	mu         sync.Mutex
 	streams    map[uint64]*stream // read-ahead state of files being read, by node ID
@@ -277,24 +309,57 @@ func New(ctx context.Context, r *flist.Reader, st store.Store, opt Options) (*FS
 			return nil, fmt.Errorf("prefetch entry %d: chunk %d of %d: %w", i, k, len(r.Chunks()), errTraceIndex)
 		}
 	}
+	if b := opt.Bundle; b != nil {
+		if b.Trace == nil || b.Trace.Ranges == nil {
+			stop()
+			return nil, fmt.Errorf("%w: its trace has no ranges (version 1)", ErrBundle)
+		}
+		if err := b.Trace.Check(r); err != nil {
+			stop()
+			return nil, fmt.Errorf("bundle %s: %w", b.Source, err)
+		}
+		f.slices = newSlices(b.Trace, r.Chunks(), opt.MemoryBytes)
+		f.chunks.bundle = f.slices
+	}
 	return f, nil
 }
 
 // StartPrefetch starts fetching Options.Prefetch in the background; Mount
 // calls it once the mount is up. Only the first call does anything.
+// With a bundle, it streams the bundle first, then fetches the chunks it
+// lists whole.
 func (f *FS) StartPrefetch() {
 	f.prefetchOnce.Do(func() {
-		if len(f.opt.Prefetch) > 0 {
-			f.chunks.prefetchTrace(f.opt.Prefetch, f.opt.PrefetchFetchers)
+		ended := func() {
+			if f.prefetchEnded != nil && f.ctx.Err() == nil {
+				f.prefetchEnded()
+			}
+		}
+		switch {
+		case f.slices != nil:
+			go func() {
+				b := f.opt.Bundle
+				f.streamBundle(f.ctx, b, f.slices)
+				<-f.chunks.prefetchTrace(b.Trace.Chunks, f.opt.PrefetchFetchers)
+				f.slices.clear()
+				ended()
+			}()
+		case len(f.opt.Prefetch) > 0:
+			done := f.chunks.prefetchTrace(f.opt.Prefetch, f.opt.PrefetchFetchers)
+			go func() {
+				<-done
+				ended()
+			}()
 		}
 	})
 }
 
 // Trace returns the chunks reads have needed so far, in the order they
-// first needed them, or nil unless Options.Record is set.
-func (f *FS) Trace() []uint32 {
+// first needed them, with the parts of each they read (see Trace.Ranges),
+// or nil unless Options.Record is set.
+func (f *FS) Trace() ([]uint32, [][]Range) {
 	if f.chunks.rec == nil {
-		return nil
+		return nil, nil
 	}
 	return f.chunks.rec.snapshot()
 }
@@ -374,6 +439,11 @@ func (f *FS) nlink(idx uint64, e *flist.Entry) uint32 {
 func (f *FS) Stats() Stats {
 	s := f.chunks.snapshot()
 	s.PassthroughOpens, s.WholeKept = f.passOpens.Load(), f.wholeKept.Load()
+	if b := f.slices; b != nil {
+		s.BundleEntries, s.BundleBad, s.BundleBytes = b.stats.entries.Load(), b.stats.bad.Load(), b.stats.bytes.Load()
+		s.BundleHits, s.BundleWaits = b.stats.hits.Load(), b.stats.waits.Load()
+		s.BundleStreaming = b.streaming.Load()
+	}
 	return s
 }
 
@@ -611,7 +681,8 @@ func (f *FS) Read(cancel <-chan struct{}, in *fuse.ReadIn, buf []byte) (fuse.Rea
 	if err != nil {
 		return nil, f.status("read", in.NodeId, err)
 	}
-	if in.Offset == 0 {
+	if in.Offset == 0 && (f.slices == nil || !f.slices.streaming.Load()) {
+		// While a bundle streams, it brings what the loader would read.
 		f.loaderStart(in.NodeId, e, "", data)
 	}
 	f.readAhead(h, in.NodeId, in.Offset, end)
@@ -622,12 +693,8 @@ func (f *FS) read(h *stream, ino, off, end uint64, buf []byte) ([]byte, error) {
 	lo, hi := h.off+off, h.off+end // the span of the content stream
 	first, last := f.r.ChunkAt(lo), f.r.ChunkAt(hi-1)
 	if first == last {
-		data, err := f.chunks.get(first, ino)
-		if err != nil {
-			return nil, err
-		}
 		s := f.r.ChunkStart(first)
-		return data[lo-s : hi-s], nil
+		return f.piece(first, ino, lo-s, hi-s)
 	}
 	f.chunks.start(first, last+1, ino)
 	if uint64(len(buf)) < hi-lo {
@@ -635,14 +702,29 @@ func (f *FS) read(h *stream, ino, off, end uint64, buf []byte) ([]byte, error) {
 	}
 	n := 0
 	for k := first; k <= last; k++ {
-		data, err := f.chunks.get(k, ino)
+		s, e := f.r.ChunkStart(k), f.r.ChunkStart(k)+uint64(f.r.Chunks()[k].Size)
+		data, err := f.piece(k, ino, max(lo, s)-s, min(hi, e)-s)
 		if err != nil {
 			return nil, err
 		}
-		s := f.r.ChunkStart(k)
-		n += copy(buf[n:], data[max(lo, s)-s:min(hi-s, uint64(len(data)))])
+		n += copy(buf[n:], data)
 	}
 	return buf[:n], nil
+}
+
+// piece returns bytes [lo, hi) of chunk k: from the bundle's slices if
+// they hold them, else from the whole chunk.
+func (f *FS) piece(k int, ino, lo, hi uint64) ([]byte, error) {
+	if f.slices != nil {
+		if data, ok := f.slices.serve(k, lo, hi); ok {
+			return data, nil
+		}
+	}
+	data, err := f.chunks.get(k, ino, lo, hi)
+	if err != nil {
+		return nil, err
+	}
+	return data[lo:hi], nil
 }
 
 // seqSlack is how far from the expected position a read may start and

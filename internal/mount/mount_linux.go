@@ -118,9 +118,18 @@ func mountFUSE(ctx context.Context, dir string, r *flist.Reader, st store.Store,
 			opt.Logger.Warn("kernel read-ahead left at its default", "err", err)
 		}
 	}
+	if after := opt.readAheadAfter; after > 0 && opt.KernelReadAhead > 0 {
+		fs.prefetchEnded = func() {
+			if err := setReadAhead(dir, after); err != nil {
+				opt.Logger.Warn("kernel read-ahead left at one page", "err", err)
+			} else {
+				opt.Logger.Info("prefetch done; kernel read-ahead raised", "bytes", after)
+			}
+		}
+	}
 	fs.StartPrefetch()
 	opt.Logger.Info("mounted", "flist", r.Digest().String(), "entries", r.Len(), "chunks", len(r.Chunks()),
-		"prefetch", len(opt.Prefetch))
+		"prefetch", len(opt.Prefetch), "bundle", opt.Bundle != nil)
 	return m, nil
 }
 

@@ -17,8 +17,10 @@ import (
 
 // prefetchTrace fetches the chunks order lists, in that order, in the
 // background, with n fetches at most at once, until done or the mount
-// closes. Each fetch asks for up to maxBatch chunks of the order.
-func (c *chunks) prefetchTrace(order []uint32, n int) {
+// closes, and then closes the channel it returns. Each fetch asks for up
+// to maxBatch chunks of the order.
+func (c *chunks) prefetchTrace(order []uint32, n int) <-chan struct{} {
+	done := make(chan struct{})
 	c.traceLeft.Store(int64(len(order)))
 	start := time.Now()
 	var next atomic.Int64
@@ -43,6 +45,7 @@ func (c *chunks) prefetchTrace(order []uint32, n int) {
 		})
 	}
 	go func() {
+		defer close(done)
 		wg.Wait()
 		if c.ctx.Err() == nil {
 			s := c.snapshot()
@@ -50,6 +53,7 @@ func (c *chunks) prefetchTrace(order []uint32, n int) {
 				"used", s.TraceHits, "evicted", s.TraceEvicted, "elapsed", time.Since(start).Round(time.Millisecond))
 		}
 	}()
+	return done
 }
 
 // traceBatch fetches for the trace the chunks at the head of ks that are
@@ -130,28 +134,59 @@ func (c *chunks) traceBatch(ks []uint32) int {
 	return n
 }
 
-// recorder keeps the order in which reads first needed each chunk.
+// recorder keeps the order in which reads first needed each chunk, and
+// which parts of it they asked for, in Range units.
 type recorder struct {
 	mu    sync.Mutex
-	seen  []uint64 // bitmap by chunk index
+	sizes []flist.Chunk
+	read  map[uint32][]uint64 // by chunk index: a bitmap of the units read
 	order []uint32
 }
 
-func newRecorder(n int) *recorder { return &recorder{seen: make([]uint64, (n+63)/64)} }
-
-func (r *recorder) add(k int) {
-	r.mu.Lock()
-	if r.seen[k/64]&(1<<(k%64)) == 0 {
-		r.seen[k/64] |= 1 << (k % 64)
-		r.order = append(r.order, uint32(k))
-	}
-	r.mu.Unlock()
+func newRecorder(refs []flist.Chunk) *recorder {
+	return &recorder{sizes: refs, read: map[uint32][]uint64{}}
 }
 
-func (r *recorder) snapshot() []uint32 {
+// add records a read of bytes [lo, hi) of chunk k.
+func (r *recorder) add(k int, lo, hi uint64) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	return append([]uint32(nil), r.order...)
+	bits, ok := r.read[uint32(k)]
+	if !ok {
+		bits = make([]uint64, (units(r.sizes[k].Size)+63)/64)
+		r.read[uint32(k)] = bits
+		r.order = append(r.order, uint32(k))
+	}
+	for u := lo / rangeUnit; u < (hi+rangeUnit-1)/rangeUnit; u++ {
+		bits[u/64] |= 1 << (u % 64)
+	}
+}
+
+// snapshot returns the chunks read so far, in order, and their ranges.
+func (r *recorder) snapshot() ([]uint32, [][]Range) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	order := append([]uint32(nil), r.order...)
+	ranges := make([][]Range, len(order))
+	for i, k := range order {
+		bits, n := r.read[k], units(r.sizes[k].Size)
+		var rs []Range
+		for u := uint32(0); u < n; u++ {
+			if bits[u/64]&(1<<(u%64)) == 0 {
+				continue
+			}
+			if len(rs) > 0 && rs[len(rs)-1].Start+rs[len(rs)-1].Len == u {
+				rs[len(rs)-1].Len++
+			} else {
+				rs = append(rs, Range{u, 1})
+			}
+		}
+		if len(rs) == 1 && rs[0].Len == n {
+			rs = nil // the whole chunk
+		}
+		ranges[i] = rs
+	}
+	return order, ranges
 }
 
 // WarmOptions tune Warm. The zero value is usable.

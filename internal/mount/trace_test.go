@@ -51,6 +51,84 @@ func TestTraceEncoding(t *testing.T) {
 	}
 }
 
+// TestTraceRangesEncoding round-trips a version-2 trace and checks that
+// ranges out of order, touching, empty or past their chunk are refused,
+// by the encoder, the decoder (with a valid check) and Check.
+func TestTraceRangesEncoding(t *testing.T) {
+	src := makeTree(t)
+	r := packTree(t, src, mem.New())
+	n := len(r.Chunks())
+	if n < 3 {
+		t.Fatalf("tree has %d chunks", n)
+	}
+	big := uint32(0) // a chunk of at least 8 KiB
+	for k, c := range r.Chunks() {
+		if c.Size >= 8<<10 {
+			big = uint32(k)
+			break
+		}
+	}
+	u := (r.Chunks()[big].Size + 1023) / 1024
+	other := uint32(0)
+	if big == 0 {
+		other = 1
+	}
+	tr := &mount.Trace{Flist: r.Digest(), Chunks: []uint32{big, other},
+		Ranges: [][]mount.Range{{{0, 1}, {3, 2}, {u - 1, 1}}, nil}}
+	b, err := tr.MarshalBinary()
+	must(t, err)
+	if b[8] != 2 {
+		t.Errorf("version %d, want 2", b[8])
+	}
+	got, err := mount.ParseTraceFor(b, r)
+	must(t, err)
+	if len(got.Ranges) != 2 || len(got.Ranges[0]) != 3 || got.Ranges[0][1] != (mount.Range{3, 2}) || got.Ranges[1] != nil {
+		t.Fatalf("round trip: %+v", got.Ranges)
+	}
+	if off, size := got.Ranges[0][2].Bytes(uint64(r.Chunks()[big].Size)); off+size != uint64(r.Chunks()[big].Size) {
+		t.Errorf("last range ends at %d, want the chunk's end %d", off+size, r.Chunks()[big].Size)
+	}
+	// A version-1 trace has no ranges.
+	v1, err := (&mount.Trace{Flist: r.Digest(), Chunks: []uint32{1}}).MarshalBinary()
+	must(t, err)
+	if g, err := mount.ParseTrace(v1); err != nil || g.Ranges != nil || v1[8] != 1 {
+		t.Fatalf("version 1: %v %+v", err, g)
+	}
+
+	for name, rs := range map[string][]mount.Range{
+		"empty":       {{0, 0}},
+		"touching":    {{0, 2}, {2, 1}},
+		"overlapping": {{0, 3}, {2, 1}},
+		"unsorted":    {{5, 1}, {2, 1}},
+	} {
+		bad := &mount.Trace{Flist: r.Digest(), Chunks: []uint32{big}, Ranges: [][]mount.Range{rs}}
+		if _, err := bad.MarshalBinary(); !errors.Is(err, mount.ErrTrace) {
+			t.Errorf("%s: encoded: %v", name, err)
+		}
+	}
+	// The decoder refuses the same with a valid check: a range touching
+	// the one before (gap 0 after the first).
+	if big >= 64 {
+		t.Fatalf("the hand-encoded trace below needs a one-byte chunk index, not %d", big)
+	}
+	d := r.Digest()
+	raw := append([]byte("zostrace\x02"), d[:]...)
+	raw = append(raw, 1, 2*byte(big), 2, 0, 1, 0, 1) // chunk big: ranges [0,1) and [1,2)
+	sum := digest.Sum(raw)
+	if _, err := mount.ParseTrace(append(raw, sum[:]...)); !errors.Is(err, mount.ErrTrace) {
+		t.Errorf("touching ranges decoded: %v", err)
+	}
+	for name, rs := range map[string][]mount.Range{
+		"past the end": {{u, 1}},
+		"whole chunk":  {{0, u}},
+	} {
+		bad := &mount.Trace{Flist: r.Digest(), Chunks: []uint32{big}, Ranges: [][]mount.Range{rs}}
+		if err := bad.Check(r); !errors.Is(err, mount.ErrTrace) {
+			t.Errorf("%s: checked: %v", name, err)
+		}
+	}
+}
+
 func equalU32(a, b []uint32) bool {
 	if len(a) != len(b) {
 		return false
@@ -66,6 +144,9 @@ func equalU32(a, b []uint32) bool {
 func FuzzParseTrace(f *testing.F) {
 	tr := &mount.Trace{Flist: digest.Sum([]byte("x")), Chunks: []uint32{3, 4, 5, 0, 9}}
 	b, _ := tr.MarshalBinary()
+	f.Add(b)
+	tr.Ranges = [][]mount.Range{nil, {{0, 1}, {4, 60}}, nil, {{7, 1}}, nil}
+	b, _ = tr.MarshalBinary()
 	f.Add(b)
 	f.Fuzz(func(t *testing.T, b []byte) {
 		tr, err := mount.ParseTrace(b)
@@ -100,8 +181,8 @@ func TestTraceRecordAndPrefetch(t *testing.T) {
 	// apart its concurrent reads of one file may arrive (see below).
 	m, mnt := mountImage(t, r, base, mount.Options{Record: true, ReadAhead: -1, KernelReadAhead: -1})
 	run(mnt)
-	order := m.FS().Trace()
-	tr := &mount.Trace{Flist: r.Digest(), Chunks: order}
+	order, ranges := m.FS().Trace()
+	tr := &mount.Trace{Flist: r.Digest(), Chunks: order, Ranges: ranges}
 	must(t, tr.Check(r))
 	// First-read order: f150's chunk first, then big.bin's in file order.
 	_, f150, _ := r.Lookup("/etc/f150")
