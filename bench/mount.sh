@@ -9,7 +9,8 @@
 #
 #   start  cold start on big, from nothing on the node to the end of python3 -c 'import json',
 #          gcc --version, node -e 1, java -version (chroot, /proc mounted): zos lazy; zos with
-#          a recorded trace (when `zos flist trace` exists); zos flist warm then run (when it
+#          a recorded trace (when `zos flist trace` exists); zos with the trace and its start
+#          bundle streamed (when trace writes one); zos flist warm then run (when it
 #          exists); curl big.tar | tar -x then run; the same with big.tar.zst; docker-registry
 #          -> skopeo copy -> umoci unpack -> runc run. Bytes = bytes through the proxy.
 #   read   a 1 GiB file (concatenated corpus files) read with fio: sequential 1 MiB and random
@@ -27,7 +28,7 @@
 #   OUT=/var/tmp/zos-bench-mount    scratch (wiped at the start; never in the repository)
 #   ZOS=$OUT/zos  BUILD=1           build zos from this checkout into $ZOS first (BUILD=0: as is)
 #   PARTS="start read meta"  LINKS="100M fast"
-#   START_TOOLS="zos zostrace zostracewide zoswarm tar tarzst oci"
+#   START_TOOLS="zos zostrace zosbundle zostracewide zoswarm tar tarzst oci"
 #   WIDE_PREFETCH=16                zostracewide: the trace row with --prefetch-fetchers this
 #   RATE_KBPS=12500 LATENCY_MS=20   the slow link (1 KB = 1000 bytes: 12500 KB/s = 100 Mbit/s)
 #   SEQ_RUNTIME=60 RAND_RUNTIME=20  fio limits in seconds (sequential: the file or this, first)
@@ -53,7 +54,7 @@ ZOS=${ZOS:-$OUT/zos}
 BUILD=${BUILD:-1}
 PARTS=${PARTS:-"start read meta"}
 LINKS=${LINKS:-"100M fast"}
-START_TOOLS=${START_TOOLS:-"zos zostrace zostracewide zoswarm tar tarzst oci"}
+START_TOOLS=${START_TOOLS:-"zos zostrace zosbundle zostracewide zoswarm tar tarzst oci"}
 WIDE_PREFETCH=${WIDE_PREFETCH:-16}
 RATE_KBPS=${RATE_KBPS:-12500}
 LATENCY_MS=${LATENCY_MS:-20}
@@ -155,6 +156,7 @@ set_link() {
 }
 set_proxy() {
 	local p=$1 t
+	wait_idle "$p"
 	for t in count latency bw; do curl -sf -X DELETE "$API/proxies/$p/toxics/$t" >/dev/null || true; done
 	[ "$p" = store ] && curl -sf -X POST "http://127.0.0.1:$HTTP_PORT/.mountbench/requests" >/dev/null
 	toxi POST "/proxies/$p/toxics" '{"name":"count","type":"count","stream":"downstream","attributes":{"bytes":0}}'
@@ -167,6 +169,19 @@ set_proxy() {
 	fast) ;;
 	*) die "unknown link $2" ;;
 	esac
+}
+# wait_idle PROXY: wait (up to 10 s) until no connection to the proxy is open. Toxiproxy 2.5
+# can panic adding a toxic to a link that is still closing (link.go:186), and a mount that
+# was unmounted mid-prefetch leaves a few.
+wait_idle() {
+	local port i
+	port=$(curl -sf "$API/proxies/$1" | jq -r .listen) || return 0
+	port=${port##*:}
+	for i in $(seq 100); do
+		ss -Htn state established "( sport = :$port )" | grep -q . || return 0
+		sleep 0.1
+	done
+	log "connections to proxy $1 still open after 10 s"
 }
 count_bytes() { curl -sf "$API/proxies/$1/toxics/count" | jq .attributes.bytes; }
 # proxy_bytes PROXY: bytes through it (for the store: and through the hub's) since set_link.
@@ -363,7 +378,15 @@ pack_into_srv() { # SRCDIR NAME
 # same with --prefetch-fetchers $WIDE_PREFETCH) or warm (zos flist warm first).
 start_zos() {
 	local link=$1 mode=$2 row=zos w t0 st=ok msg="" times="" mt=0 bytes extra=""
-	case "$mode" in trace) row=zostrace ;; warm) row=zoswarm ;; tracewide)
+	case "$mode" in trace) row=zostrace ;; warm) row=zoswarm ;; bundle)
+		# The trace is fetched first (it is small), and the mount streams the bundle.
+		row=zosbundle mode=trace extra="--bundle $STORE_URL/big.fl.bundle"
+		if ! [ -s "$SRV/big.fl.bundle" ]; then
+			rec part=start row=$row link="$link" status=missing msg="no start bundle recorded (zos flist trace writes one from version 2 on)"
+			return
+		fi
+		;;
+	tracewide)
 		row=zostracewide mode=trace extra="--prefetch-fetchers $WIDE_PREFETCH"
 		if ! "$ZOS" flist mount --help 2>/dev/null | grep -q -- '--prefetch-fetchers'; then
 			rec part=start row=$row link="$link" status=missing msg="zos flist mount has no --prefetch-fetchers"
@@ -475,6 +498,7 @@ record_trace() {
 	# zos flist trace mounts /proc itself; mount it only if it did not.
 	script="if [ -e /proc/self ]; then ${script% && }; else mount -t proc proc /proc && { ${script% && }; r=\$?; umount /proc; exit \$r; }; fi"
 	log "recording a trace of the four commands"
+	rm -f "$SRV/big.fl.bundle" # written again by a zos that builds start bundles
 	if ! "${CLEAN_ENV[@]}" "$ZOS" flist trace "$SRV/big.fl" --store "dir://$SRV/store" -- /bin/sh -c "${TRACE_CMD:-$script}" >"$w/log" 2>&1; then
 		TRACE_MSG="zos flist trace failed: $(oneline "$w/log")"
 		rm -f "$SRV/big.fl.trace"
@@ -485,13 +509,14 @@ record_trace() {
 }
 
 part_start() {
-	[[ " $START_TOOLS " == *" zostrace "* ]] && record_trace
+	[[ " $START_TOOLS " == *" zostrace "* || " $START_TOOLS " == *" zosbundle "* ]] && record_trace
 	local link tool
 	for link in $LINKS; do
 		for tool in $START_TOOLS; do
 			case "$tool" in
 			zos) start_zos "$link" lazy ;;
 			zostrace) start_zos "$link" trace ;;
+			zosbundle) start_zos "$link" bundle ;;
 			zostracewide) start_zos "$link" tracewide ;;
 			zoswarm)
 				if zos_has flist warm; then start_zos "$link" warm; else

@@ -8,10 +8,11 @@ import argparse
 import json
 
 MB = 1e6
-START_ROWS = ["zos", "zostrace", "zostracewide", "zoswarm", "tar", "tarzst", "oci"]
+START_ROWS = ["zos", "zostrace", "zosbundle", "zostracewide", "zoswarm", "tar", "tarzst", "oci"]
 START_LABEL = {
     "zos": "zos lazy mount",
     "zostrace": "zos lazy mount + recorded trace",
+    "zosbundle": "zos lazy mount + recorded trace, streaming its start bundle",
     "zostracewide": "zos lazy mount + recorded trace, --prefetch-fetchers %s",
     "zoswarm": "zos flist warm, then mount",
     "tar": "curl big.tar \\| tar -x",
@@ -129,7 +130,7 @@ def main():
                     r["bytes"] / MB, 100 * r["bytes"] / tree if tree else 0,
                     r.get("requests", ""), " | ".join(sp)))
         w("")
-        for row in ("zos", "zostrace", "zostracewide"):
+        for row in ("zos", "zostrace", "zosbundle", "zostracewide"):
             z = start.get((row, "100M"))
             what = label(row)
             if z is None:

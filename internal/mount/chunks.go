@@ -83,6 +83,8 @@ type chunks struct {
 
 	noBatch atomic.Bool // the store cannot fetch in batches: read-ahead fetches one by one
 
+	lastRead atomic.Int64 // when the last read came (UnixNano), for settle
+
 	stats struct {
 		hits, misses, joins, prefetches, errors, bytes, retries atomic.Int64
 		traceFetches, traceHits, traceEvicted                   atomic.Int64
@@ -399,6 +401,23 @@ func (c *chunks) newFlightLocked(k int, kind fetchKind) *flight {
 	return f
 }
 
+// settle waits until no read has come for quiet, for at most most, or
+// until the mount closes: background work that would share the link and
+// the CPU with the readers waits for them to settle.
+func (c *chunks) settle(quiet, most time.Duration) {
+	deadline := time.Now().Add(most)
+	for c.ctx.Err() == nil {
+		idle := time.Since(time.Unix(0, c.lastRead.Load()))
+		if idle >= quiet || time.Now().After(deadline) {
+			return
+		}
+		select {
+		case <-time.After(min(quiet-idle, time.Until(deadline)) + time.Millisecond):
+		case <-c.ctx.Done():
+		}
+	}
+}
+
 // fetch runs one flight: it reads the chunk from the store under the
 // mount's context (not the reader's: others may wait on it), retrying
 // transient failures until the fetch timeout, caches it on success and
@@ -604,6 +623,7 @@ type Stats struct {
 	TraceHits    int64 // reads that used a chunk the trace prefetch fetched or was fetching
 	TraceEvicted int64 // trace-prefetched chunks evicted before any read used them
 	TraceLeft    int64 // trace entries the prefetch has yet to handle
+	PrefetchDone bool  // the trace's (or bundle's) prefetch is over
 
 	BundleEntries   int64 // start bundle entries received and verified
 	BundleBad       int64 // start bundle entries that failed verification

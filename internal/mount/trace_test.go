@@ -248,7 +248,7 @@ func waitPrefetch(t *testing.T, m *mount.Server) {
 	deadline := time.Now().Add(20 * time.Second)
 	for {
 		s := m.FS().Stats()
-		if s.TraceLeft == 0 && s.InFlight == 0 {
+		if s.PrefetchDone && s.InFlight == 0 {
 			return
 		}
 		if time.Now().After(deadline) {
