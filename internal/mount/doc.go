@@ -95,8 +95,11 @@
 // KernelReadAhead (2 MiB): a page fault in a mapped file, which is how
 // programs read their code and data, reads that much around itself, so a
 // program faulting in from a cold mount waits for fewer round trips. A
-// mount recording a trace, or prefetching by one, keeps the kernel's
-// 128 KiB: there read-around only adds chunks the program never read.
+// mount recording a trace sets it to one page, so that the trace lists
+// only what the program read; a mount prefetching by a version-2 trace or
+// a bundle keeps one page until that prefetch is done (read-around would
+// fault in what the trace does not list, each page waiting for a whole
+// chunk), then raises it; a version-1 trace keeps the kernel's 128 KiB.
 //
 // # Loader prefetch
 //
@@ -137,6 +140,29 @@
 // waits for them, or, over a store that keeps chunks on disk
 // (Options.StoreKeeps), goes on fetching into the store. Warm fetches a
 // whole image (or any chunk list) through a store, to fill its cache.
+//
+// A version-2 trace also lists, for each chunk, the ranges its reads asked
+// for (Trace.Ranges, 1 KiB units).
+//
+// # Start bundles
+//
+// A start bundle (BuildBundle, docs/BUNDLE.md) carries, for a version-2
+// trace, only the ranges read, each with the BLAKE3 tree nodes (a Bao
+// slice) that verify it against the chunk's fingerprint in the signed
+// flist, in the trace's order, as one zstd stream: for a program's start,
+// about half the bytes of the whole chunks. A mount given one
+// (Options.Bundle) streams it from mount time; a read whose bytes lie in
+// a verified slice is served from it, and a read of a listed range not yet
+// arrived waits for the stream when it is near (slices.go). Anything else
+// fetches the chunk whole. While it streams there is no read-ahead and no
+// loader prefetch (the bundle brings what they would guess). Slices are
+// held in memory, within Options.MemoryBytes of their own: ones a read
+// used are dropped first, and the stream waits while only unread ones
+// are left. When the stream has ended and reads have settled for a
+// second, the listed chunks are fetched whole, as by a trace prefetch,
+// into the cache; slices never enter it. A slice that fails
+// verification, a truncated stream or a bundle for another image or trace
+// costs only the fetches it would have saved.
 //
 // # Writable layer
 //
