@@ -206,7 +206,7 @@ func mountForeground(c *cobra.Command, args []string, f mountFlags) (err error) 
 	if trace != nil {
 		prefetch = trace.Chunks
 	}
-	bundle, err := loadBundle(args[0], f.bundle, f.noBundle, trace, logger)
+	bundle, err := loadBundle(args[0], f.bundle, f.noBundle || f.noTrace, trace, logger)
 	if err != nil {
 		return err
 	}

@@ -183,6 +183,13 @@ func TestBundleFallsBack(t *testing.T) {
 	tr2 := &mount.Trace{Flist: r2.Digest(), Chunks: []uint32{0}, Ranges: [][]mount.Range{nil}}
 
 	missing := func(context.Context) (io.ReadCloser, error) { return nil, os.ErrNotExist }
+	// A stream that stops halfway and stays open: reads past it wait a
+	// bounded time, then fetch whole.
+	stalled := func(context.Context) (io.ReadCloser, error) {
+		pr, pw := io.Pipe()
+		go pw.Write(good[:len(good)/2])
+		return pr, nil
+	}
 	for _, c := range []struct {
 		name    string
 		open    func(context.Context) (io.ReadCloser, error)
@@ -194,12 +201,22 @@ func TestBundleFallsBack(t *testing.T) {
 		{"truncated", fromBytes(good[:len(good)/2]), int64(len(tr.Chunks)) - 1, 0, "ended early"},
 		{"other image", fromBytes(bundleOf(t, r2, base, tr2, -1)), 0, 0, "refused"},
 		{"missing", missing, 0, 0, "unavailable"},
+		{"stalled", stalled, int64(len(tr.Chunks)) - 1, 0, ""},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			var log logBuffer
 			m, mnt := mountImage(t, r, base, mount.Options{Bundle: &mount.Bundle{Trace: tr, Open: c.open, Source: c.name},
 				Logger: slog.New(slog.NewTextHandler(&log, nil)), ReadAhead: -1, FilePrefetch: -1})
+			start := time.Now()
 			readSpans(t, mnt, src)
+			if c.name == "stalled" {
+				// The stream never ends while the mount lives (until
+				// it has brought nothing for 30 s).
+				if s := m.FS().Stats(); s.BundleWaits == 0 || s.Misses == 0 || time.Since(start) > 15*time.Second {
+					t.Errorf("reads past a stalled stream: %v, %+v", time.Since(start), s)
+				}
+				return
+			}
 			waitPrefetch(t, m)
 			s := m.FS().Stats()
 			if s.BundleEntries > c.entries || s.BundleBad != c.bad || s.Errors != 0 {

@@ -4,6 +4,7 @@ import (
 	"container/list"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"sync"
 	"sync/atomic"
@@ -33,6 +34,15 @@ type Bundle struct {
 // trace's, and the stream would keep it waiting.
 const waitAhead = 8 << 20
 
+// waitMost bounds how long a read waits for the bundle's stream before it
+// fetches the chunk whole (and no read waits again until the stream
+// brings an entry), and streamIdle how long the stream may bring nothing
+// before it is given up: a stalled stream never holds a read for long.
+const (
+	waitMost   = 2 * time.Second
+	streamIdle = 30 * time.Second
+)
+
 // bundleSlices holds what a mount's bundle brought: for each chunk whose entry
 // arrived, the verified plaintext of its ranges, until the chunks are
 // fetched whole after the stream ends. It is safe for concurrent use.
@@ -54,7 +64,7 @@ type bundleSlices struct {
 	bytes   int64     // held
 	pos     int       // entries the stream has handled
 	done    bool      // the stream ended
-	stalled bool      // the stream waits for reads to use what it brought
+	stalled bool      // the stream waits for reads to use what it brought, or a read waited for it in vain
 
 	stats struct{ entries, bad, hits, waits, bytes atomic.Int64 }
 }
@@ -102,6 +112,7 @@ func (s *bundleSlices) serve(k int, lo, hi uint64) ([]byte, bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	waited := false
+	var deadline time.Time
 	for {
 		if h := s.got[k]; h != nil {
 			d := h.cover(s.refs[k].Size, lo, hi)
@@ -117,6 +128,10 @@ func (s *bundleSlices) serve(k int, lo, hi uint64) ([]byte, bool) {
 			return d, d != nil
 		}
 		i := s.at[k]
+		if waited && time.Now().After(deadline) {
+			s.stalled = true // no read waits for it again until it brings an entry
+			return nil, false
+		}
 		if s.done || i < s.pos || s.stalled || s.before[i]-s.before[s.pos] > waitAhead ||
 			!covers(s.t.Ranges[i], s.refs[k].Size, lo, hi) {
 			return nil, false
@@ -124,6 +139,13 @@ func (s *bundleSlices) serve(k int, lo, hi uint64) ([]byte, bool) {
 		if !waited {
 			waited = true
 			s.stats.waits.Add(1)
+			deadline = time.Now().Add(waitMost)
+			t := time.AfterFunc(waitMost, func() {
+				s.mu.Lock()
+				s.cond.Broadcast()
+				s.mu.Unlock()
+			})
+			defer t.Stop()
 		}
 		s.cond.Wait()
 	}
@@ -226,6 +248,10 @@ func (f *FS) streamBundle(ctx context.Context, b *Bundle, s *bundleSlices) {
 	start := time.Now()
 	log := f.log.With("bundle", b.Source)
 	defer s.end()
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	idle := time.AfterFunc(streamIdle, cancel)
+	defer idle.Stop()
 	rc, err := b.Open(ctx)
 	if err != nil {
 		if ctx.Err() == nil {
@@ -234,12 +260,15 @@ func (f *FS) streamBundle(ctx context.Context, b *Bundle, s *bundleSlices) {
 		return
 	}
 	defer rc.Close()
+	context.AfterFunc(ctx, func() {
+		rc.Close() // a stream idle for streamIdle, or the mount closing
+	})
 	context.AfterFunc(ctx, func() { // wake a stream waiting for reads
 		s.mu.Lock()
 		s.cond.Broadcast()
 		s.mu.Unlock()
 	})
-	d, err := newBundleDecoder(rc, f.r, b.Trace)
+	d, err := newBundleDecoder(idleReader{rc, idle}, f.r, b.Trace)
 	if err != nil {
 		log.Warn("start bundle refused; fetching its chunks whole", "err", err)
 		return
@@ -251,7 +280,10 @@ func (f *FS) streamBundle(ctx context.Context, b *Bundle, s *bundleSlices) {
 			break
 		}
 		if err != nil {
-			if ctx.Err() == nil {
+			if f.ctx.Err() == nil {
+				if ctx.Err() != nil {
+					err = fmt.Errorf("nothing came for %v", streamIdle)
+				}
 				log.Warn("start bundle ended early; fetching the rest whole", "entries", d.pos, "of", len(b.Trace.Chunks), "err", err)
 			}
 			return
@@ -261,10 +293,26 @@ func (f *FS) streamBundle(ctx context.Context, b *Bundle, s *bundleSlices) {
 			log.Error("start bundle entry failed verification; its chunk is fetched whole when read",
 				"id", chunk.ID(f.r.Chunks()[e.k].Sum).String(), "chunk", e.k, "err", e.bad)
 		}
+		idle.Stop() // waiting for reads is not idling
 		if !s.add(ctx, e) {
 			return
 		}
+		idle.Reset(streamIdle)
 	}
 	log.Info("start bundle streamed", "entries", s.stats.entries.Load(), "bad", s.stats.bad.Load(),
 		"plain", s.stats.bytes.Load(), "elapsed", time.Since(start).Round(time.Millisecond))
+}
+
+// idleReader pushes back its timer on every read that brings something.
+type idleReader struct {
+	r io.Reader
+	t *time.Timer
+}
+
+func (r idleReader) Read(p []byte) (int, error) {
+	n, err := r.r.Read(p)
+	if n > 0 {
+		r.t.Reset(streamIdle)
+	}
+	return n, err
 }
