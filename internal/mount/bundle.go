@@ -137,8 +137,8 @@ func BuildBundle(ctx context.Context, w io.Writer, r *flist.Reader, t *Trace, pl
 					return st, fmt.Errorf("chunk %d: slice: %w", k, err)
 				}
 				buf = append(buf, s.Bytes()[8:]...) // the length is the flist's
-				st.Plain += int64(leafSpan(uint64(ref.Size), off, n))
-				st.Proofs += int64(s.Len() - 8 - leafSpan(uint64(ref.Size), off, n))
+				st.Plain += int64(n)                // whole leaves: ranges are in their units
+				st.Proofs += int64(s.Len()-8) - int64(n)
 			}
 		}
 		if _, err := zw.Write(buf); err != nil {
@@ -162,14 +162,6 @@ func (c *countWriter) Write(p []byte) (int, error) {
 	n, err := c.w.Write(p)
 	c.n += int64(n)
 	return n, err
-}
-
-// leafSpan is the number of plaintext bytes a slice of [off, off+n) of a
-// chunk of size bytes carries: whole leaves.
-func leafSpan(size, off, n uint64) int {
-	lo := off / rangeUnit * rangeUnit
-	hi := min((off+n+rangeUnit-1)/rangeUnit*rangeUnit, size)
-	return int(hi - lo)
 }
 
 // sliceSize is the size of the Bao slice (group 0, without its 8-byte

@@ -83,7 +83,7 @@ type chunks struct {
 
 	noBatch atomic.Bool // the store cannot fetch in batches: read-ahead fetches one by one
 
-	lastRead atomic.Int64 // when the last read came (UnixNano), for settle
+	lastRead atomic.Int64 // when the last read came (UnixNano), for settle; kept with a bundle only
 
 	stats struct {
 		hits, misses, joins, prefetches, errors, bytes, retries atomic.Int64

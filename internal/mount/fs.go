@@ -687,7 +687,9 @@ func (f *FS) Read(cancel <-chan struct{}, in *fuse.ReadIn, buf []byte) (fuse.Rea
 	if in.Offset >= e.Size || in.Size == 0 {
 		return fuse.ReadResultData(nil), fuse.OK
 	}
-	f.chunks.lastRead.Store(time.Now().UnixNano())
+	if f.slices != nil {
+		f.chunks.lastRead.Store(time.Now().UnixNano()) // for settle
+	}
 	h := f.stream(in.NodeId, e)
 	f.readCached(in.NodeId)
 	end := min(in.Offset+uint64(in.Size), h.size)

@@ -49,9 +49,8 @@ const (
 type bundleSlices struct {
 	t      *Trace
 	refs   []flist.Chunk
-	listed []uint64 // bitmap by chunk index: the trace lists it (immutable)
-	at     map[int]int
-	before []int64 // plaintext bytes of the entries before entry i (immutable)
+	at     map[int]int // by chunk index: its entry (immutable)
+	before []int64     // plaintext bytes of the entries before entry i (immutable)
 	budget int64
 
 	streaming atomic.Bool // the stream has not ended: what it lists is on its way
@@ -76,11 +75,10 @@ type held struct {
 }
 
 func newSlices(t *Trace, refs []flist.Chunk, budget int64) *bundleSlices {
-	s := &bundleSlices{t: t, refs: refs, listed: make([]uint64, (len(refs)+63)/64), at: map[int]int{},
+	s := &bundleSlices{t: t, refs: refs, at: make(map[int]int, len(t.Chunks)),
 		before: make([]int64, len(t.Chunks)+1), budget: budget, got: map[int]*held{}}
 	s.cond.L = &s.mu
 	for i, k := range t.Chunks {
-		s.listed[k/64] |= 1 << (k % 64)
 		s.at[int(k)] = i
 		n := int64(refs[k].Size)
 		if rs := t.Ranges[i]; len(rs) > 0 {
@@ -99,14 +97,19 @@ func newSlices(t *Trace, refs []flist.Chunk, budget int64) *bundleSlices {
 // coming reports that the bundle's stream lists chunk k and has not ended:
 // no fetch of it should start ahead of readers.
 func (s *bundleSlices) coming(k int) bool {
-	return s.streaming.Load() && s.listed[k/64]&(1<<(k%64)) != 0
+	_, ok := s.at[k]
+	return ok && s.streaming.Load()
 }
 
 // serve returns bytes [lo, hi) of chunk k if the bundle brought them,
 // waiting for the stream when they are on their way and near; false says
 // to fetch the chunk whole.
 func (s *bundleSlices) serve(k int, lo, hi uint64) ([]byte, bool) {
-	if s.over.Load() || s.listed[k/64]&(1<<(k%64)) == 0 {
+	if s.over.Load() {
+		return nil, false
+	}
+	i, ok := s.at[k]
+	if !ok {
 		return nil, false
 	}
 	s.mu.Lock()
@@ -127,13 +130,12 @@ func (s *bundleSlices) serve(k int, lo, hi uint64) ([]byte, bool) {
 			}
 			return d, d != nil
 		}
-		i := s.at[k]
 		if waited && time.Now().After(deadline) {
 			s.stalled = true // no read waits for it again until it brings an entry
 			return nil, false
 		}
 		if s.done || i < s.pos || s.stalled || s.before[i]-s.before[s.pos] > waitAhead ||
-			!covers(s.t.Ranges[i], s.refs[k].Size, lo, hi) {
+			!inRanges(s.t.Ranges[i], s.refs[k].Size, lo, hi) {
 			return nil, false
 		}
 		if !waited {
@@ -151,32 +153,33 @@ func (s *bundleSlices) serve(k int, lo, hi uint64) ([]byte, bool) {
 	}
 }
 
-// covers reports [lo, hi) inside one of rs (none: the whole chunk).
-func covers(rs []Range, size uint32, lo, hi uint64) bool {
+// rangeOf returns which of rs (none: the whole chunk, one range from 0)
+// holds bytes [lo, hi) of a chunk of size bytes, and where it starts.
+func rangeOf(rs []Range, size uint32, lo, hi uint64) (j int, off uint64, ok bool) {
 	if len(rs) == 0 {
-		return true
+		return 0, 0, true
 	}
-	for _, r := range rs {
+	for j, r := range rs {
 		off, n := r.Bytes(uint64(size))
 		if off <= lo && hi <= off+n {
-			return true
+			return j, off, true
 		}
 	}
-	return false
+	return 0, 0, false
+}
+
+func inRanges(rs []Range, size uint32, lo, hi uint64) bool {
+	_, _, ok := rangeOf(rs, size, lo, hi)
+	return ok
 }
 
 // cover returns bytes [lo, hi) of the chunk from the range holding them.
 func (h *held) cover(size uint32, lo, hi uint64) []byte {
-	if len(h.e.ranges) == 0 {
-		return h.e.data[0][lo:hi]
+	j, off, ok := rangeOf(h.e.ranges, size, lo, hi)
+	if !ok {
+		return nil
 	}
-	for j, r := range h.e.ranges {
-		off, n := r.Bytes(uint64(size))
-		if off <= lo && hi <= off+n {
-			return h.e.data[j][lo-off : hi-off]
-		}
-	}
-	return nil
+	return h.e.data[j][lo-off : hi-off]
 }
 
 // add keeps an entry the stream brought, evicting entries reads used
@@ -260,11 +263,9 @@ func (f *FS) streamBundle(ctx context.Context, b *Bundle, s *bundleSlices) {
 		return
 	}
 	defer rc.Close()
-	context.AfterFunc(ctx, func() {
-		rc.Close() // a stream idle for streamIdle, or the mount closing
-	})
-	context.AfterFunc(ctx, func() { // wake a stream waiting for reads
-		s.mu.Lock()
+	context.AfterFunc(ctx, func() { // idle for streamIdle, or the mount closing
+		rc.Close()  // end a read of the stream
+		s.mu.Lock() // and wake a stream waiting for reads
 		s.cond.Broadcast()
 		s.mu.Unlock()
 	})
