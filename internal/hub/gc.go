@@ -209,8 +209,10 @@ func GC(ctx context.Context, b *Backend, opt GCOptions) (hubclient.GCStats, erro
 		if err := b.Objects.Delete(ctx, flistObj(d)); err != nil {
 			return finish(), err
 		}
-		if err := b.Objects.Delete(ctx, traceObj(d)); err != nil && !isNotFound(err) {
-			return finish(), err
+		for _, o := range []string{traceObj(d), bundleObj(d)} {
+			if err := b.Objects.Delete(ctx, o); err != nil && !isNotFound(err) {
+				return finish(), err
+			}
 		}
 		st.DeletedFlists++
 	}

@@ -93,11 +93,12 @@ type Hub struct {
 	handler http.Handler
 	conv    *converter
 	lim     *limiter
+	builds  chan struct{} // start bundles being built (trace.go)
 }
 
 // New returns a hub over b.
 func New(b *Backend, opt Options) *Hub {
-	h := &Hub{b: b, opt: opt, log: opt.Logger, admins: map[key.Public]bool{}}
+	h := &Hub{b: b, opt: opt, log: opt.Logger, admins: map[key.Public]bool{}, builds: make(chan struct{}, 1)}
 	if h.log == nil {
 		h.log = slog.New(slog.DiscardHandler)
 	}
@@ -180,6 +181,7 @@ func (h *Hub) routes() {
 	m.HandleFunc("PUT /v1/traces/{digest}", h.putTrace)
 	m.HandleFunc("GET /v1/traces/{digest}", h.getTrace)
 	m.HandleFunc("DELETE /v1/traces/{digest}", h.removeTrace)
+	m.HandleFunc("GET /v1/bundles/{digest}", h.getBundle)
 	m.HandleFunc("PUT /v1/tags/{ns}/{name}/{tag}", h.tag)
 	m.HandleFunc("PUT /v1/links/{ns}/{name}", h.link)
 	m.HandleFunc("POST /v1/promote/{ns}/{ref}", h.promote)

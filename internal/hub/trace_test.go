@@ -3,13 +3,20 @@ package hub
 import (
 	"bytes"
 	"context"
+	"fmt"
+	"io"
 	"net/http"
+	"strings"
 	"testing"
 	"time"
 
+	"github.com/zosgrid/zos/internal/chunk"
 	"github.com/zosgrid/zos/internal/digest"
 	"github.com/zosgrid/zos/internal/flist"
+	"github.com/zosgrid/zos/internal/hub/hubclient"
 	"github.com/zosgrid/zos/internal/mount"
+	"github.com/zosgrid/zos/internal/store"
+	"github.com/zosgrid/zos/internal/store/httpstore"
 )
 
 // TestTraces stores a prefetch trace beside a pushed flist and serves it
@@ -103,4 +110,135 @@ func must1(t *testing.T, f func() ([]byte, error)) []byte {
 		t.Fatal(err)
 	}
 	return b
+}
+
+// TestBundles: from a version-2 trace the hub builds the start bundle
+// (docs/BUNDLE.md) and serves it, streamed, byte for byte the bundle a
+// client builds from the same flist and trace; a version-1 trace, a
+// missing chunk or a removed trace leave none; a private image's bundle
+// is hidden like the image, and a GC that deletes the flist deletes it.
+func TestBundles(t *testing.T) {
+	ctx := context.Background()
+	b := dirBackend(t)
+	h := startHub(t, b, nil)
+	register(t, h.url, alice, "alice")
+	register(t, h.url, bob, "bob")
+	ca, cb, anon := client(t, h.url, &alice), client(t, h.url, &bob), client(t, h.url, nil)
+	fl, _ := packTo(t, h.url, alice, tree(t, 22, nil), nil)
+	r, _ := flist.Open(fl)
+	d := r.Digest()
+	if _, err := ca.Push(ctx, mustRef(t, "alice/app:v1"), fl); err != nil {
+		t.Fatal(err)
+	}
+	refs := r.Chunks()
+	if len(refs) < 3 {
+		t.Fatalf("the tree packs to %d chunks, want 3 or more", len(refs))
+	}
+	// Chunk 2 whole, two leaves of chunk 0, the first leaf of chunk 1.
+	tv2 := &mount.Trace{Flist: d, Chunks: []uint32{2, 0, 1}, Ranges: [][]mount.Range{
+		nil, {{Start: 1, Len: 2}}, {{Start: 0, Len: 1}},
+	}}
+	tr := must1(t, tv2.MarshalBinary)
+	if _, _, err := anon.PullBundle(ctx, d); code(err) != http.StatusNotFound {
+		t.Fatalf("bundle before any trace: %v", err)
+	}
+
+	// What a client builds from the same flist and trace, fetching the
+	// chunks over the hub's chunk API.
+	chunks, err := httpstore.New(h.url+"/chunks", httpstore.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer chunks.Close()
+	var want bytes.Buffer
+	ws, err := mount.BuildBundle(ctx, &want, r, tv2, func(ctx context.Context, k int) ([]byte, error) {
+		return store.Fetch(ctx, chunks, chunk.NewCodec(0), refs[k])
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ti, err := ca.PushTrace(ctx, d, tr)
+	if err != nil || ti.Bundle == nil || ti.BundleError != "" {
+		t.Fatalf("push a version-2 trace: %+v %v", ti, err)
+	}
+	if ti.Bundle.Size != int64(want.Len()) || ti.Bundle.Chunks != 3 || ti.Bundle.Plain != ws.Plain || ti.Bundle.Proofs == 0 {
+		t.Fatalf("bundle %+v, the client's %+v", *ti.Bundle, ws)
+	}
+	pull := func(c *hubclient.Client) ([]byte, error) {
+		rc, size, err := c.PullBundle(ctx, d)
+		if err != nil {
+			return nil, err
+		}
+		defer rc.Close()
+		got, err := io.ReadAll(rc)
+		if err == nil && int64(len(got)) != size {
+			err = fmt.Errorf("%d bytes, Content-Length %d", len(got), size)
+		}
+		return got, err
+	}
+	if got, err := pull(anon); err != nil || !bytes.Equal(got, want.Bytes()) {
+		t.Fatalf("pulled bundle (%d bytes, %v) is not the client's (%d bytes)", len(got), err, want.Len())
+	}
+
+	// A version-1 trace replaces the bundle with none, and says why.
+	v1 := must1(t, (&mount.Trace{Flist: d, Chunks: []uint32{2, 0, 1}}).MarshalBinary)
+	if ti, err := ca.PushTrace(ctx, d, v1); err != nil || ti.Bundle != nil || !strings.Contains(ti.BundleError, "version-1") {
+		t.Fatalf("push a version-1 trace: %+v %v", ti, err)
+	}
+	if _, err := pull(anon); code(err) != http.StatusNotFound {
+		t.Fatalf("bundle after a version-1 trace: %v", err)
+	}
+	// Back again; then its trace removed: the bundle goes with it.
+	if _, err := ca.PushTrace(ctx, d, tr); err != nil {
+		t.Fatal(err)
+	}
+	if err := ca.RemoveTrace(ctx, d); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := pull(anon); code(err) != http.StatusNotFound {
+		t.Fatalf("bundle after its trace was removed: %v", err)
+	}
+	if err := ca.RemoveTrace(ctx, d); code(err) != http.StatusNotFound {
+		t.Fatalf("remove a removed trace: %v", err)
+	}
+
+	// A chunk the hub lost: the trace is stored, the bundle is not.
+	if err := b.Chunks.Delete(ctx, chunk.ID(refs[1].Sum)); err != nil {
+		t.Fatal(err)
+	}
+	ti, err = ca.PushTrace(ctx, d, tr)
+	if err != nil || ti.Bundle != nil || !strings.Contains(ti.BundleError, "chunk 1") {
+		t.Fatalf("push a trace over a missing chunk: %+v %v", ti, err)
+	}
+	if got, err := anon.PullTrace(ctx, d); err != nil || !bytes.Equal(got, tr) {
+		t.Fatalf("the trace over a missing chunk: %v", err)
+	}
+	if _, err := pull(anon); code(err) != http.StatusNotFound {
+		t.Fatalf("bundle over a missing chunk: %v", err)
+	}
+	packTo(t, h.url, alice, tree(t, 22, nil), nil)
+	if ti, err := ca.PushTrace(ctx, d, tr); err != nil || ti.Bundle == nil {
+		t.Fatalf("push the trace again once the chunk is back: %+v %v", ti, err)
+	}
+
+	// Private: hidden like the image.
+	if _, err := ca.SetPrivate(ctx, "alice", true); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := pull(cb); code(err) != http.StatusNotFound {
+		t.Fatalf("private image's bundle by another key: %v", err)
+	}
+	if got, err := pull(ca); err != nil || !bytes.Equal(got, want.Bytes()) {
+		t.Fatalf("private image's bundle by its owner: %v", err)
+	}
+	// The flist goes: so does its bundle.
+	if err := ca.Remove(ctx, mustRef(t, "alice/app")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := GC(ctx, b, GCOptions{Now: func() time.Time { return time.Now().Add(2 * time.Hour) }}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.Objects.Stat(ctx, bundleObj(d)); !isNotFound(err) {
+		t.Fatalf("bundle after its flist was collected: %v", err)
+	}
 }

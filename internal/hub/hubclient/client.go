@@ -42,6 +42,10 @@ func New(baseURL string, k *key.Secret) (*Client, error) {
 // ChunksURL is the hub's chunk store, for --store.
 func (c *Client) ChunksURL() string { return c.base.String() + "/chunks" }
 
+// BundleURL is where the hub serves flist d's start bundle, for a mount's
+// --bundle (an unsigned GET: images in public namespaces).
+func (c *Client) BundleURL(d digest.ID) string { return c.base.String() + "/v1/bundles/" + d.String() }
+
 // StatusError is an answer the client did not expect.
 type StatusError struct {
 	Code int
@@ -333,6 +337,26 @@ func (c *Client) PullTrace(ctx context.Context, d digest.ID) ([]byte, error) {
 		return nil, fmt.Errorf("hub %s: trace of %s: %w", c.base, d, err)
 	}
 	return b, nil
+}
+
+// PullBundle returns a stream of the start bundle (docs/BUNDLE.md) the
+// hub keeps for flist d and its size, or an error wrapping ErrNotFound
+// when it keeps none. The stream is cut at MaxBundleSize (a cut bundle
+// loses the entries past the cut, no more); its entries are still to be
+// verified against the flist (a mount does, as they arrive).
+func (c *Client) PullBundle(ctx context.Context, d digest.ID) (io.ReadCloser, int64, error) {
+	resp, err := c.do(ctx, http.MethodGet, "/v1/bundles/"+d.String(), nil, "", nil)
+	if err != nil {
+		return nil, 0, err
+	}
+	if resp.ContentLength > MaxBundleSize {
+		resp.Body.Close()
+		return nil, 0, fmt.Errorf("hub %s: start bundle of %s: %d bytes, more than %d", c.base, d, resp.ContentLength, MaxBundleSize)
+	}
+	return struct {
+		io.Reader
+		io.Closer
+	}{io.LimitReader(resp.Body, MaxBundleSize), resp.Body}, resp.ContentLength, nil
 }
 
 // Repos lists the names in a namespace, following the hub's pages.

@@ -45,6 +45,11 @@ const (
 	// MaxTraceSize bounds an uploaded prefetch trace: a few bytes per
 	// chunk read at start, so a million chunks and more.
 	MaxTraceSize = 16 << 20
+	// MaxBundleSize bounds a start bundle (docs/BUNDLE.md) that a hub
+	// builds and a client accepts: the bytes a program reads at start,
+	// compressed (the four start commands of bench/mount.sh on a Debian
+	// image with python, gcc, node and java: 19 MB).
+	MaxBundleSize = 256 << 20
 )
 
 // TraceInfo answers a trace upload.
@@ -52,6 +57,18 @@ type TraceInfo struct {
 	Flist  digest.ID `json:"flist"`
 	Chunks int       `json:"chunks"`
 	Size   int64     `json:"size"`
+	// Bundle describes the start bundle the hub built from the trace;
+	// BundleError says why it built none (the trace is stored anyway).
+	Bundle      *BundleInfo `json:"bundle,omitempty"`
+	BundleError string      `json:"bundle_error,omitempty"`
+}
+
+// BundleInfo describes a start bundle.
+type BundleInfo struct {
+	Size   int64 `json:"size"`   // bytes
+	Chunks int   `json:"chunks"` // entries
+	Plain  int64 `json:"plain"`  // plaintext bytes of the ranges it carries
+	Proofs int64 `json:"proofs"` // bytes of tree nodes carried with them
 }
 
 var (

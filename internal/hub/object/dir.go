@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"path"
@@ -54,6 +55,23 @@ func (d *Dir) Get(_ context.Context, name string) ([]byte, error) {
 	}
 	b, err := os.ReadFile(p)
 	return b, notFound(name, err)
+}
+
+func (d *Dir) Open(_ context.Context, name string) (io.ReadCloser, Info, error) {
+	p, err := d.path(name)
+	if err != nil {
+		return nil, Info{}, err
+	}
+	f, err := os.Open(p)
+	if err != nil {
+		return nil, Info{}, notFound(name, err)
+	}
+	fi, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return nil, Info{}, err
+	}
+	return f, Info{Name: name, Size: fi.Size(), ModTime: fi.ModTime()}, nil
 }
 
 func (d *Dir) Stat(_ context.Context, name string) (Info, error) {

@@ -8,7 +8,8 @@
 //
 // A name is a slash-separated path of segments, each 1..255 bytes of
 // [A-Za-z0-9._:@=+-], not "." or "..", and not starting with ".". Objects
-// are small (they are read whole into memory).
+// are small (Get reads them whole into memory), except those the hub
+// streams (start bundles), which Open reads.
 //
 // # Consistency
 //
@@ -22,6 +23,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"strings"
 	"time"
 )
@@ -44,6 +46,11 @@ type Info struct {
 type Store interface {
 	// Get returns the object's bytes, or an error wrapping ErrNotFound.
 	Get(ctx context.Context, name string) ([]byte, error)
+	// Open returns a reader of the object's bytes and its description, or
+	// an error wrapping ErrNotFound; the caller closes the reader. It is
+	// for objects too large to hold whole (a start bundle served to many
+	// nodes at once).
+	Open(ctx context.Context, name string) (io.ReadCloser, Info, error)
 	// Stat describes the object, or returns an error wrapping ErrNotFound.
 	Stat(ctx context.Context, name string) (Info, error)
 	// Put creates or replaces the object atomically: a reader sees the old

@@ -1,8 +1,10 @@
 package object
 
 import (
+	"bytes"
 	"context"
 	"errors"
+	"io"
 	"sort"
 	"sync"
 	"sync/atomic"
@@ -37,6 +39,22 @@ func conformance(t *testing.T, s Store) {
 	}
 	if fi, err := s.Stat(ctx, "a/b"); err != nil || fi.Size != 3 || fi.ModTime.IsZero() {
 		t.Fatalf("Stat: %+v %v", fi, err)
+	}
+	if _, _, err := s.Open(ctx, "a/c"); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("Open missing: %v", err)
+	}
+	big := bytes.Repeat([]byte("0123456789abcdef"), 1<<16) // 1 MiB: more than one read
+	if err := s.Put(ctx, "a/big", big); err != nil {
+		t.Fatal(err)
+	}
+	rc, fi, err := s.Open(ctx, "a/big")
+	if err != nil {
+		t.Fatalf("Open: %v", err)
+	}
+	got, err := io.ReadAll(rc)
+	rc.Close()
+	if err != nil || !bytes.Equal(got, big) || fi.Size != int64(len(big)) || fi.Name != "a/big" {
+		t.Fatalf("Open read %d bytes (%v), info %+v; want %d", len(got), err, fi, len(big))
 	}
 	for _, bad := range []string{"", "/a", "a//b", "a/../b", ".tmp/x", "a b"} {
 		if err := s.Put(ctx, bad, nil); err == nil {

@@ -83,6 +83,23 @@ func (s *S3) Get(ctx context.Context, name string) ([]byte, error) {
 	return b, nil
 }
 
+func (s *S3) Open(ctx context.Context, name string) (io.ReadCloser, Info, error) {
+	k, err := s.key(name)
+	if err != nil {
+		return nil, Info{}, err
+	}
+	obj, err := s.client.GetObject(ctx, s.bucket, k, minio.GetObjectOptions{})
+	if err != nil {
+		return nil, Info{}, s.fail("get", name, err)
+	}
+	oi, err := obj.Stat() // the first request: a missing key fails here
+	if err != nil {
+		obj.Close()
+		return nil, Info{}, s.fail("get", name, err)
+	}
+	return obj, Info{Name: name, Size: oi.Size, ModTime: oi.LastModified}, nil
+}
+
 func (s *S3) Stat(ctx context.Context, name string) (Info, error) {
 	k, err := s.key(name)
 	if err != nil {
