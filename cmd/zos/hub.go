@@ -321,7 +321,7 @@ func hubPushCmd() *cobra.Command {
 			}
 			fmt.Fprintf(c.OutOrStdout(), "%s@%s\n", p.Ref, p.Digest)
 			if out.Trace != nil {
-				fmt.Fprintf(c.OutOrStdout(), "trace: %d chunks to prefetch\n", out.Trace.Chunks)
+				printTraceInfo(c, *out.Trace)
 			}
 			return nil
 		},
@@ -335,6 +335,7 @@ func hubPushCmd() *cobra.Command {
 func hubPullCmd() *cobra.Command {
 	var f hubFlags
 	var out string
+	var noBundle bool
 	c := &cobra.Command{
 		Use:   "pull NAMESPACE/NAME[:TAG|@DIGEST] [-o FILE]",
 		Short: "Download an flist (checked against the digest the hub announces)",
@@ -366,27 +367,57 @@ func hubPullCmd() *cobra.Command {
 			if err := os.WriteFile(out, p.Flist, 0o644); err != nil {
 				return err
 			}
-			// The hub's trace, if any, beside the file, where 'zos flist
-			// mount' finds it.
-			trace, err := pullTrace(c.Context(), cl, p)
+			// The hub's trace and start bundle, if any, beside the file,
+			// where 'zos flist mount' finds them.
+			trace, t, err := pullTrace(c.Context(), cl, p)
 			if err != nil {
 				return err
 			}
+			// Files left by an earlier pull that the hub no longer keeps
+			// would not match: they go.
 			if trace != nil {
-				if err := os.WriteFile(out+".trace", trace, 0o644); err != nil {
+				err = os.WriteFile(out+".trace", trace, 0o644)
+			} else {
+				err = removeMissing(out + ".trace")
+			}
+			if err != nil {
+				return err
+			}
+			var bundle int64
+			if t != nil && t.Ranges != nil && !noBundle {
+				if bundle, err = pullBundle(c.Context(), cl, p, t, out+".bundle"); err != nil {
+					return err
+				}
+			}
+			if bundle == 0 {
+				if err := removeMissing(out + ".bundle"); err != nil {
 					return err
 				}
 			}
 			if f.json {
-				return printJSON(c.OutOrStdout(), map[string]any{"file": out, "digest": p.Digest, "resolved": p.Resolved, "signers": p.Signers, "trace": trace != nil})
+				return printJSON(c.OutOrStdout(), map[string]any{"file": out, "digest": p.Digest, "resolved": p.Resolved, "signers": p.Signers,
+					"trace": trace != nil, "bundle": bundle})
 			}
 			fmt.Fprintf(c.OutOrStdout(), "%s %s\n", out, p.Resolved)
 			return nil
 		},
 	}
 	c.Flags().StringVarP(&out, "output", "o", "", "file to write (default NAME.fl)")
+	c.Flags().BoolVar(&noBundle, "no-bundle", false, "do not download the hub's start bundle (FL.bundle) beside the flist")
 	f.add(c, true)
 	return c
+}
+
+// printTraceInfo reports a trace stored on the hub and the start bundle
+// the hub built from it (or, on stderr, why it built none).
+func printTraceInfo(c *cobra.Command, ti hubclient.TraceInfo) {
+	fmt.Fprintf(c.OutOrStdout(), "trace: %d chunks to prefetch\n", ti.Chunks)
+	if b := ti.Bundle; b != nil {
+		fmt.Fprintf(c.OutOrStdout(), "start bundle: %.1f MB (%d chunks, %.1f MB read of them, %.1f MB of proofs), built by the hub\n",
+			mb(b.Size), b.Chunks, mb(b.Plain), mb(b.Proofs))
+	} else if ti.BundleError != "" {
+		fmt.Fprintf(c.ErrOrStderr(), "warning: no start bundle: %s\n", ti.BundleError)
+	}
 }
 
 // readTraceFor reads a trace file and checks it against the flist fl.
@@ -446,7 +477,7 @@ func hubTraceCmd() *cobra.Command {
 			if f.json {
 				return printJSON(c.OutOrStdout(), ti)
 			}
-			fmt.Fprintf(c.OutOrStdout(), "trace: %d chunks to prefetch\n", ti.Chunks)
+			printTraceInfo(c, ti)
 			return nil
 		},
 	}
@@ -458,22 +489,63 @@ func hubTraceCmd() *cobra.Command {
 
 // pullTrace returns the trace the hub keeps for the flist p, checked
 // against it; nil if it keeps none.
-func pullTrace(ctx context.Context, cl *hubclient.Client, p hubclient.Pulled) ([]byte, error) {
+func pullTrace(ctx context.Context, cl *hubclient.Client, p hubclient.Pulled) ([]byte, *mount.Trace, error) {
 	b, err := cl.PullTrace(ctx, p.Digest)
 	if errors.Is(err, hubclient.ErrNotFound) {
-		return nil, nil
+		return nil, nil, nil
 	}
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	r, err := flist.Open(p.Flist)
+	var t *mount.Trace
 	if err == nil {
-		_, err = mount.ParseTraceFor(b, r)
+		t, err = mount.ParseTraceFor(b, r)
 	}
 	if err != nil {
-		return nil, fmt.Errorf("the hub's trace of %s: %w", p.Digest.Short(), err)
+		return nil, nil, fmt.Errorf("the hub's trace of %s: %w", p.Digest.Short(), err)
 	}
-	return b, nil
+	return b, t, nil
+}
+
+// removeMissing removes path if it exists.
+func removeMissing(path string) error {
+	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return err
+	}
+	return nil
+}
+
+// pullBundle saves at path the start bundle the hub keeps for the flist p
+// and its trace t, verified whole as it streams in (a bundle that fails
+// is not saved); it returns its size, 0 if the hub keeps none.
+func pullBundle(ctx context.Context, cl *hubclient.Client, p hubclient.Pulled, t *mount.Trace, path string) (int64, error) {
+	rc, size, err := cl.PullBundle(ctx, p.Digest)
+	if errors.Is(err, hubclient.ErrNotFound) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, err
+	}
+	defer rc.Close()
+	r, err := flist.Open(p.Flist)
+	if err != nil {
+		return 0, err
+	}
+	var src io.Reader = rc
+	if bar := newBar("start bundle"); bar != nil {
+		bar.ChangeMax64(size)
+		defer bar.Finish()
+		src = io.TeeReader(rc, bar)
+	}
+	err = writeFileWith(path, func(w io.Writer) error {
+		_, err := mount.VerifyBundle(io.TeeReader(src, w), r, t)
+		return err
+	})
+	if err != nil {
+		return 0, fmt.Errorf("the hub's start bundle of %s: %w (pull again, or --no-bundle)", p.Digest.Short(), err)
+	}
+	return size, nil
 }
 
 func hubLsCmd() *cobra.Command {

@@ -213,6 +213,9 @@ func (m mounter) MountImage(ctx context.Context, mt node.Mount) error {
 	for _, s := range mt.Stores {
 		args = append(args, "--store", s)
 	}
+	if mt.Bundle != "" {
+		args = append(args, "--bundle", mt.Bundle)
+	}
 	out, err := exec.CommandContext(ctx, m.self, args...).CombinedOutput()
 	if err != nil {
 		return fmt.Errorf("%v: %s", err, strings.TrimSpace(string(out)))

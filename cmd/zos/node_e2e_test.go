@@ -28,6 +28,7 @@ import (
 
 	"github.com/zosgrid/zos/internal/auth"
 	"github.com/zosgrid/zos/internal/digest"
+	"github.com/zosgrid/zos/internal/flist"
 	"github.com/zosgrid/zos/internal/key"
 	"github.com/zosgrid/zos/internal/mount"
 	"github.com/zosgrid/zos/internal/node/nodeclient"
@@ -201,7 +202,22 @@ func TestNodeE2E(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		tr, err := (&mount.Trace{Flist: d, Chunks: []uint32{3, 1, 2, 0}}).MarshalBinary()
+		// Version 2: the first KiB of each chunk larger than that, so
+		// the hub builds a start bundle, which the node's mount streams.
+		fb, _ := os.ReadFile(fl)
+		r, err := flist.Open(fb)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ft := &mount.Trace{Flist: d, Chunks: []uint32{3, 1, 2, 0}}
+		for _, k := range ft.Chunks {
+			var rg []mount.Range
+			if r.Chunks()[k].Size > 1024 {
+				rg = []mount.Range{{Start: 0, Len: 1}}
+			}
+			ft.Ranges = append(ft.Ranges, rg)
+		}
+		tr, err := ft.MarshalBinary()
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -209,8 +225,8 @@ func TestNodeE2E(t *testing.T) {
 			t.Fatal(err)
 		}
 		out = n.mustZos("hub", "push", fl, "me/min:e2e", "--hub", hub, "--key", me)
-		if want := "me/min:e2e@" + sum.Digest + "\ntrace: 4 chunks to prefetch"; strings.TrimSpace(out) != want {
-			t.Fatalf("hub push: %q, want %q", out, want)
+		if want := "me/min:e2e@" + sum.Digest + "\ntrace: 4 chunks to prefetch\nstart bundle: "; !strings.HasPrefix(out, want) || !strings.Contains(out, "(4 chunks,") {
+			t.Fatalf("hub push: %q, want %q...", out, want)
 		}
 		imgDigest = sum.Digest
 	}) {
@@ -325,6 +341,12 @@ func TestNodeE2E(t *testing.T) {
 		}
 		if !hasEvent(n.events(idA, me), "image-fetched", "a trace of 4 chunks to prefetch") {
 			t.Errorf("image-fetched event does not mention the trace: %+v", n.events(idA, me))
+		}
+		// The image's mount streamed the hub's start bundle, all of it.
+		logs, _ := os.ReadFile(filepath.Join(n.data, "images", "mnt", imgDigest+".log"))
+		if !bytes.Contains(logs, []byte("/v1/bundles/"+imgDigest)) || !bytes.Contains(logs, []byte("start bundle streamed")) ||
+			!bytes.Contains(logs, []byte("entries=4 bad=0")) {
+			t.Errorf("the image's mount log shows no start bundle streamed from the hub:\n%s", logs)
 		}
 	})
 

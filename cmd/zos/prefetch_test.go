@@ -3,6 +3,8 @@ package main
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
+	"io/fs"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -279,4 +281,83 @@ func TestCLIWarm(t *testing.T) {
 		}
 	}
 	mustRun(t, "flist", "umount", mnt)
+}
+
+// TestCLIHubBundle: the hub builds, from the version-2 trace pushed with
+// an flist, the very start bundle 'zos flist trace' built beside it;
+// 'zos hub pull' saves it beside the flist, verified (a damaged one is not
+// saved), and a mount of the pulled flist streams it.
+func TestCLIHubBundle(t *testing.T) {
+	needFUSE(t)
+	dir := t.TempDir()
+	data := filepath.Join(dir, "hubdata")
+	hubURL := startHubServe(t, "--data", data)
+	k := filepath.Join(dir, "alice.key")
+	mustRun(t, "key", "gen", k)
+	mustRun(t, "hub", "register", "alice", "--hub", hubURL, "--key", k)
+	tree := smallTree(t)
+	os.MkdirAll(filepath.Join(tree, "bin"), 0o755)
+	os.MkdirAll(filepath.Join(tree, "proc"), 0o755)
+	buildProbe(t, filepath.Join(tree, "bin/probe"))
+	fl := filepath.Join(dir, "img.fl")
+	mustRun(t, "flist", "pack", tree, "-o", fl, "--store", hubURL+"/chunks", "--key", k)
+	mustRun(t, "flist", "trace", fl, "--", "/bin/probe", "/big")
+	local, err := os.ReadFile(fl + ".bundle")
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := mustRun(t, "hub", "push", fl, "alice/img:v1", "--hub", hubURL, "--key", k)
+	if !strings.Contains(out, "start bundle: ") || !strings.Contains(out, "built by the hub") {
+		t.Fatalf("hub push: %q", out)
+	}
+
+	pulled := filepath.Join(dir, "pulled.fl")
+	out = mustRun(t, "hub", "pull", "alice/img:v1", "-o", pulled, "--hub", hubURL, "--json")
+	var res struct{ Bundle int64 }
+	if err := json.Unmarshal([]byte(out), &res); err != nil || res.Bundle != int64(len(local)) {
+		t.Fatalf("hub pull --json: %v %s", err, out)
+	}
+	if got, err := os.ReadFile(pulled + ".bundle"); err != nil || !bytes.Equal(got, local) {
+		t.Fatalf("the hub's bundle (%d bytes, %v) is not the one 'zos flist trace' built (%d bytes)", len(got), err, len(local))
+	}
+	mnt := filepath.Join(dir, "mnt")
+	os.Mkdir(mnt, 0o755)
+	logf := filepath.Join(dir, "mount.log")
+	mountBG(t, pulled, mnt, "--log", logf)
+	got, err := os.ReadFile(filepath.Join(mnt, "big"))
+	want, _ := os.ReadFile(filepath.Join(tree, "big"))
+	if err != nil || !bytes.Equal(got, want) {
+		t.Errorf("/big read through the pulled bundle's mount differs: %v", err)
+	}
+	waitLog(t, logf, "start bundle streamed")
+	mustRun(t, "flist", "umount", mnt)
+	if logs, _ := os.ReadFile(logf); !strings.Contains(string(logs), "bad=0") {
+		t.Errorf("mount log:\n%s", logs)
+	}
+
+	// --no-bundle: none beside the flist, not even the earlier one.
+	mustRun(t, "hub", "pull", "alice/img:v1", "-o", pulled, "--hub", hubURL, "--no-bundle")
+	if _, err := os.Stat(pulled + ".bundle"); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("--no-bundle left a bundle: %v", err)
+	}
+	// A bundle damaged on the hub is refused whole, and not saved.
+	var stored string
+	filepath.WalkDir(data, func(p string, e fs.DirEntry, err error) error {
+		if err == nil && filepath.Base(filepath.Dir(p)) == "bundles" {
+			stored = p
+		}
+		return nil
+	})
+	b, err := os.ReadFile(stored)
+	if err != nil || !bytes.Equal(b, local) {
+		t.Fatalf("the hub's stored bundle %q: %v", stored, err)
+	}
+	b[len(b)/2] ^= 1
+	os.WriteFile(stored, b, 0o644)
+	if _, errs, code := run(t, "hub", "pull", "alice/img:v1", "-o", pulled, "--hub", hubURL); code == 0 || !strings.Contains(errs, "start bundle") {
+		t.Errorf("pull of a damaged bundle: exit %d %q", code, errs)
+	}
+	if _, err := os.Stat(pulled + ".bundle"); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("a damaged bundle was saved: %v", err)
+	}
 }

@@ -309,6 +309,30 @@ func (d *bundleDecoder) next() (*bundleEntry, error) {
 	return e, nil
 }
 
+// VerifyBundle reads a whole bundle from src and checks it as a mount
+// would, built for r from t (which Check has bound to r): its header, its
+// structure and every entry's bytes. It returns the number of entries, and
+// an error wrapping ErrBundle at the first fault.
+func VerifyBundle(src io.Reader, r *flist.Reader, t *Trace) (int, error) {
+	d, err := newBundleDecoder(src, r, t)
+	if err != nil {
+		return 0, err
+	}
+	defer d.close()
+	for n := 0; ; n++ {
+		e, err := d.next()
+		if err == io.EOF {
+			return n, nil
+		}
+		if err != nil {
+			return n, err
+		}
+		if e.bad != nil {
+			return n, fmt.Errorf("%w: entry %d: %v", ErrBundle, n, e.bad)
+		}
+	}
+}
+
 // noEOF reports a stream that ends inside an entry as truncated.
 func noEOF(err error) error {
 	if err == io.EOF {

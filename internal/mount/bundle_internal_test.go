@@ -138,6 +138,9 @@ func TestBundleCodec(t *testing.T) {
 		plain += int64(c.Size)
 	}
 	t.Logf("%d entries, %d bytes for %d of plaintext in the image", len(tr.Chunks), len(b), plain)
+	if n, err := VerifyBundle(bytes.NewReader(b), r, tr); err != nil || n != len(tr.Chunks) {
+		t.Fatalf("VerifyBundle: %d entries, %v", n, err)
+	}
 
 	// A chunk whose bytes are not its fingerprint's: that entry alone is
 	// bad, and the ones after it still decode.
@@ -156,12 +159,18 @@ func TestBundleCodec(t *testing.T) {
 		if err != nil || bad != 1 || good != len(tr.Chunks)-1 {
 			t.Errorf("entry %d forged: %d good, %d bad: %v", i, good, bad, err)
 		}
+		if n, err := VerifyBundle(bytes.NewReader(forged), r, tr); !errors.Is(err, ErrBundle) || n != i {
+			t.Errorf("VerifyBundle, entry %d forged: %d entries, %v", i, n, err)
+		}
 	}
 
 	// Truncated: the entries before the cut, then an error.
 	good, _, err = readAll(t, b[:len(b)*2/3], r, tr, st)
 	if err == nil || good == 0 || good == len(tr.Chunks) {
 		t.Errorf("truncated bundle: %d good, err %v", good, err)
+	}
+	if _, err := VerifyBundle(bytes.NewReader(b[:len(b)*2/3]), r, tr); !errors.Is(err, ErrBundle) {
+		t.Errorf("VerifyBundle, truncated: %v", err)
 	}
 	// Data after the stream's last entry is refused (after the entries).
 	if _, _, err = readAll(t, append(bytes.Clone(b), 0), r, tr, st); err == nil {

@@ -57,6 +57,7 @@ type Mount struct {
 	Image  string   // Overlay: where the image is mounted
 	Layer  string   // Overlay: the writable layer's directory (kept across remounts)
 	Stores []string // MountImage: chunk store URLs, in preference order
+	Bundle string   // MountImage: URL of the image's start bundle, "" if none
 	Cache  string   // MountImage: the machine's chunk cache
 	Log    string   // MountImage: the image server's log file
 }

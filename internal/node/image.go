@@ -109,6 +109,28 @@ func (a *Agent) fetchTrace(ctx context.Context, im spec.Image, r *flist.Reader, 
 	return len(t.Chunks), writeAtomic(path, b)
 }
 
+// bundleURL returns where the image's hub serves its start bundle
+// (docs/BUNDLE.md) if the trace kept beside fl, fetched from that hub, has
+// the ranges a bundle is built from; "" if not. The mount streams it from
+// there as the container starts (a hub that built none costs one 404).
+func bundleURL(im spec.Image, fl string) string {
+	if im.Hub == "" {
+		return ""
+	}
+	b, err := os.ReadFile(fl + ".trace")
+	if err != nil {
+		return ""
+	}
+	if t, err := mount.ParseTrace(b); err != nil || t.Ranges == nil {
+		return ""
+	}
+	c, err := hubclient.New(im.Hub, nil)
+	if err != nil {
+		return ""
+	}
+	return c.BundleURL(im.Digest)
+}
+
 // imageStores returns the chunk stores a spec names for its image: its
 // stores, else its hub's.
 func imageStores(im spec.Image) ([]string, error) {
@@ -130,17 +152,18 @@ func (a *Agent) imageDir(id digest.ID) string {
 // ensureImage makes sure image id (flist fl) is mounted at dir and
 // answers, mounting it (again) if not, and returns the mount's unique ID.
 // It works once per image per pass: the outcome is kept in want.
-func (a *Agent) ensureImage(ctx context.Context, id digest.ID, fl string, want *desired) (uint64, error) {
-	dir := a.imageDir(id)
+func (a *Agent) ensureImage(ctx context.Context, im spec.Image, fl string, want *desired) (uint64, error) {
+	dir := a.imageDir(im.Digest)
 	if m, ok := want.images[dir]; ok && (m.id != 0 || m.err != nil) {
 		return m.id, m.err
 	}
-	mid, err := a.mountImage(ctx, id, fl, dir, want)
+	mid, err := a.mountImage(ctx, im, fl, dir, want)
 	want.images[dir] = imageMount{id: mid, err: err}
 	return mid, err
 }
 
-func (a *Agent) mountImage(ctx context.Context, id digest.ID, fl, dir string, want *desired) (uint64, error) {
+func (a *Agent) mountImage(ctx context.Context, im spec.Image, fl, dir string, want *desired) (uint64, error) {
+	id := im.Digest
 	if mid, ok := a.opts.Mounter.Alive(dir, want.points); ok {
 		return mid, nil
 	}
@@ -153,7 +176,7 @@ func (a *Agent) mountImage(ctx context.Context, id digest.ID, fl, dir string, wa
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return 0, err
 	}
-	m := Mount{Flist: fl, Dir: dir, Stores: want.stores[id], Cache: a.opts.Cache, Log: dir + ".log"}
+	m := Mount{Flist: fl, Dir: dir, Stores: want.stores[id], Bundle: bundleURL(im, fl), Cache: a.opts.Cache, Log: dir + ".log"}
 	if err := a.opts.Mounter.MountImage(ctx, m); err != nil {
 		return 0, fmt.Errorf("mount image: %w", err)
 	}
@@ -161,7 +184,7 @@ func (a *Agent) mountImage(ctx context.Context, id digest.ID, fl, dir string, wa
 	if !ok {
 		return 0, fmt.Errorf("image mounted at %s does not answer", dir)
 	}
-	a.log.Info("image mounted", "image", id, "stores", m.Stores)
+	a.log.Info("image mounted", "image", id, "stores", m.Stores, "bundle", m.Bundle)
 	return mid, nil
 }
 

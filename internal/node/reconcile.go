@@ -412,7 +412,7 @@ func (a *Agent) ensureContainer(ctx context.Context, r record, d *spec.Deploymen
 		fail("%v", err)
 		return
 	}
-	imageID, err := a.ensureImage(ctx, w.Container.Image.Digest, fl, want)
+	imageID, err := a.ensureImage(ctx, w.Container.Image, fl, want)
 	if err != nil {
 		fail("%v", err)
 		return
