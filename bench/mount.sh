@@ -10,7 +10,8 @@
 #   start  cold start on big, from nothing on the node to the end of python3 -c 'import json',
 #          gcc --version, node -e 1, java -version (chroot, /proc mounted): zos lazy; zos with
 #          a recorded trace (when `zos flist trace` exists); zos with the trace and its start
-#          bundle streamed (when trace writes one); zos flist warm then run (when it
+#          bundle streamed (when trace writes one; from the hub, which builds it when the
+#          trace is pushed, if it builds the same bytes); zos flist warm then run (when it
 #          exists); curl big.tar | tar -x then run; the same with big.tar.zst; docker-registry
 #          -> skopeo copy -> umoci unpack -> runc run. Bytes = bytes through the proxy.
 #   read   a 1 GiB file (concatenated corpus files) read with fio: sequential 1 MiB and random
@@ -380,7 +381,7 @@ start_zos() {
 	local link=$1 mode=$2 row=zos w t0 st=ok msg="" times="" mt=0 bytes extra=""
 	case "$mode" in trace) row=zostrace ;; warm) row=zoswarm ;; bundle)
 		# The trace is fetched first (it is small), and the mount streams the bundle.
-		row=zosbundle mode=trace extra="--bundle $STORE_URL/big.fl.bundle"
+		row=zosbundle mode=trace extra="--bundle ${BUNDLE_URL:-$STORE_URL/big.fl.bundle}"
 		if ! [ -s "$SRV/big.fl.bundle" ]; then
 			rec part=start row=$row link="$link" status=missing msg="no start bundle recorded (zos flist trace writes one from version 2 on)"
 			return
@@ -506,6 +507,32 @@ record_trace() {
 	fi
 	[ -s "$SRV/big.fl.trace" ] || TRACE_MSG="zos flist trace wrote no $SRV/big.fl.trace"
 	cp "$w/log" "$OUT/trace.log"
+	[ "$CHUNKS" = hub ] && [ -s "$SRV/big.fl.bundle" ] && hub_bundle
+	return 0
+}
+
+# hub_bundle: push big.fl with its trace to the bench's hub, which builds the start bundle
+# itself; when it is the one zos flist trace wrote, byte for byte, the zosbundle row streams
+# it from the hub (GET /v1/bundles/D), over the link the chunks share, as a node would.
+hub_bundle() {
+	local w=$OUT/run/trace-record hub=http://127.0.0.1:$HUB_PORT d
+	BUNDLE_URL=""
+	zos_has hub push || return 0
+	[ -f "$OUT/bench.key" ] || "$ZOS" key gen "$OUT/bench.key" >/dev/null 2>&1 || return 0
+	"$ZOS" hub register bench --hub "$hub" --key "$OUT/bench.key" >/dev/null 2>&1 # done already on a rerun
+	if ! "$ZOS" hub push "$SRV/big.fl" bench/big:start --hub "$hub" --key "$OUT/bench.key" >"$w/push.log" 2>&1; then
+		log "hub push failed: $(oneline "$w/push.log"); the bundle row streams the file"
+		return 0
+	fi
+	d=$(sed -n 's/^bench\/big:start@\([0-9a-f]*\)$/\1/p' "$w/push.log")
+	if ! curl -sf -o "$w/hub.bundle" "$hub/v1/bundles/$d"; then
+		log "the hub built no start bundle: $(oneline "$w/push.log"); the bundle row streams the file"
+	elif ! cmp -s "$w/hub.bundle" "$SRV/big.fl.bundle"; then
+		log "the hub's start bundle differs from zos flist trace's; the bundle row streams the file"
+	else
+		log "the hub built the same start bundle ($(stat -c %s "$w/hub.bundle") bytes); the bundle row streams it from the hub"
+		BUNDLE_URL=http://127.0.0.1:$HUB_PROXY_PORT/v1/bundles/$d
+	fi
 }
 
 part_start() {
