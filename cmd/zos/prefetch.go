@@ -68,7 +68,7 @@ The trace is saved only if CMD succeeds; the exit status is CMD's.`,
 	}
 	fl := c.Flags()
 	fl.StringArrayVar(&stores, "store", nil, "chunk store URL (default: the stores the flist records)")
-	fl.StringVar(&cacheDir, "cache", "", "keep fetched chunks in this directory")
+	fl.StringVar(&cacheDir, "cache", "", "keep fetched chunks in this directory (default: a temporary one, until the bundle is built)")
 	fl.StringVarP(&out, "output", "o", "", "where to save the trace (default FL.trace)")
 	fl.StringVar(&bundleOut, "bundle", "", "where to save the start bundle (default: the trace's path, .trace replaced by .bundle)")
 	fl.BoolVar(&noBundle, "no-bundle", false, "save no start bundle")
@@ -93,6 +93,14 @@ func runTrace(c *cobra.Command, fl string, argv, stores []string, cacheDir, out,
 	r, err := readFlist(fl)
 	if err != nil {
 		return err
+	}
+	if cacheDir == "" && bundleOut != "" {
+		// The bundle is built from the chunks the run read: keep them
+		// until then rather than fetch them all again.
+		if cacheDir, err = os.MkdirTemp("", "zos-trace-cache-"); err != nil {
+			return err
+		}
+		defer os.RemoveAll(cacheDir)
 	}
 	st, _, err := openImageStore(ctx, r, stores, cacheDir, "")
 	if err != nil {
