@@ -56,6 +56,14 @@ func TestTwoHubsOneBucket(t *testing.T) {
 	if err != nil || !bytes.Equal(got.Flist, fl) {
 		t.Fatalf("pull through B: %v", err)
 	}
+	// A start bundle built by A from the bucket's chunks, streamed by B.
+	tr, want := traceAndBundle(t, a.url, r)
+	if ti, err := client(t, a.url, &alice).PushTrace(ctx, r.Digest(), must1(t, tr.MarshalBinary)); err != nil || ti.Bundle == nil {
+		t.Fatalf("trace through A: %+v %v", ti, err)
+	}
+	if got, err := pullBundle(client(t, b.url, nil), r.Digest()); err != nil || !bytes.Equal(got, want) {
+		t.Fatalf("bundle through B (%d bytes, %v) is not the client's (%d bytes)", len(got), err, len(want))
+	}
 	if err := client(t, b.url, &alice).Tag(ctx, "alice", "app", "latest", r.Digest()); err != nil {
 		t.Fatal(err)
 	}
