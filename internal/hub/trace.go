@@ -10,7 +10,6 @@ import (
 	"strconv"
 
 	"github.com/zosgrid/zos/internal/chunk"
-
 	"github.com/zosgrid/zos/internal/digest"
 	"github.com/zosgrid/zos/internal/flist"
 	"github.com/zosgrid/zos/internal/hub/hubclient"

@@ -25,13 +25,7 @@ import (
 // hidden like the image; a GC that deletes the flist deletes its trace.
 func TestTraces(t *testing.T) {
 	ctx := context.Background()
-	b := dirBackend(t)
-	h := startHub(t, b, nil)
-	register(t, h.url, alice, "alice")
-	register(t, h.url, bob, "bob")
-	ca, cb, anon := client(t, h.url, &alice), client(t, h.url, &bob), client(t, h.url, nil)
-	fl, _ := packTo(t, h.url, alice, tree(t, 21, nil), nil)
-	r, _ := flist.Open(fl)
+	b, _, ca, cb, anon, fl, r := traceHub(t, 21)
 	d := r.Digest()
 	if _, err := ca.PullTrace(ctx, d); code(err) != http.StatusNotFound {
 		t.Fatalf("trace of an unknown flist: %v", err)
@@ -81,25 +75,50 @@ func TestTraces(t *testing.T) {
 	if _, err := ca.PushTrace(ctx, d, tr); err != nil {
 		t.Fatal(err)
 	}
-	// Private: the trace is as hidden as the image.
+	privateThenCollected(t, b, ca, cb, traceObj(d), tr, func(c *hubclient.Client) ([]byte, error) { return c.PullTrace(ctx, d) })
+}
+
+// traceHub starts a hub with alice and bob registered, and packs a tree
+// into it (not yet pushed); it returns alice's, bob's and an anonymous
+// client.
+func traceHub(t *testing.T, seed uint64) (b *Backend, h *testHub, ca, cb, anon *hubclient.Client, fl []byte, r *flist.Reader) {
+	t.Helper()
+	b = dirBackend(t)
+	h = startHub(t, b, nil)
+	register(t, h.url, alice, "alice")
+	register(t, h.url, bob, "bob")
+	ca, cb, anon = client(t, h.url, &alice), client(t, h.url, &bob), client(t, h.url, nil)
+	fl, _ = packTo(t, h.url, alice, tree(t, seed, nil), nil)
+	r, err := flist.Open(fl)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b, h, ca, cb, anon, fl, r
+}
+
+// privateThenCollected checks what pull reads beside an flist of alice's
+// (want, the object obj): once her namespace is private, bob reads nothing
+// and she reads it; once the flist is removed and collected, it is gone.
+func privateThenCollected(t *testing.T, b *Backend, ca, cb *hubclient.Client, obj string, want []byte, pull func(*hubclient.Client) ([]byte, error)) {
+	t.Helper()
+	ctx := context.Background()
 	if _, err := ca.SetPrivate(ctx, "alice", true); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := cb.PullTrace(ctx, d); code(err) != http.StatusNotFound {
-		t.Fatalf("private image's trace by another key: %v", err)
+	if _, err := pull(cb); code(err) != http.StatusNotFound {
+		t.Fatalf("%s of a private image, by another key: %v", obj, err)
 	}
-	if got, err := ca.PullTrace(ctx, d); err != nil || !bytes.Equal(got, tr) {
-		t.Fatalf("private image's trace by its owner: %v", err)
+	if got, err := pull(ca); err != nil || !bytes.Equal(got, want) {
+		t.Fatalf("%s of a private image, by its owner: %v", obj, err)
 	}
-	// The flist goes: so does its trace.
 	if err := ca.Remove(ctx, mustRef(t, "alice/app")); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := GC(ctx, b, GCOptions{Now: func() time.Time { return time.Now().Add(2 * time.Hour) }}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := b.Objects.Stat(ctx, traceObj(d)); !isNotFound(err) {
-		t.Fatalf("trace after its flist was collected: %v", err)
+	if _, err := b.Objects.Stat(ctx, obj); !isNotFound(err) {
+		t.Fatalf("%s after its flist was collected: %v", obj, err)
 	}
 }
 
@@ -119,13 +138,7 @@ func must1(t *testing.T, f func() ([]byte, error)) []byte {
 // is hidden like the image, and a GC that deletes the flist deletes it.
 func TestBundles(t *testing.T) {
 	ctx := context.Background()
-	b := dirBackend(t)
-	h := startHub(t, b, nil)
-	register(t, h.url, alice, "alice")
-	register(t, h.url, bob, "bob")
-	ca, cb, anon := client(t, h.url, &alice), client(t, h.url, &bob), client(t, h.url, nil)
-	fl, _ := packTo(t, h.url, alice, tree(t, 22, nil), nil)
-	r, _ := flist.Open(fl)
+	b, h, ca, cb, anon, fl, r := traceHub(t, 22)
 	d := r.Digest()
 	if _, err := ca.Push(ctx, mustRef(t, "alice/app:v1"), fl); err != nil {
 		t.Fatal(err)
@@ -189,26 +202,7 @@ func TestBundles(t *testing.T) {
 		t.Fatalf("push the trace again once the chunk is back: %+v %v", ti, err)
 	}
 
-	// Private: hidden like the image.
-	if _, err := ca.SetPrivate(ctx, "alice", true); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := pull(cb); code(err) != http.StatusNotFound {
-		t.Fatalf("private image's bundle by another key: %v", err)
-	}
-	if got, err := pull(ca); err != nil || !bytes.Equal(got, want) {
-		t.Fatalf("private image's bundle by its owner: %v", err)
-	}
-	// The flist goes: so does its bundle.
-	if err := ca.Remove(ctx, mustRef(t, "alice/app")); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := GC(ctx, b, GCOptions{Now: func() time.Time { return time.Now().Add(2 * time.Hour) }}); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := b.Objects.Stat(ctx, bundleObj(d)); !isNotFound(err) {
-		t.Fatalf("bundle after its flist was collected: %v", err)
-	}
+	privateThenCollected(t, b, ca, cb, bundleObj(d), want, pull)
 }
 
 // traceAndBundle returns a version-2 trace of r's first three chunks
