@@ -49,7 +49,7 @@ type mountFlags struct {
 
 // mountCmds are the commands of this file, for 'zos flist'.
 func mountCmds() []*cobra.Command {
-	return []*cobra.Command{mountCmd(), umountCmd(), traceCmd(), warmCmd(), traceExecCmd()}
+	return []*cobra.Command{mountCmd(), umountCmd(), traceCmd(), bundleCmd(), warmCmd(), traceExecCmd()}
 }
 
 // mountReadyTimeout bounds how long the background mount may take to come up.

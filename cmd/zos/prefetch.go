@@ -20,6 +20,7 @@ import (
 
 	"github.com/zosgrid/zos/internal/chunk"
 	"github.com/zosgrid/zos/internal/digest"
+	"github.com/zosgrid/zos/internal/flist"
 	"github.com/zosgrid/zos/internal/mount"
 	"github.com/zosgrid/zos/internal/store"
 )
@@ -177,21 +178,73 @@ func runTrace(c *cobra.Command, fl string, argv, stores []string, cacheDir, out,
 	if bundleOut == "" {
 		return nil
 	}
+	if err := writeBundle(c, r, t, st, bundleOut); err != nil {
+		return fmt.Errorf("%w (the trace is saved; 'zos flist bundle' builds the bundle again)", err)
+	}
+	return nil
+}
+
+// writeBundle builds the start bundle of trace t of flist r, from the
+// chunks in st, into the file out, and reports it.
+func writeBundle(c *cobra.Command, r *flist.Reader, t *mount.Trace, st store.Store, out string) error {
 	codec := chunk.NewCodec(0)
 	var bs mount.BundleStats
-	err = writeFileWith(bundleOut, func(w io.Writer) error {
+	err := writeFileWith(out, func(w io.Writer) error {
 		var err error
-		bs, err = mount.BuildBundle(ctx, w, r, t, func(ctx context.Context, k int) ([]byte, error) {
+		bs, err = mount.BuildBundle(c.Context(), w, r, t, func(ctx context.Context, k int) ([]byte, error) {
 			return store.Fetch(ctx, st, codec, r.Chunks()[k])
 		})
 		return err
 	})
 	if err != nil {
-		return fmt.Errorf("start bundle: %w (the trace is saved)", err)
+		return fmt.Errorf("start bundle: %w", err)
 	}
 	fmt.Fprintf(c.ErrOrStderr(), "start bundle: %d chunks, %.1f MB read of them and %.1f MB of proofs in %.1f MB -> %s\n",
-		bs.Chunks, mb(bs.Plain), mb(bs.Proofs), mb(bs.Bytes), bundleOut)
+		bs.Chunks, mb(bs.Plain), mb(bs.Proofs), mb(bs.Bytes), out)
 	return nil
+}
+
+func bundleCmd() *cobra.Command {
+	var stores []string
+	var cacheDir, traceFile, out string
+	c := &cobra.Command{
+		Use:   "bundle FL [--trace FILE] [-o FILE] [--store URL...] [--cache DIR]",
+		Short: "Build the start bundle of an flist from its version-2 trace (as 'zos flist trace' does after its run)",
+		Args:  usageArgs(1, "FL"),
+		RunE: func(c *cobra.Command, args []string) error {
+			r, err := readFlist(args[0])
+			if err != nil {
+				return err
+			}
+			if traceFile == "" {
+				traceFile = tracePath(args[0])
+			}
+			t, err := mount.ReadTrace(traceFile, r)
+			if errors.Is(err, mount.ErrTrace) {
+				return &exitError{exitContent, err}
+			} else if err != nil {
+				return err
+			}
+			if t.Ranges == nil {
+				return &exitError{exitContent, fmt.Errorf("%s is a version-1 trace (no ranges): record it again with 'zos flist trace'", traceFile)}
+			}
+			if out == "" {
+				out = strings.TrimSuffix(traceFile, ".trace") + ".bundle"
+			}
+			st, _, err := openImageStore(c.Context(), r, stores, cacheDir, "")
+			if err != nil {
+				return err
+			}
+			defer st.Close()
+			return writeBundle(c, r, t, st, out)
+		},
+	}
+	fl := c.Flags()
+	fl.StringArrayVar(&stores, "store", nil, "chunk store URL (default: the stores the flist records)")
+	fl.StringVar(&cacheDir, "cache", "", "read (and keep) chunks through this cache directory")
+	fl.StringVar(&traceFile, "trace", "", "the version-2 trace (default FL.trace)")
+	fl.StringVarP(&out, "output", "o", "", "where to save the bundle (default: the trace's path, .trace replaced by .bundle)")
+	return c
 }
 
 // defaultPath is the PATH a chrooted command gets when we have none.

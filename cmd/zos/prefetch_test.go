@@ -150,6 +150,24 @@ func TestCLITrace(t *testing.T) {
 	if err != nil || !bytes.HasPrefix(bundle, []byte("zosbndl\x01")) {
 		t.Fatalf("no bundle beside the flist: %v", err)
 	}
+	// zos flist bundle builds it again from the trace, the same bytes; not
+	// from a version-1 trace.
+	again := filepath.Join(dir, "again.bundle")
+	if _, errs, code := run(t, "flist", "bundle", fl, "-o", again); code != 0 || !strings.Contains(errs, "start bundle: ") {
+		t.Fatalf("flist bundle: exit %d %q", code, errs)
+	}
+	if b, err := os.ReadFile(again); err != nil || !bytes.Equal(b, bundle) {
+		t.Errorf("flist bundle built %d bytes (%v), trace built %d, or they differ", len(b), err, len(bundle))
+	}
+	v1 := filepath.Join(dir, "v1.trace")
+	if b, err := (&mount.Trace{Flist: r.Digest(), Chunks: tr.Chunks}).MarshalBinary(); err != nil {
+		t.Fatal(err)
+	} else {
+		os.WriteFile(v1, b, 0o644)
+	}
+	if _, errs, code := run(t, "flist", "bundle", fl, "--trace", v1, "-o", again); code != exitContent || !strings.Contains(errs, "version-1") {
+		t.Errorf("flist bundle of a version-1 trace: exit %d %q", code, errs)
+	}
 
 	// A failing command: its status, and no trace.
 	other := filepath.Join(dir, "other.trace")
