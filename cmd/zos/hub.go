@@ -290,13 +290,8 @@ func hubPushCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			if traceFile == "" && !noTrace {
-				if _, err := os.Stat(args[0] + ".trace"); err == nil {
-					traceFile = args[0] + ".trace"
-				}
-			}
 			var tr []byte
-			if traceFile != "" && !noTrace {
+			if traceFile, _ = besideFile(traceFile, tracePath(args[0]), noTrace); traceFile != "" {
 				if tr, err = readTraceFor(b, traceFile); err != nil {
 					return err
 				}
@@ -464,7 +459,7 @@ func hubTraceCmd() *cobra.Command {
 				return nil
 			}
 			if traceFile == "" {
-				traceFile = args[0] + ".trace"
+				traceFile = tracePath(args[0])
 			}
 			tr, err := readTraceFor(b, traceFile)
 			if err != nil {

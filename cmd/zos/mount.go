@@ -320,15 +320,9 @@ func tracePath(fl string) string { return fl + ".trace" }
 // command line must fit the flist; a default one that does not is logged
 // and ignored (it may be left over from an older image).
 func loadTrace(fl, path string, none bool, r *flist.Reader, logger *slog.Logger) (*mount.Trace, error) {
-	if none {
+	path, explicit := besideFile(path, tracePath(fl), none)
+	if path == "" {
 		return nil, nil
-	}
-	explicit := path != ""
-	if !explicit {
-		path = tracePath(fl)
-		if _, err := os.Stat(path); err != nil {
-			return nil, nil
-		}
 	}
 	t, err := mount.ReadTrace(path, r)
 	if err != nil {
@@ -346,7 +340,26 @@ func loadTrace(fl, path string, none bool, r *flist.Reader, logger *slog.Logger)
 }
 
 // bundlePath is where the start bundle of the flist at fl lives by default.
-func bundlePath(fl string) string { return fl + ".bundle" }
+func bundlePath(fl string) string { return bundleBeside(tracePath(fl)) }
+
+// bundleBeside is where the start bundle built from the trace at path
+// goes by default: beside it.
+func bundleBeside(path string) string { return strings.TrimSuffix(path, ".trace") + ".bundle" }
+
+// besideFile returns the file to use: none if none, else path if the
+// command line named one (explicit), else def if it exists, else "".
+func besideFile(path, def string, none bool) (file string, explicit bool) {
+	if none {
+		return "", false
+	}
+	if path != "" {
+		return path, true
+	}
+	if _, err := os.Stat(def); err == nil {
+		return def, false
+	}
+	return "", false
+}
 
 func isURL(s string) bool { return strings.HasPrefix(s, "http://") || strings.HasPrefix(s, "https://") }
 
@@ -356,15 +369,9 @@ func isURL(s string) bool { return strings.HasPrefix(s, "http://") || strings.Ha
 // refused; a default one is then ignored. Its contents are checked as it
 // streams (a bad one costs only the fetches it does not save).
 func loadBundle(fl, src string, none bool, t *mount.Trace, logger *slog.Logger) (*mount.Bundle, error) {
-	if none {
+	src, explicit := besideFile(src, bundlePath(fl), none)
+	if src == "" {
 		return nil, nil
-	}
-	explicit := src != ""
-	if !explicit {
-		src = bundlePath(fl)
-		if _, err := os.Stat(src); err != nil {
-			return nil, nil
-		}
 	}
 	if t == nil || t.Ranges == nil {
 		if explicit {

@@ -62,7 +62,7 @@ The trace is saved only if CMD succeeds; the exit status is CMD's.`,
 				out = tracePath(args[0])
 			}
 			if bundleOut == "" && !noBundle {
-				bundleOut = strings.TrimSuffix(out, ".trace") + ".bundle" // beside the trace
+				bundleOut = bundleBeside(out)
 			}
 			return runTrace(c, args[0], args[1:], stores, cacheDir, out, bundleOut, logFile, noChroot, fetchTimeout)
 		},
@@ -229,7 +229,7 @@ func bundleCmd() *cobra.Command {
 				return &exitError{exitContent, fmt.Errorf("%s is a version-1 trace (no ranges): record it again with 'zos flist trace'", traceFile)}
 			}
 			if out == "" {
-				out = strings.TrimSuffix(traceFile, ".trace") + ".bundle"
+				out = bundleBeside(traceFile)
 			}
 			st, _, err := openImageStore(c.Context(), r, stores, cacheDir, "")
 			if err != nil {

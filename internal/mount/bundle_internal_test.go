@@ -17,6 +17,21 @@ import (
 	"github.com/zosgrid/zos/internal/store/mem"
 )
 
+// packMem packs the tree at dir into a new in-memory store.
+func packMem(t testing.TB, dir string) (*flist.Reader, store.Store) {
+	t.Helper()
+	st := mem.New()
+	fl, _, err := pack.Dir(context.Background(), dir, st, pack.Options{Workers: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := flist.Open(fl)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r, st
+}
+
 // bundleImage packs a few files of varied sizes and returns the image,
 // its store and a version-2 trace with whole chunks and ranges of several
 // shapes (first leaf, middle runs, the chunk's last partial leaf).
@@ -33,15 +48,7 @@ func bundleImage(t testing.TB, seed uint64) (*flist.Reader, store.Store, *Trace)
 			t.Fatal(err)
 		}
 	}
-	st := mem.New()
-	fl, _, err := pack.Dir(context.Background(), dir, st, pack.Options{Workers: 2})
-	if err != nil {
-		t.Fatal(err)
-	}
-	fr, err := flist.Open(fl)
-	if err != nil {
-		t.Fatal(err)
-	}
+	fr, st := packMem(t, dir)
 	tr := &Trace{Flist: fr.Digest()}
 	for k := len(fr.Chunks()) - 1; k >= 0; k -= 2 { // not in index order
 		u := units(fr.Chunks()[k].Size)

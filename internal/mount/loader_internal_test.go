@@ -12,8 +12,6 @@ import (
 	"testing"
 
 	"github.com/zosgrid/zos/internal/flist"
-	"github.com/zosgrid/zos/internal/pack"
-	"github.com/zosgrid/zos/internal/store/mem"
 )
 
 // readBytes is a readFn over a whole file in memory.
@@ -237,15 +235,7 @@ func TestLookupFollow(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	st := mem.New()
-	fl, _, err := pack.Dir(context.Background(), src, st, pack.Options{Workers: 1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	r, err := flist.Open(fl)
-	if err != nil {
-		t.Fatal(err)
-	}
+	r, st := packMem(t, src)
 	fs, err := New(context.Background(), r, st, Options{})
 	if err != nil {
 		t.Fatal(err)
