@@ -17,6 +17,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/zosgrid/zos/internal/chunk"
 	"github.com/zosgrid/zos/internal/digest"
 	"github.com/zosgrid/zos/internal/flist"
 	"github.com/zosgrid/zos/internal/hub"
@@ -92,6 +93,7 @@ func hubServeCmd() *cobra.Command {
 	var listen, data, level string
 	var hosts, admins []string
 	var adminReg, noLimits bool
+	var recompress int
 	var conv hub.ConvertOptions
 	var lim hub.RateLimits
 	var proxies []string
@@ -101,6 +103,9 @@ func hubServeCmd() *cobra.Command {
 		Args:  usageArgs(0, "no arguments"),
 		RunE: func(c *cobra.Command, args []string) error {
 			var lv slog.Level
+			if recompress < 0 || recompress > chunk.MaxLevel {
+				return &exitError{exitUsage, fmt.Errorf("--recompress-level %d: want 1 to %d, or 0 for none", recompress, chunk.MaxLevel)}
+			}
 			if err := lv.UnmarshalText([]byte(level)); err != nil {
 				return &exitError{exitUsage, fmt.Errorf("--log-level: %w", err)}
 			}
@@ -138,7 +143,8 @@ func hubServeCmd() *cobra.Command {
 			if len(hosts) == 0 {
 				hosts = listenHosts(listen, ln.Addr())
 			}
-			hb := hub.New(b, hub.Options{Hosts: hosts, Admins: adm, AdminRegistration: adminReg, Logger: log, Convert: conv, Limits: lim})
+			hb := hub.New(b, hub.Options{Hosts: hosts, Admins: adm, AdminRegistration: adminReg, Logger: log, Convert: conv, Limits: lim,
+				RecompressLevel: recompress})
 			defer hb.Close()
 			go hb.Run(ctx)
 			srv := &http.Server{Handler: hb, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute}
@@ -161,6 +167,7 @@ func hubServeCmd() *cobra.Command {
 	c.Flags().StringArrayVar(&admins, "admin", nil, "an admin's public key (ed25519:...): may act in every namespace and run gc (repeatable)")
 	c.Flags().BoolVar(&adminReg, "admin-registration", false, "only admins register users (default: anyone may claim a free namespace)")
 	c.Flags().StringVar(&level, "log-level", "info", "debug, info, warn or error")
+	c.Flags().IntVar(&recompress, "recompress-level", hub.DefaultRecompressLevel, "re-seal the chunks of stored flists at this zstd level (1-19) in the background, in place, when that saves bytes; 0 turns it off")
 	c.Flags().BoolVar(&conv.AllowPrivate, "convert-allow-private", false, "conversions may fetch from registries at loopback and private addresses (refused by default: SSRF)")
 	c.Flags().IntVar(&conv.Workers, "convert-workers", 0, "conversion jobs run at once (default: one per CPU)")
 	c.Flags().IntVar(&conv.Queue, "convert-queue", 0, "conversion jobs that may wait for a worker; more are refused with 429 (default: 4 per worker)")

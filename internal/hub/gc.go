@@ -209,7 +209,7 @@ func GC(ctx context.Context, b *Backend, opt GCOptions) (hubclient.GCStats, erro
 		if err := b.Objects.Delete(ctx, flistObj(d)); err != nil {
 			return finish(), err
 		}
-		for _, o := range []string{traceObj(d), bundleObj(d)} {
+		for _, o := range []string{traceObj(d), bundleObj(d), recompressedObj(d)} {
 			if err := b.Objects.Delete(ctx, o); err != nil && !isNotFound(err) {
 				return finish(), err
 			}

@@ -79,6 +79,10 @@ type Options struct {
 	Convert ConvertOptions
 	// Limits bound the writes and refusals of one key or address (limit.go).
 	Limits RateLimits
+	// RecompressLevel, if not 0, is the zstd level at which Run re-seals
+	// the whole chunks of stored flists in the background (recompress.go;
+	// `zos hub serve` uses DefaultRecompressLevel).
+	RecompressLevel int
 }
 
 // Hub serves one Backend. Create it with New; it is an http.Handler.
@@ -94,6 +98,7 @@ type Hub struct {
 	conv    *converter
 	lim     *limiter
 	builds  chan struct{} // start bundles being built (trace.go)
+	rc      *recompressor // nil: chunks are not recompressed
 }
 
 // New returns a hub over b.
@@ -115,6 +120,7 @@ func New(b *Backend, opt Options) *Hub {
 	h.v = &auth.Verifier{Hosts: opt.Hosts, Nonces: &objectNonces{o: b.Objects}, Now: h.opt.Now}
 	h.metrics = newMetrics()
 	h.conv = newConverter(h, h.metrics.reg)
+	h.rc = newRecompressor(h, opt.RecompressLevel)
 	h.routes()
 	h.handler = h.observe(h.mux)
 	return h
@@ -127,10 +133,18 @@ func (h *Hub) ServeHTTP(w http.ResponseWriter, r *http.Request) { h.handler.Serv
 // failed) and waits for them.
 func (h *Hub) Close() { h.conv.close() }
 
+// RecompressIdle reports that no flist waits to be recompressed or is
+// being recompressed (always true without recompression).
+func (h *Hub) RecompressIdle() bool { return h.rc == nil || h.rc.idle() }
+
 // Run prunes expired nonces once a minute, and old conversion job records
 // once an hour, until ctx ends (every instance may run it; deletes are
-// idempotent).
+// idempotent). With Options.RecompressLevel it also recompresses the
+// chunks of stored flists, those of new pushes as they come.
 func (h *Hub) Run(ctx context.Context) {
+	if h.rc != nil {
+		go h.rc.run(ctx)
+	}
 	t := time.NewTicker(time.Minute)
 	defer t.Stop()
 	for n := 0; ; n++ {

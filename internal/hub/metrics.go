@@ -28,6 +28,10 @@ type metrics struct {
 	gcRuns       *prometheus.CounterVec // result
 	gcDeleted    prometheus.Counter
 	gcFreed      prometheus.Counter
+
+	recompressed    prometheus.Counter
+	recompressSaved prometheus.Counter
+	recompressQueue prometheus.Gauge
 }
 
 func newMetrics() *metrics {
@@ -67,9 +71,19 @@ func newMetrics() *metrics {
 		gcFreed: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "zos_hub_gc_deleted_bytes_total", Help: "Bytes of chunks deleted by garbage collections run through this hub.",
 		}),
+		recompressed: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "zos_hub_recompressed_chunks_total", Help: "Chunks this hub re-sealed at its recompression level and replaced.",
+		}),
+		recompressSaved: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "zos_hub_recompress_saved_bytes_total", Help: "Bytes of blobs that recompression saved.",
+		}),
+		recompressQueue: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "zos_hub_recompress_pending_flists", Help: "Flists queued for recompression or being recompressed.",
+		}),
 	}
 	m.reg.MustRegister(m.requests, m.duration, m.bytesOut, m.bytesIn, m.chunkLookups, m.pushes,
 		m.authRefused, m.limited, m.gcRuns, m.gcDeleted, m.gcFreed,
+		m.recompressed, m.recompressSaved, m.recompressQueue,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }

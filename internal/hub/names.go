@@ -388,7 +388,11 @@ func (h *Hub) commit(ctx context.Context, ns, name, tag string, v hubclient.Vers
 	if err := h.putJSON(ctx, versionObj(ns, name, d), v); err != nil {
 		return err
 	}
-	return h.putJSON(ctx, tagObj(ns, name, tag), hubclient.TagRequest{Digest: d})
+	if err := h.putJSON(ctx, tagObj(ns, name, tag), hubclient.TagRequest{Digest: d}); err != nil {
+		return err
+	}
+	h.rc.add(d)
+	return nil
 }
 
 // missingClosure returns the chunks (and delta bases of chunks, to any

@@ -74,6 +74,14 @@ type Batcher interface {
 	GetBatch(ctx context.Context, ids []digest.ID, fn func(i int, blob []byte, err error)) error
 }
 
+// Replacer is a Store that can put a blob in place of the one stored
+// under its ID (Put keeps the first): the hub re-seals chunks at a higher
+// compression level this way (docs/HUB.md). A reader sees the old blob or
+// the new one, whole, never neither; both open to the same plaintext.
+type Replacer interface {
+	Replace(ctx context.Context, id digest.ID, blob []byte) error
+}
+
 // Dropper is a Store that keeps copies of the blobs it serves (a cache,
 // or a cache's lease) and drops its copy of one on request; a router
 // passes the request on to the caches in its routes and takes back what

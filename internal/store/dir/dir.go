@@ -103,11 +103,24 @@ func (s *Store) Has(ctx context.Context, id digest.ID) (bool, error) {
 }
 
 func (s *Store) Put(ctx context.Context, id digest.ID, blob []byte) error {
+	// No check for a present blob first: callers ask Has (or Missing)
+	// before they seal a chunk, and publish keeps the first copy.
+	return s.write(ctx, id, blob, publish)
+}
+
+// Replace stores blob under id in place of the blob stored there, if any:
+// the new file is renamed over the old, so a reader opens one or the
+// other, whole (store.Replacer).
+func (s *Store) Replace(ctx context.Context, id digest.ID, blob []byte) error {
+	return s.write(ctx, id, blob, os.Rename)
+}
+
+// write writes blob to a temporary file beside id's path and moves it
+// there with place.
+func (s *Store) write(ctx context.Context, id digest.ID, blob []byte, place func(tmp, p string) error) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	// No check for a present blob first: callers ask Has (or Missing)
-	// before they seal a chunk, and publish keeps the first copy.
 	p := s.Path(id)
 	dir := filepath.Dir(p)
 	// A name no other writer uses: this process's ID and a counter (a
@@ -131,7 +144,7 @@ func (s *Store) Put(ctx context.Context, id digest.ID, blob []byte) error {
 		err = cerr
 	}
 	if err == nil {
-		err = publish(tmp, p)
+		err = place(tmp, p)
 	}
 	if err != nil {
 		os.Remove(tmp)

@@ -52,6 +52,15 @@ func (s *Store) Put(ctx context.Context, id digest.ID, blob []byte) error {
 	return nil
 }
 
+// Replace stores blob under id in place of the blob stored there, if any
+// (store.Replacer).
+func (s *Store) Replace(ctx context.Context, id digest.ID, blob []byte) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.blobs[id] = bytes.Clone(blob)
+	return nil
+}
+
 func (s *Store) Delete(ctx context.Context, id digest.ID) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()

@@ -251,6 +251,17 @@ func (s *Store) Put(ctx context.Context, id digest.ID, blob []byte) error {
 	return nil
 }
 
+// Replace stores blob under id in place of the blob stored there, if any:
+// one PUT without Put's precondition, which S3 applies atomically
+// (store.Replacer).
+func (s *Store) Replace(ctx context.Context, id digest.ID, blob []byte) error {
+	opts := minio.PutObjectOptions{ContentType: "application/octet-stream"}
+	if _, err := s.client.PutObject(ctx, s.opt.Bucket, s.Key(id), bytes.NewReader(blob), int64(len(blob)), opts); err != nil {
+		return fmt.Errorf("s3 store %s: replace %s: %w", s, id.Short(), err)
+	}
+	return nil
+}
+
 func (s *Store) Delete(ctx context.Context, id digest.ID) error {
 	err := s.client.RemoveObject(ctx, s.opt.Bucket, s.Key(id), minio.RemoveObjectOptions{})
 	if err != nil && minio.ToErrorResponse(err).Code != minio.NoSuchKey {

@@ -132,6 +132,62 @@ func Run(t *testing.T, h Harness) {
 		}
 	})
 
+	// A store that can replace a blob (the hub's recompression) swaps it
+	// whole: a reader racing the replacements gets the old blob or the
+	// new one, never a miss or a mix, and a later Put keeps the new one.
+	t.Run("Replace", func(t *testing.T) {
+		s := open(t)
+		r, ok := s.(store.Replacer)
+		if !ok {
+			t.Skipf("%s cannot replace blobs (no store.Replacer)", s)
+		}
+		ref, id, blob := Blob("replace", 60000)
+		plain, err := codec.Open(ref, blob)
+		if err != nil {
+			t.Fatal(err)
+		}
+		other := chunk.NewCodec(chunk.MaxLevel).SealSum(plain, ref.Sum)
+		if bytes.Equal(other, blob) {
+			t.Fatal("the two levels sealed the same blob: the test shows nothing")
+		}
+		if err := s.Put(ctx, id, blob); err != nil {
+			t.Fatal(err)
+		}
+		done := make(chan error)
+		go func() {
+			for i := 0; i < 20; i++ {
+				if err := r.Replace(ctx, id, [][]byte{other, blob}[i%2]); err != nil {
+					done <- err
+					return
+				}
+			}
+			done <- r.Replace(ctx, id, other)
+		}()
+		for reading := true; reading; {
+			select {
+			case err := <-done:
+				if err != nil {
+					t.Fatalf("Replace: %v", err)
+				}
+				reading = false
+			default:
+			}
+			got, err := s.Get(ctx, id)
+			if err != nil || !bytes.Equal(got, blob) && !bytes.Equal(got, other) {
+				t.Fatalf("Get during Replace = %d bytes, %v", len(got), err)
+			}
+		}
+		if err := s.Put(ctx, id, blob); err != nil {
+			t.Fatal(err)
+		}
+		if got, err := s.Get(ctx, id); err != nil || !bytes.Equal(got, other) {
+			t.Fatalf("Get after Replace and Put = %d bytes, %v; want the replacement (%d bytes)", len(got), err, len(other))
+		}
+		if n := count(t, s); n != 1 {
+			t.Fatalf("List after replacing: %d blobs", n)
+		}
+	})
+
 	t.Run("Idempotent", func(t *testing.T) {
 		s := open(t)
 		_, id, blob := Blob("b", 100)
