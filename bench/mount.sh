@@ -34,6 +34,8 @@
 #   RATE_KBPS=12500 LATENCY_MS=20   the slow link (1 KB = 1000 bytes: 12500 KB/s = 100 Mbit/s)
 #   SEQ_RUNTIME=60 RAND_RUNTIME=20  fio limits in seconds (sequential: the file or this, first)
 #   ZOS_MOUNT_FLAGS=""              extra flags for every zos mount (e.g. "--fetchers 32")
+#   RECOMPRESS=16                   CHUNKS=hub: the hub's --recompress-level; each flist packed
+#                                   is pushed to it and its recompression waited for (0: none)
 #   CHUNKS=hub                      who serves the chunk store to zos: hub (zos hub serve over it,
 #                                   batched gets included) or static (bench/mountbench serve)
 #   DISK_REPS=5                     alternated reps of the warm-disk rows (the median is reported)
@@ -66,6 +68,7 @@ DISK_RAND_IOS=${DISK_RAND_IOS:-50000}
 DISK_REPS=${DISK_REPS:-5}
 ZOS_MOUNT_FLAGS=${ZOS_MOUNT_FLAGS:-}
 CHUNKS=${CHUNKS:-hub}
+RECOMPRESS=${RECOMPRESS:-16}
 META_REPS=${META_REPS:-3}
 CACHE_SIZE=${CACHE_SIZE:-8G}
 RESULTS=${RESULTS:-$OUT/results.jsonl}
@@ -358,7 +361,9 @@ prepare_srv() {
 		# The hub's blob backend: a directory whose chunks/ is the bench's dir store.
 		mkdir -p "$OUT/hub" "$SRV/store"
 		ln -sfn "$SRV/store" "$OUT/hub/chunks"
-		"$ZOS" hub serve --data "$OUT/hub" --listen "127.0.0.1:$HUB_PORT" --no-rate-limits --log-level warn 2>"$OUT/hub.log" &
+		local rc=()
+		"$ZOS" hub serve --help 2>/dev/null | grep -q -- --recompress-level && rc=(--recompress-level "$RECOMPRESS")
+		"$ZOS" hub serve --data "$OUT/hub" --listen "127.0.0.1:$HUB_PORT" --no-rate-limits --log-level info "${rc[@]}" 2>"$OUT/hub.log" &
 		PIDS+=($!)
 		wait_port "$HUB_PORT"
 		proxy_create hub "$HUB_PROXY_PORT" "$HUB_PORT"
@@ -372,6 +377,43 @@ pack_into_srv() { # SRCDIR NAME
 	log "packing $1 into $SRV/$2.fl"
 	"$ZOS" flist pack "$1" -o "$SRV/$2.fl" --store "dir://$SRV/store" >"$OUT/pack-$2.log" 2>&1 ||
 		die "zos flist pack $1 failed: $(oneline "$OUT/pack-$2.log")"
+	hub_recompress "$2"
+}
+
+# hub_push FL REF LOG: push FL (and the trace beside it, if any) to the bench's hub as REF,
+# under the bench's key, registered on first use.
+hub_push() {
+	local hub=http://127.0.0.1:$HUB_PORT
+	zos_has hub push || { echo "zos has no hub push" >"$3"; return 1; }
+	[ -f "$OUT/bench.key" ] || "$ZOS" key gen "$OUT/bench.key" >/dev/null 2>&1 || return 1
+	"$ZOS" hub register bench --hub "$hub" --key "$OUT/bench.key" >/dev/null 2>&1 # done already on a rerun
+	"$ZOS" hub push "$1" "$2" --hub "$hub" --key "$OUT/bench.key" >"$3" 2>&1
+}
+
+# hub_metric NAME: the value of a metric of the bench's hub (0 if absent).
+hub_metric() {
+	curl -sf "http://127.0.0.1:$HUB_PORT/metrics" | awk -v m="$1" '$1 == m {v = $2} END {printf "%d\n", v}'
+}
+
+# hub_recompress NAME: push NAME.fl to the bench's hub, which re-seals its chunks at
+# RECOMPRESS in the background, as it does for every push, and wait for it to finish, so
+# that every row reads the store as a hub serves it once the image has settled.
+hub_recompress() {
+	local t0 saved
+	[ "$CHUNKS" = hub ] && [ "$RECOMPRESS" != 0 ] || return 0
+	"$ZOS" hub serve --help 2>/dev/null | grep -q -- --recompress-level || return 0
+	t0=$(now)
+	saved=$(hub_metric zos_hub_recompress_saved_bytes_total)
+	hub_push "$SRV/$1.fl" "bench/$1:packed" "$OUT/push-$1.log" ||
+		die "pushing $1.fl to the bench's hub failed: $(oneline "$OUT/push-$1.log")"
+	log "the hub recompresses $1's chunks at level $RECOMPRESS"
+	while [ "$(hub_metric zos_hub_recompress_pending_flists)" != 0 ]; do
+		sleep 1
+		[ "$(since "$t0" | cut -d. -f1)" -lt 3600 ] || die "the hub's recompression of $1 took over an hour"
+	done
+	saved=$(($(hub_metric zos_hub_recompress_saved_bytes_total) - saved))
+	rec part=info row=recompress name="$1" level="$RECOMPRESS" took="$(since "$t0")" saved_bytes="$saved"
+	log "recompressed $1 in $(since "$t0") s: $saved bytes saved"
 }
 
 # ---- part 1: cold start ----
@@ -517,10 +559,7 @@ record_trace() {
 hub_bundle() {
 	local w=$OUT/run/trace-record hub=http://127.0.0.1:$HUB_PORT d
 	BUNDLE_URL=""
-	zos_has hub push || return 0
-	[ -f "$OUT/bench.key" ] || "$ZOS" key gen "$OUT/bench.key" >/dev/null 2>&1 || return 0
-	"$ZOS" hub register bench --hub "$hub" --key "$OUT/bench.key" >/dev/null 2>&1 # done already on a rerun
-	if ! "$ZOS" hub push "$SRV/big.fl" bench/big:start --hub "$hub" --key "$OUT/bench.key" >"$w/push.log" 2>&1; then
+	if ! hub_push "$SRV/big.fl" bench/big:start "$w/push.log"; then
 		log "hub push failed: $(oneline "$w/push.log"); the bundle row streams the file"
 		return 0
 	fi
