@@ -55,6 +55,10 @@ const minGain = 100
 // markEvery is how many chunks pass between progress records.
 const markEvery = 512
 
+// retryRecompress is how long a flist whose recompression a store fault
+// stopped waits before it is queued again.
+var retryRecompress = time.Minute
+
 // recompressor re-seals the chunks of flists, one flist at a time, in
 // one goroutine (Run) at the lowest CPU priority.
 type recompressor struct {
@@ -141,6 +145,7 @@ func (rc *recompressor) run(ctx context.Context) {
 	}
 	rc.mu.Lock()
 	rc.working = false
+	rc.gaugeLocked()
 	rc.mu.Unlock()
 	for {
 		rc.mu.Lock()
@@ -156,7 +161,9 @@ func (rc *recompressor) run(ctx context.Context) {
 		rc.mu.Unlock()
 		if next {
 			if err := rc.flist(ctx, d); err != nil && ctx.Err() == nil {
-				rc.h.log.Warn("recompressing flist", "flist", d, "err", err)
+				// A store fault: try again later, from the last record.
+				rc.h.log.Warn("recompressing flist; trying again in a minute", "flist", d, "err", err)
+				time.AfterFunc(retryRecompress, func() { rc.add(d) })
 			}
 			rc.mu.Lock()
 			rc.working = false
@@ -193,8 +200,9 @@ func (rc *recompressor) flist(ctx context.Context, d digest.ID) error {
 		return err
 	}
 	fl, err := flist.Open(b)
-	if err != nil {
-		return err
+	if err != nil { // not the store's fault: trying again would not help
+		rc.h.log.Warn("stored flist not recompressed", "flist", d, "err", err)
+		return nil
 	}
 	refs := fl.Chunks()
 	start, saved := time.Now(), m.Before-m.After

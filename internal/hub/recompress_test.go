@@ -3,17 +3,21 @@ package hub
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/zosgrid/zos/internal/chunk"
 	"github.com/zosgrid/zos/internal/digest"
 	"github.com/zosgrid/zos/internal/flist"
+	"github.com/zosgrid/zos/internal/hub/object"
 	"github.com/zosgrid/zos/internal/store"
 	"github.com/zosgrid/zos/internal/store/dir"
+	"github.com/zosgrid/zos/internal/store/mem"
 )
 
 // TestRecompress: a hub with a recompression level re-seals the whole
@@ -198,4 +202,52 @@ func readBlob(t *testing.T, b *Backend, id digest.ID) []byte {
 		t.Fatal(err)
 	}
 	return raw
+}
+
+// flakyStore fails the next fail Gets, as a store that drops connections.
+type flakyStore struct {
+	*mem.Store
+	fail atomic.Int32
+}
+
+func (s *flakyStore) Get(ctx context.Context, id digest.ID) ([]byte, error) {
+	if s.fail.Add(-1) >= 0 {
+		return nil, errors.New("connection reset by peer")
+	}
+	return s.Store.Get(ctx, id)
+}
+
+// TestRecompressRetries: a store fault stops a flist's recompression,
+// which is queued again and finishes.
+func TestRecompressRetries(t *testing.T) {
+	ctx := context.Background()
+	defer func(d time.Duration) { retryRecompress = d }(retryRecompress)
+	retryRecompress = 50 * time.Millisecond
+	objs, err := object.NewDir(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := &flakyStore{Store: mem.New()}
+	b := NewBackend(st, objs)
+	h := startHub(t, b, func(o *Options) { o.RecompressLevel = chunk.MaxLevel })
+	register(t, h.url, alice, "alice")
+	fl, _ := packTo(t, h.url, alice, tree(t, 9, nil), nil)
+	r, _ := flist.Open(fl)
+	if _, err := client(t, h.url, &alice).Push(ctx, mustRef(t, "alice/app:v1"), fl); err != nil {
+		t.Fatal(err)
+	}
+	st.fail.Store(2)
+	rctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go h.Run(rctx)
+	var m recompressMark
+	for deadline := time.Now().Add(time.Minute); !m.Done; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("not recompressed after a store fault: %+v", m)
+		}
+		h.getJSON(ctx, recompressedObj(r.Digest()), &m)
+	}
+	if st.fail.Load() >= 0 || m.Chunks == 0 {
+		t.Fatalf("faults left %d, record %+v", st.fail.Load(), m)
+	}
 }
