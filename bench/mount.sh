@@ -362,7 +362,11 @@ prepare_srv() {
 		mkdir -p "$OUT/hub" "$SRV/store"
 		ln -sfn "$SRV/store" "$OUT/hub/chunks"
 		local rc=()
-		"$ZOS" hub serve --help 2>/dev/null | grep -q -- --recompress-level && rc=(--recompress-level "$RECOMPRESS")
+		if "$ZOS" hub serve --help 2>/dev/null | grep -q -- --recompress-level; then
+			rc=(--recompress-level "$RECOMPRESS")
+		else
+			RECOMPRESS=0 # an older zos: its hub serves the blobs as packed
+		fi
 		"$ZOS" hub serve --data "$OUT/hub" --listen "127.0.0.1:$HUB_PORT" --no-rate-limits --log-level info "${rc[@]}" 2>"$OUT/hub.log" &
 		PIDS+=($!)
 		wait_port "$HUB_PORT"
@@ -401,7 +405,6 @@ hub_metric() {
 hub_recompress() {
 	local t0 saved
 	[ "$CHUNKS" = hub ] && [ "$RECOMPRESS" != 0 ] || return 0
-	"$ZOS" hub serve --help 2>/dev/null | grep -q -- --recompress-level || return 0
 	t0=$(now)
 	saved=$(hub_metric zos_hub_recompress_saved_bytes_total)
 	hub_push "$SRV/$1.fl" "bench/$1:packed" "$OUT/push-$1.log" ||

@@ -633,16 +633,12 @@ func (h *Hub) publish(ctx context.Context, ref hubclient.Ref, body []byte, by ke
 
 // serveFlist answers with the stored file of d.
 func (h *Hub) serveFlist(w http.ResponseWriter, r *http.Request, d digest.ID, resolvedRef string) {
-	b, err := h.b.Objects.Get(r.Context(), flistObj(d))
+	fl, err := h.storedFlist(r.Context(), d)
 	if err != nil {
 		h.fail(w, r, err)
 		return
 	}
-	fl, err := flist.Open(b)
-	if err != nil || fl.Digest() != d {
-		h.fail(w, r, fmt.Errorf("stored flist %s is corrupt: %v", d, err))
-		return
-	}
+	b := fl.Bytes()
 	var signers []string
 	for _, s := range fl.Signatures() {
 		signers = append(signers, key.Public(s.Key).String()) // verified when stored

@@ -551,14 +551,7 @@ func (c *converter) previous(ctx context.Context, ref hubclient.Ref) *flist.Read
 		}
 		return nil
 	}
-	b, err := h.b.Objects.Get(ctx, flistObj(t.Digest))
-	var r *flist.Reader
-	if err == nil {
-		r, err = flist.Open(b)
-	}
-	if err == nil && r.Digest() != t.Digest {
-		err = fmt.Errorf("stored flist %s has digest %s", t.Digest, r.Digest())
-	}
+	r, err := h.storedFlist(ctx, t.Digest)
 	if err == nil {
 		err = r.Validate()
 	}

@@ -238,6 +238,27 @@ func (h *Hub) resolve(ctx context.Context, ref hubclient.Ref, reader *viewer) (r
 	}
 }
 
+// errBadFlist marks a stored flist file that does not parse or is not
+// the digest it is stored under: reading it again will not help.
+var errBadFlist = errors.New("is corrupt")
+
+// storedFlist reads and parses the stored flist file of d. A missing file
+// is an error wrapping object.ErrNotFound; a corrupt one wraps errBadFlist.
+func (h *Hub) storedFlist(ctx context.Context, d digest.ID) (*flist.Reader, error) {
+	b, err := h.b.Objects.Get(ctx, flistObj(d))
+	if err != nil {
+		return nil, err
+	}
+	r, err := flist.Open(b)
+	if err == nil && r.Digest() != d {
+		err = fmt.Errorf("its digest is %s", r.Digest().Short())
+	}
+	if err != nil {
+		return nil, fmt.Errorf("stored flist %s %w: %v", d.Short(), errBadFlist, err)
+	}
+	return r, nil
+}
+
 // storeFlist writes the flist file for r, or, if one is stored, adds the
 // signatures r has that it lacks. (Two concurrent merges may keep only one
 // side's new signatures; a later push restores them.)

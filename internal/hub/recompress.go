@@ -192,17 +192,15 @@ func (rc *recompressor) flist(ctx context.Context, d digest.ID) error {
 	default:
 		return err
 	}
-	b, err := rc.h.b.Objects.Get(ctx, flistObj(d))
-	if isNotFound(err) {
+	fl, err := rc.h.storedFlist(ctx, d)
+	switch {
+	case isNotFound(err):
 		return nil // collected since it was queued
-	}
-	if err != nil {
-		return err
-	}
-	fl, err := flist.Open(b)
-	if err != nil { // not the store's fault: trying again would not help
+	case errors.Is(err, errBadFlist): // trying again would not help
 		rc.h.log.Warn("stored flist not recompressed", "flist", d, "err", err)
 		return nil
+	case err != nil:
+		return err
 	}
 	refs := fl.Chunks()
 	start, saved := time.Now(), m.Before-m.After

@@ -45,11 +45,7 @@ func (h *Hub) putTrace(w http.ResponseWriter, r *http.Request) {
 		if t, err = mount.ParseTrace(body); err != nil {
 			return errorf(http.StatusBadRequest, "%v", err)
 		}
-		b, err := h.b.Objects.Get(r.Context(), flistObj(d))
-		if err != nil {
-			return err
-		}
-		if fl, err = flist.Open(b); err != nil {
+		if fl, err = h.storedFlist(r.Context(), d); err != nil {
 			return err
 		}
 		if err := t.Check(fl); err != nil {

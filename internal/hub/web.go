@@ -697,16 +697,9 @@ func (w *web) reader(ctx context.Context, d digest.ID) (*flist.Reader, error) {
 	if r := w.readers.get(d); r != nil {
 		return r, nil
 	}
-	b, err := w.h.b.Objects.Get(ctx, flistObj(d))
+	r, err := w.h.storedFlist(ctx, d)
 	if err != nil {
 		return nil, err
-	}
-	r, err := flist.Open(b)
-	if err != nil {
-		return nil, fmt.Errorf("stored flist %s: %w", d.Short(), err)
-	}
-	if r.Digest() != d {
-		return nil, fmt.Errorf("stored flist %s has digest %s", d.Short(), r.Digest().Short())
 	}
 	w.readers.put(d, r)
 	return r, nil
@@ -885,12 +878,9 @@ func (w *web) chunkSums(ctx context.Context, d digest.ID) ([]digest.ID, error) {
 	}
 	fr := w.readers.get(d)
 	if fr == nil {
-		b, err := w.h.b.Objects.Get(ctx, flistObj(d))
-		if err != nil {
+		var err error
+		if fr, err = w.h.storedFlist(ctx, d); err != nil {
 			return nil, err
-		}
-		if fr, err = flist.Open(b); err != nil {
-			return nil, fmt.Errorf("stored flist %s: %w", d.Short(), err)
 		}
 	}
 	seen := make(map[digest.ID]bool, len(fr.Chunks()))
