@@ -107,44 +107,49 @@ func (d *Dir) temp(data []byte) (string, error) {
 }
 
 func (d *Dir) Put(_ context.Context, name string, data []byte) error {
-	p, err := d.path(name)
-	if err != nil {
-		return err
-	}
-	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
-		return err
-	}
-	tmp, err := d.temp(data)
-	if err != nil {
-		return err
-	}
-	if err := os.Rename(tmp, p); err != nil {
-		os.Remove(tmp)
-		return err
-	}
-	return nil
+	return d.place(name, data, true)
 }
 
 func (d *Dir) Create(_ context.Context, name string, data []byte) error {
+	err := d.place(name, data, false)
+	if errors.Is(err, fs.ErrExist) {
+		return fmt.Errorf("%s: %w", name, ErrExist)
+	}
+	return err
+}
+
+// place writes data to a temporary file and publishes it under name: a
+// rename if replace, else a hard link, which fails if the name exists.
+// Delete removes directories left empty, so one can vanish between
+// MkdirAll and the publication when a concurrent Delete empties it: that
+// fails with ENOENT (the temporary file's directory, .tmp, is never
+// removed) and is tried again.
+func (d *Dir) place(name string, data []byte, replace bool) (err error) {
 	p, err := d.path(name)
 	if err != nil {
-		return err
-	}
-	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
 		return err
 	}
 	tmp, err := d.temp(data)
 	if err != nil {
 		return err
 	}
-	defer os.Remove(tmp)
-	if err := os.Link(tmp, p); err != nil {
-		if errors.Is(err, fs.ErrExist) {
-			return fmt.Errorf("%s: %w", name, ErrExist)
+	defer func() {
+		if err != nil || !replace {
+			os.Remove(tmp)
 		}
-		return err
+	}()
+	op := os.Link
+	if replace {
+		op = os.Rename
 	}
-	return nil
+	for try := 0; ; try++ {
+		if err = os.MkdirAll(filepath.Dir(p), 0o755); err == nil {
+			err = op(tmp, p)
+		}
+		if !errors.Is(err, fs.ErrNotExist) || try == 9 {
+			return err
+		}
+	}
 }
 
 func (d *Dir) Delete(_ context.Context, name string) error {

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"sort"
 	"sync"
@@ -109,6 +110,30 @@ func conformance(t *testing.T, s Store) {
 	if _, err := s.Get(ctx, "l/x/1"); !errors.Is(err, ErrNotFound) {
 		t.Fatalf("Get deleted: %v", err)
 	}
+
+	// Writes and deletes of neighbours race (as the hub's pending
+	// markers do): every write lands, although a Delete that empties a
+	// directory removes it (dir).
+	for w := range 2 {
+		wg.Go(func() {
+			for i := range 150 {
+				n := fmt.Sprintf("p/q/%d-%d", w, i)
+				write := s.Put
+				if i%2 == 0 {
+					write = s.Create
+				}
+				if err := write(ctx, n, []byte(n)); err != nil {
+					t.Errorf("write %s beside deletes: %v", n, err)
+					return
+				}
+				if err := s.Delete(ctx, n); err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
 }
 
 func TestDir(t *testing.T) {
