@@ -694,43 +694,58 @@ func (f *FS) Read(cancel <-chan struct{}, in *fuse.ReadIn, buf []byte) (fuse.Rea
 	f.readCached(in.NodeId)
 	end := min(in.Offset+uint64(in.Size), h.size)
 	f.prefetchFile(h, in.NodeId, in.Offset, end)
-	data, err := f.read(h, in.NodeId, in.Offset, end, buf)
+	vecs, err := f.read(h, in.NodeId, in.Offset, end)
 	if err != nil {
 		return nil, f.status("read", in.NodeId, err)
 	}
 	if in.Offset == 0 && (f.slices == nil || !f.slices.streaming.Load()) {
 		// While a bundle streams, it brings what the loader would read.
-		f.loaderStart(in.NodeId, e, "", data)
+		f.loaderStart(in.NodeId, e, "", head(vecs, 4))
 	}
 	if f.slices == nil || !f.slices.streaming.Load() {
 		// While a bundle streams, it is the read-ahead: a reader it serves
 		// looks sequential, and what lies past its slices was not read.
 		f.readAhead(h, in.NodeId, in.Offset, end)
 	}
-	return fuse.ReadResultData(data), fuse.OK
+	return fuse.ReadResultVector(vecs), fuse.OK
 }
 
-func (f *FS) read(h *stream, ino, off, end uint64, buf []byte) ([]byte, error) {
+// read returns bytes [off, end) of a file as the pieces of the chunks
+// under them, in order: the reply is written from them with one writev,
+// never copied into one buffer first.
+func (f *FS) read(h *stream, ino, off, end uint64) ([][]byte, error) {
 	lo, hi := h.off+off, h.off+end // the span of the content stream
 	first, last := f.r.ChunkAt(lo), f.r.ChunkAt(hi-1)
 	if first == last {
 		s := f.r.ChunkStart(first)
-		return f.piece(first, ino, lo-s, hi-s)
+		data, err := f.piece(first, ino, lo-s, hi-s)
+		return [][]byte{data}, err
 	}
 	f.chunks.start(first, last+1, ino)
-	if uint64(len(buf)) < hi-lo {
-		buf = make([]byte, hi-lo)
-	}
-	n := 0
+	vecs := make([][]byte, 0, last-first+1)
 	for k := first; k <= last; k++ {
 		s, e := f.r.ChunkStart(k), f.r.ChunkStart(k)+uint64(f.r.Chunks()[k].Size)
 		data, err := f.piece(k, ino, max(lo, s)-s, min(hi, e)-s)
 		if err != nil {
 			return nil, err
 		}
-		n += copy(buf[n:], data)
+		vecs = append(vecs, data)
 	}
-	return buf[:n], nil
+	return vecs, nil
+}
+
+// head returns the first n bytes of vecs (fewer if they hold fewer).
+func head(vecs [][]byte, n int) []byte {
+	if len(vecs[0]) >= n || len(vecs) == 1 {
+		return vecs[0]
+	}
+	var b []byte
+	for _, v := range vecs {
+		if b = append(b, v...); len(b) >= n {
+			break
+		}
+	}
+	return b
 }
 
 // piece returns bytes [lo, hi) of chunk k: from the bundle's slices if

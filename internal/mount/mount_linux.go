@@ -85,13 +85,17 @@ func mountFUSE(ctx context.Context, dir string, r *flist.Reader, st store.Store,
 		mopts = append(mopts, "suid")
 	}
 	srv, err := fuse.NewServer(fs, dir, &fuse.MountOptions{
-		FsName:                   opt.Name,
-		Name:                     fsType,
-		Options:                  mopts,
-		AllowOther:               !opt.Private,
-		DirectMount:              true, // mount(2) as root; fusermount otherwise
-		DirectMountFlags:         flags,
-		MaxWrite:                 1 << 20, // reads of up to 1 MiB
+		FsName:           opt.Name,
+		Name:             fsType,
+		Options:          mopts,
+		AllowOther:       !opt.Private,
+		DirectMount:      true, // mount(2) as root; fusermount otherwise
+		DirectMountFlags: flags,
+		MaxWrite:         1 << 20, // reads of up to 1 MiB
+		// Replies come from memory, never from a file descriptor: without
+		// this, go-fuse tries a splice for every read reply first (four
+		// system calls for nothing) and logs its failure for each 1 MiB one.
+		DisableSplice:            true,
 		MaxBackground:            64,
 		EnableSymlinkCaching:     true,
 		ExplicitDataCacheControl: true, // content never changes: never drop pages on attribute refresh
