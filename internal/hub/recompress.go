@@ -59,6 +59,12 @@ const markEvery = 512
 // stopped waits before it is queued again.
 var retryRecompress = time.Minute
 
+// rescanRecompress is how often the recompressor lists the stored flists
+// again, for those pushed through another hub over the same backend: a
+// flist older than this with no record is queued (a younger one is left
+// to the hub that took its push, which queued it at once).
+var rescanRecompress = 10 * time.Minute
+
 // recompressor re-seals the chunks of flists, one flist at a time, in
 // one goroutine (Run) at the lowest CPU priority.
 type recompressor struct {
@@ -126,27 +132,21 @@ func (rc *recompressor) idle() bool {
 }
 
 // run queues every stored flist not yet recompressed at rc's level, then
-// recompresses queued flists until ctx ends. It holds its goroutine on one
+// recompresses queued flists until ctx ends, listing the stored flists
+// again every rescanRecompress. It holds its goroutine on one
 // OS thread niced to 19, so zstd's CPU goes to serving first.
 func (rc *recompressor) run(ctx context.Context) {
 	runtime.LockOSThread() // never unlocked: the niced thread exits with the goroutine
 	if err := unix.Setpriority(unix.PRIO_PROCESS, unix.Gettid(), 19); err != nil {
 		rc.h.log.Warn("recompression runs at normal priority", "err", err)
 	}
-	err := rc.h.b.Objects.List(ctx, flistsPrefix, func(o object.Info) error {
-		d, err := digest.Parse(strings.TrimPrefix(o.Name, flistsPrefix))
-		if err == nil {
-			rc.add(d)
-		}
-		return nil
-	})
-	if err != nil && ctx.Err() == nil {
-		rc.h.log.Warn("listing flists to recompress", "err", err)
-	}
+	rc.scan(ctx, false)
 	rc.mu.Lock()
 	rc.working = false
 	rc.gaugeLocked()
 	rc.mu.Unlock()
+	rescan := time.NewTicker(rescanRecompress)
+	defer rescan.Stop()
 	for {
 		rc.mu.Lock()
 		var d digest.ID
@@ -175,7 +175,39 @@ func (rc *recompressor) run(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-rc.wake:
+		case <-rescan.C:
+			rc.scan(ctx, true)
 		}
+	}
+}
+
+// scan queues the stored flists: all of them at start-up (flist skips
+// those done at rc's level), and on a rescan those older than
+// rescanRecompress that have no record.
+func (rc *recompressor) scan(ctx context.Context, rescan bool) {
+	marked := map[string]bool{}
+	var err error
+	if rescan {
+		err = rc.h.b.Objects.List(ctx, recompressedPrefix, func(o object.Info) error {
+			marked[strings.TrimPrefix(o.Name, recompressedPrefix)] = true
+			return nil
+		})
+	}
+	if err == nil {
+		old := rc.h.opt.Now().Add(-rescanRecompress)
+		err = rc.h.b.Objects.List(ctx, flistsPrefix, func(o object.Info) error {
+			name := strings.TrimPrefix(o.Name, flistsPrefix)
+			if rescan && (marked[name] || o.ModTime.After(old)) {
+				return nil
+			}
+			if d, err := digest.Parse(name); err == nil {
+				rc.add(d)
+			}
+			return nil
+		})
+	}
+	if err != nil && ctx.Err() == nil {
+		rc.h.log.Warn("listing flists to recompress", "err", err)
 	}
 }
 

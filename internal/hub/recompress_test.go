@@ -251,3 +251,37 @@ func TestRecompressRetries(t *testing.T) {
 		t.Fatalf("faults left %d, record %+v", st.fail.Load(), m)
 	}
 }
+
+// TestRecompressRescan: a flist pushed through another hub over the same
+// backend, which does not recompress, is found by this hub's rescan and
+// recompressed; without the rescan it would wait for this hub's restart.
+func TestRecompressRescan(t *testing.T) {
+	ctx := context.Background()
+	defer func(d time.Duration) { rescanRecompress = d }(rescanRecompress)
+	rescanRecompress = 100 * time.Millisecond
+	b := dirBackend(t)
+	other := startHub(t, b, nil) // takes the push, recompresses nothing
+	h := startHub(t, b, func(o *Options) { o.RecompressLevel = chunk.MaxLevel })
+	rctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go h.Run(rctx)
+	for !h.RecompressIdle() { // its start-up listing is over, with nothing stored
+		time.Sleep(10 * time.Millisecond)
+	}
+	register(t, other.url, alice, "alice")
+	fl, _ := packTo(t, other.url, alice, tree(t, 10, nil), nil)
+	r, _ := flist.Open(fl)
+	if _, err := client(t, other.url, &alice).Push(ctx, mustRef(t, "alice/app:v1"), fl); err != nil {
+		t.Fatal(err)
+	}
+	var m recompressMark
+	for deadline := time.Now().Add(time.Minute); !m.Done; time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("a flist pushed through another hub was not recompressed: %+v", m)
+		}
+		h.getJSON(ctx, recompressedObj(r.Digest()), &m)
+	}
+	if m.Chunks == 0 || m.After >= m.Before {
+		t.Fatalf("record %+v", m)
+	}
+}
