@@ -339,8 +339,8 @@ func TestNodeE2E(t *testing.T) {
 		if err != nil || !bytes.Equal(got, want) {
 			t.Errorf("the hub's trace on the node: %v", err)
 		}
-		if !hasEvent(n.events(idA, me), "image-fetched", "a trace of 4 chunks to prefetch") {
-			t.Errorf("image-fetched event does not mention the trace: %+v", n.events(idA, me))
+		if !hasEvent(n.events(idA, me), "image-fetched", "a trace of 4 chunks to prefetch and the hub's start bundle to stream") {
+			t.Errorf("image-fetched event does not mention the trace and the bundle: %+v", n.events(idA, me))
 		}
 		// The image's mount streamed the hub's start bundle, all of it.
 		logs, _ := os.ReadFile(filepath.Join(n.data, "images", "mnt", imgDigest+".log"))

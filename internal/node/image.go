@@ -64,10 +64,13 @@ func (a *Agent) image(ctx context.Context, dep uint64, w *spec.Workload) (path s
 		// The trace first: the image's mount picks up FL.trace when it
 		// starts, and the flist file is what says the fetch is done.
 		detail := fmt.Sprintf("%s (%d bytes of metadata)", im.Digest, len(b))
-		if n, err := a.fetchTrace(ctx, im, r, path+".trace"); err != nil {
+		if t, err := a.fetchTrace(ctx, im, r, path+".trace"); err != nil {
 			a.log.Warn("image trace not used", "image", im.Digest, "err", err)
-		} else if n > 0 {
-			detail += fmt.Sprintf(", a trace of %d chunks to prefetch", n)
+		} else if t != nil && len(t.Chunks) > 0 {
+			detail += fmt.Sprintf(", a trace of %d chunks to prefetch", len(t.Chunks))
+			if t.Ranges != nil {
+				detail += " and the hub's start bundle to stream"
+			}
 		}
 		if err := writeAtomic(path, b); err != nil {
 			return "", cfg, nil, err
@@ -86,27 +89,28 @@ func (a *Agent) image(ctx context.Context, dep uint64, w *spec.Workload) (path s
 }
 
 // fetchTrace saves the prefetch trace the image's hub keeps for it, if
-// any, at path, checked against r; it returns its chunk count (0: none).
-func (a *Agent) fetchTrace(ctx context.Context, im spec.Image, r *flist.Reader, path string) (int, error) {
+// any, at path, checked against r, and returns it (nil: none). A trace
+// with ranges (version 2) is one the hub builds a start bundle from.
+func (a *Agent) fetchTrace(ctx context.Context, im spec.Image, r *flist.Reader, path string) (*mount.Trace, error) {
 	if im.Hub == "" {
-		return 0, nil
+		return nil, nil
 	}
 	c, err := hubclient.New(im.Hub, nil)
 	if err != nil {
-		return 0, err
+		return nil, err
 	}
 	b, err := c.PullTrace(ctx, im.Digest)
 	if errors.Is(err, hubclient.ErrNotFound) {
-		return 0, nil
+		return nil, nil
 	}
 	if err != nil {
-		return 0, err
+		return nil, err
 	}
 	t, err := mount.ParseTraceFor(b, r)
 	if err != nil {
-		return 0, err
+		return nil, err
 	}
-	return len(t.Chunks), writeAtomic(path, b)
+	return t, writeAtomic(path, b)
 }
 
 // bundleURL returns where the image's hub serves its start bundle
