@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"strings"
+	"time"
 
 	"github.com/minio/minio-go/v7"
 )
@@ -121,11 +122,36 @@ func (s *S3) put(ctx context.Context, name string, data []byte, create bool) err
 	if create {
 		opts.SetMatchETagExcept("*")
 	}
-	_, err = s.client.PutObject(ctx, s.bucket, k, bytes.NewReader(data), int64(len(data)), opts)
-	if err != nil {
-		return s.fail("put", name, err)
+	for try := 1; ; try++ {
+		_, err = s.client.PutObject(ctx, s.bucket, k, bytes.NewReader(data), int64(len(data)), opts)
+		if err == nil {
+			return nil
+		}
+		if !prefixRace(err) || try == putTries {
+			return s.fail("put", name, err)
+		}
+		select {
+		case <-ctx.Done():
+			return s.fail("put", name, err)
+		case <-time.After(time.Duration(try) * 10 * time.Millisecond):
+		}
 	}
-	return nil
+}
+
+// putTries bounds the tries of a PUT that prefixRace failed.
+const putTries = 5
+
+// prefixRace reports an answer to a PUT that MinIO gives when a concurrent
+// delete removes the directory of the key's emptied prefix under it
+// (AccessDenied or NoSuchKey: minio/minio#12914, #15157); the hub's
+// pending markers, created and deleted side by side, meet it. A PUT tried
+// again then lands. A real permission error fails after putTries tries.
+func prefixRace(err error) bool {
+	switch minio.ToErrorResponse(err).Code {
+	case "AccessDenied", minio.NoSuchKey:
+		return true
+	}
+	return false
 }
 
 func (s *S3) Put(ctx context.Context, name string, data []byte) error {
