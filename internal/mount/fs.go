@@ -700,7 +700,9 @@ func (f *FS) Read(cancel <-chan struct{}, in *fuse.ReadIn, buf []byte) (fuse.Rea
 	}
 	if in.Offset == 0 && (f.slices == nil || !f.slices.streaming.Load()) {
 		// While a bundle streams, it brings what the loader would read.
-		f.loaderStart(in.NodeId, e, "", head(vecs, 4))
+		// The first piece: loaderStart only looks at the magic, and one
+		// shorter than it leaves the check to the prefetch's own reads.
+		f.loaderStart(in.NodeId, e, "", vecs[0])
 	}
 	if f.slices == nil || !f.slices.streaming.Load() {
 		// While a bundle streams, it is the read-ahead: a reader it serves
@@ -732,20 +734,6 @@ func (f *FS) read(h *stream, ino, off, end uint64) ([][]byte, error) {
 		vecs = append(vecs, data)
 	}
 	return vecs, nil
-}
-
-// head returns the first n bytes of vecs (fewer if they hold fewer).
-func head(vecs [][]byte, n int) []byte {
-	if len(vecs[0]) >= n || len(vecs) == 1 {
-		return vecs[0]
-	}
-	var b []byte
-	for _, v := range vecs {
-		if b = append(b, v...); len(b) >= n {
-			break
-		}
-	}
-	return b
 }
 
 // piece returns bytes [lo, hi) of chunk k: from the bundle's slices if
