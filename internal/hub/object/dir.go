@@ -111,19 +111,15 @@ func (d *Dir) Put(_ context.Context, name string, data []byte) error {
 }
 
 func (d *Dir) Create(_ context.Context, name string, data []byte) error {
-	err := d.place(name, data, false)
-	if errors.Is(err, fs.ErrExist) {
-		return fmt.Errorf("%s: %w", name, ErrExist)
-	}
-	return err
+	return d.place(name, data, false)
 }
 
 // place writes data to a temporary file and publishes it under name: a
-// rename if replace, else a hard link, which fails if the name exists.
-// Delete removes directories left empty, so one can vanish between
-// MkdirAll and the publication when a concurrent Delete empties it: that
-// fails with ENOENT (the temporary file's directory, .tmp, is never
-// removed) and is tried again.
+// rename if replace, else a hard link, which fails with ErrExist if the
+// name exists. Delete removes directories left empty, so a concurrent
+// Delete can remove one under MkdirAll (which then fails with EEXIST or
+// ENOENT) or between MkdirAll and the publication (ENOENT: the temporary
+// file's directory, .tmp, is never removed); both are tried again.
 func (d *Dir) place(name string, data []byte, replace bool) (err error) {
 	p, err := d.path(name)
 	if err != nil {
@@ -142,15 +138,24 @@ func (d *Dir) place(name string, data []byte, replace bool) (err error) {
 	if replace {
 		op = os.Rename
 	}
-	for try := 0; ; try++ {
-		if err = os.MkdirAll(filepath.Dir(p), 0o755); err == nil {
+	for try := 1; ; try++ {
+		err = os.MkdirAll(filepath.Dir(p), 0o755)
+		raced := errors.Is(err, fs.ErrNotExist) || errors.Is(err, fs.ErrExist)
+		if err == nil {
 			err = op(tmp, p)
+			if !replace && errors.Is(err, fs.ErrExist) {
+				return fmt.Errorf("%s: %w", name, ErrExist)
+			}
+			raced = errors.Is(err, fs.ErrNotExist)
 		}
-		if !errors.Is(err, fs.ErrNotExist) || try == 9 {
+		if !raced || try == placeTries {
 			return err
 		}
 	}
 }
+
+// placeTries bounds the tries of a write that raced a Delete.
+const placeTries = 10
 
 func (d *Dir) Delete(_ context.Context, name string) error {
 	p, err := d.path(name)
